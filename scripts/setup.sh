@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything moodshift needs into ./.venv (and, as root, the Debian
+# packages: FluidSynth and two General MIDI soundfonts for the built-in corpus;
+# Chromium for the browser test when MOODSHIFT_BROWSER=1). Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  need=()
+  command -v fluidsynth >/dev/null 2>&1 || need+=(fluidsynth)
+  [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need+=(fluid-soundfont-gm)
+  [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need+=(timgm6mb-soundfont)
+  if [ "${MOODSHIFT_BROWSER:-0}" = 1 ]; then
+    [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
+  fi
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "setup: apt-get install ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+else
+  command -v fluidsynth >/dev/null 2>&1 || echo "setup: not root; no FluidSynth: the corpus step will say how to install it" >&2
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+PIP=".venv/bin/pip"
+$PIP install -q --upgrade pip
+# The CPU wheel of this exact torch lies on the project's machines; install it
+# first so nothing later pulls a CUDA build.
+$PIP install -q torch==2.13.0
+$PIP install -q -e ".[dev]"
+# musicnn ships the pretrained MusiCNN weights; its TensorFlow dependency is not
+# needed (moodshift runs the network in PyTorch), hence --no-deps.
+$PIP install -q --no-deps musicnn==0.1.0
+echo "setup: done ($(.venv/bin/python -c 'import moodshift; print("moodshift", moodshift.__version__)'))"

@@ -1,0 +1,89 @@
+"""Crash-safe writes: write beside the destination, fsync, then rename.
+
+A killed process leaves either the previous version or the new one, never a
+half-written file. Folders (models, catalogues, indexes) are written to a
+sibling temporary folder and swapped in with two renames; the old folder is
+kept under a ``.old`` name until the new one is in place, so a crash between
+the renames still leaves a loadable artefact (``resolve_dir`` finds it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
+    """Open a temporary file next to ``path``; rename it over ``path`` on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_file(path, "wb") as fh:
+        fh.write(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_file(path, "w") as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder; on success it replaces ``path`` whole.
+
+    Usage::
+
+        with atomic_dir(out) as tmp:
+            (tmp / "weights.safetensors").write_bytes(...)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_dir(path: str | os.PathLike[str]) -> Path:
+    """Return ``path``, or its ``.old`` backup when a swap was interrupted."""
+    path = Path(path)
+    if not path.exists():
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            return old
+    return path
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())

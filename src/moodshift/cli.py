@@ -1,0 +1,385 @@
+"""``moodshift``: one command, a subcommand per stage.
+
+    moodshift import   --embeddings emb.npy --labels tracks.csv --out CATALOG
+    moodshift corpus   --out DIR --n N                (built-in rendered audio)
+    moodshift embed    --labels DIR/labels.csv --embedder musicnn --out CATALOG
+    moodshift train    --catalog CATALOG --out MODEL
+    moodshift tune     --catalog CATALOG --out MODEL
+    moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
+    moodshift query    --catalog CATALOG --model MODEL --track T --mood happy
+    moodshift index    --catalog CATALOG
+    moodshift serve    --catalog CATALOG --model MODEL
+    moodshift bench    selfjoin|train|serve|all
+    moodshift demo     [--out DIR]
+
+Errors the user can fix exit with code 2 and a one-line message, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from moodshift.errors import MoodshiftError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _catalog(path: str) -> Any:
+    from moodshift.catalog import Catalog
+
+    return Catalog.load(path)
+
+
+# ---------------------------------------------------------------------- import
+def cmd_import(a: argparse.Namespace) -> None:
+    from moodshift.catalog import import_catalog
+
+    embedder = {"name": a.embedder_name, "version": a.embedder_version}
+    cat = import_catalog(
+        labels=a.labels, embeddings=a.embeddings, mtg_jamendo=a.mtg_jamendo,
+        attribute=a.attribute, embedder=embedder, seed=a.seed,
+        embedding_column=a.embedding_column,
+    )  # fmt: skip
+    if a.labels and not a.mtg_jamendo:
+        cat.root = Path(a.labels).resolve().parent
+    cat.save(a.out)
+    counts = cat.labels["split"].value_counts().to_dict()
+    print(f"catalogue {a.out}: {len(cat)} tracks, {cat.dim}-d, split {counts}")
+    skipped = cat.provenance.get("skipped_on_import")
+    if skipped:
+        print(f"skipped on import: {skipped}")
+
+
+# ---------------------------------------------------------------------- corpus
+def cmd_corpus(a: argparse.Namespace) -> None:
+    from moodshift.corpus import build_corpus
+
+    kwargs: dict[str, Any] = {"n": a.n, "seed": a.seed, "workers": a.workers}
+    if a.clip_seconds:
+        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
+    path = build_corpus(a.out, **kwargs)
+    print(f"corpus labels: {path}")
+
+
+# ---------------------------------------------------------------------- embed
+def cmd_embed(a: argparse.Namespace) -> None:
+    from moodshift.pipeline import embed_catalog
+
+    cat, report = embed_catalog(
+        labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
+        workers=a.workers, attribute=a.attribute, seed=a.seed,
+    )  # fmt: skip
+    cat.save(a.out)
+    print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
+          f"({cat.dim}-d); {len(report)} files skipped")  # fmt: skip
+    for path, reason in report[:20]:
+        print(f"  skipped {path}: {reason}")
+
+
+# ---------------------------------------------------------------------- train
+def _config_from_args(a: argparse.Namespace) -> Any:
+    from moodshift.train import TrainConfig
+
+    kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
+    for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
+                 "patience", "weight_decay"):  # fmt: skip
+        value = getattr(a, name, None)
+        if value is not None:
+            kwargs[name] = value
+    if a.losses:
+        kwargs["losses"] = tuple(s.strip() for s in a.losses.split(",") if s.strip())
+    if a.loss_weights:
+        kwargs["loss_weights"] = _parse_weights(a.loss_weights)
+    if a.margin_mode:
+        kwargs["relative_margin"] = a.margin_mode == "relative"
+    if a.bce_on:
+        kwargs["bce_on"] = a.bce_on
+    if a.residual:
+        kwargs["residual"] = True
+    return TrainConfig(**kwargs)
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    from moodshift.errors import InputError
+
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, _, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--loss-weights wants name=value pairs, got {part!r}") from None
+    return out
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from moodshift.train import train
+
+    cat = _catalog(a.catalog)
+    cfg = _config_from_args(a)
+    model = train(cat, config=cfg, out=a.out, resume=a.resume)
+    t = model.config.get("training", {})
+    print(f"model {a.out}: best epoch {t.get('best_epoch')}, "
+          f"validation score {t.get('best_val_primary'):.3f} (K={t.get('k')})")  # fmt: skip
+
+
+def cmd_tune(a: argparse.Namespace) -> None:
+    from moodshift.tune import tune
+
+    tune(catalog=_catalog(a.catalog), out=a.out, budget_s=a.budget, epochs=a.epochs,
+         mood_target=a.mood_target, seed=a.seed, resume=not a.restart)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- evaluate
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from moodshift.evaluate import evaluate_catalog, format_table
+    from moodshift.model import MoodshiftModel
+
+    cat = _catalog(a.catalog)
+    model = MoodshiftModel.load(a.model) if a.model else None
+    report = evaluate_catalog(cat, model=model, part=a.part, big_k=a.oracle_k, seed=a.seed,
+                              max_seeds=a.max_seeds)  # fmt: skip
+    report.catalog = str(a.catalog)
+    report.model = str(a.model or "")
+    if a.sweep:
+        from moodshift.sweep import run_sweep
+
+        report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
+                                           max_seeds=a.max_seeds)  # fmt: skip
+    print(format_table(report))
+    if a.json:
+        from moodshift._atomic import write_text
+
+        write_text(a.json, json.dumps(report.to_json(), indent=2))
+        print(f"wrote {a.json}")
+    if a.plots:
+        from moodshift.plots import plot_report
+
+        for p in plot_report(report, catalog=cat, model=model, out_dir=a.plots):
+            print(f"wrote {p}")
+
+
+# ---------------------------------------------------------------------- query
+def cmd_query(a: argparse.Namespace) -> None:
+    from moodshift.model import MoodshiftModel
+    from moodshift.search import Searcher
+
+    cat = _catalog(a.catalog)
+    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
+    filters = dict(f.split("=", 1) for f in a.filter) if a.filter else None
+    results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
+                                strength=a.strength, filters=filters)  # fmt: skip
+    if a.json:
+        print(json.dumps({"track_id": a.track, "target_mood": a.mood, "strength": a.strength,
+                          "results": [r.__dict__ for r in results]}, indent=2))  # fmt: skip
+        return
+    seed = cat.labels.iloc[cat.index_of(a.track)]
+    print(f"seed {a.track}: " + ", ".join(f"{c}={seed[c]}" for c in cat.label_columns()))
+    print(f"-> {a.mood} (strength {a.strength})")
+    for r in results:
+        labels = ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}"
+                           for k, v in r.labels.items())  # fmt: skip
+        print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  {labels}")
+
+
+# ---------------------------------------------------------------------- index / serve
+def cmd_index(a: argparse.Namespace) -> None:
+    from moodshift.index import build_catalog_index
+
+    info = build_catalog_index(a.catalog, kind=a.kind, out=a.out)
+    print(json.dumps(info, indent=2, default=str))
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    from moodshift.server import serve
+
+    serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index)
+
+
+# ---------------------------------------------------------------------- bench / demo
+def cmd_bench(a: argparse.Namespace) -> None:
+    from moodshift.bench import run_bench
+
+    result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if a.json:
+        from moodshift._atomic import write_text
+
+        write_text(a.json, text)
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from moodshift.demo import run_demo
+
+    run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
+             epochs=a.epochs)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- parser
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--attribute", default="mood", help="label column to transform")
+    p.add_argument("--losses", help="comma list of cos,triplet,cosbce (default: chosen config)")
+    p.add_argument("--loss-weights", help="e.g. cos=1,triplet=0.5")
+    p.add_argument("--margin", type=float, help="triplet margin (absolute, or gamma if relative)")
+    p.add_argument("--margin-mode", choices=["fixed", "relative"])
+    p.add_argument("--bce-on", choices=["target", "seed"])
+    p.add_argument("--k", type=int, help="proxy-target list length K (default 100)")
+    p.add_argument("--k-fraction", type=float, help="K as a fraction of the smallest class")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--mood-target", type=float, help="validation mood success to reach")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without gain")
+    p.add_argument("--residual", action="store_true", help="predict a residual on the seed")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moodshift", description="Controllable music retrieval: like this track, but <mood>."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("import", help="make a catalogue from embeddings + labels")
+    p.add_argument("--embeddings", help=".npy of shape (n, d)")
+    p.add_argument("--labels", help="CSV or Parquet: track_id, mood, genre, instruments[, artist]")
+    p.add_argument("--mtg-jamendo", help="folder with MTG-Jamendo autotagging_*.tsv files")
+    p.add_argument("--embedding-column", default="embedding", help="Parquet list column")
+    p.add_argument("--embedder-name", default="unknown", help="what made the embeddings")
+    p.add_argument("--embedder-version", default="unknown")
+    p.add_argument("--attribute", default="mood", help="stratify the split by this column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("corpus", help="render the built-in labelled audio corpus")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"))
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("embed", help="embed audio files into a catalogue")
+    p.add_argument("--labels", help="labels CSV with an audio_path column")
+    p.add_argument("--audio-dir", help="or a folder of audio files (labels from a CSV inside)")
+    p.add_argument("--embedder", default="musicnn")
+    p.add_argument("--cache-dir")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--attribute", default="mood")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("train", help="train the mood transformation")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--out", required=True)
+    _train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="choose the training configuration on the validation split")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--budget", type=float, default=1800.0, help="seconds for the whole search")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--mood-target", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="ignore an earlier partial search")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("evaluate", help="the model and every baseline on the test split")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model")
+    p.add_argument("--json")
+    p.add_argument("--plots")
+    p.add_argument("--sweep", action="store_true", help="trade-off curves of every method")
+    p.add_argument("--part", default="test", choices=["train", "val", "test"])
+    p.add_argument("--oracle-k", type=int, default=100)
+    p.add_argument("--max-seeds", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("query", help="like this track, but <mood>")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--track", required=True)
+    p.add_argument("--mood", required=True)
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--filter", action="append", help="label=value, e.g. genre=rock")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("index", help="build the FAISS index of a catalogue")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("serve", help="HTTP API and web page")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--index")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="benchmarks (they measure; they are not tests)")
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="selfjoin",
+        help="selfjoin, approx, train, embed, query, serve or all",
+    )
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--embedders", default="musicnn,features")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *_: f"warning: {msg}\n"  # type: ignore[assignment]
+    try:
+        rc = args.func(args)
+    except MoodshiftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The mood-transformation network and its saved form.
+
+A saved model is a folder, loadable in one call with :meth:`MoodshiftModel.load`::
+
+    my_model/
+      config.json          TrainConfig + architecture
+      model.safetensors    weights
+      vocab.json           {"attribute": "mood", "classes": [...]}
+      embedder.json        name, version, dim of the embedder the catalogue used
+      training_log.json    per-epoch validation figures
+      selection.json       (optional) how the configuration was chosen (``moodshift tune``)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moodshift._atomic import atomic_dir, resolve_dir
+from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Layer sizes of :class:`MoodTransformer` (defaults: METHOD.md, ~2.4 M params at d=1728)."""
+
+    dim: int
+    n_classes: int
+    hidden: tuple[int, int] = (1024, 512)
+    class_hidden: tuple[int, int] = (64, 128)
+    dropout: float = 0.3
+    class_dropout: float = 0.4
+    residual: bool = False
+
+
+class MoodTransformer(nn.Module):
+    """Embedding branch d->1024->512 and mood branch m->64->128, concatenated, then -> d.
+
+    The mood condition is the difference of one-hot vectors y_t - y_s. With
+    ``residual=True`` the output is ``x_s + f(x_s, y_t - y_s)`` (an extension:
+    the identity is the zero function, which makes keeping the seed cheap).
+    """
+
+    def __init__(self, arch: Architecture) -> None:
+        super().__init__()
+        self.arch = arch
+        h1, h2 = arch.hidden
+        c1, c2 = arch.class_hidden
+        self.embedding_branch = nn.Sequential(
+            nn.Linear(arch.dim, h1), nn.ReLU(), nn.Dropout(arch.dropout),
+            nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(arch.dropout),
+        )  # fmt: skip
+        self.class_branch = nn.Sequential(
+            nn.Linear(arch.n_classes, c1), nn.ReLU(), nn.Dropout(arch.class_dropout),
+            nn.Linear(c1, c2), nn.ReLU(), nn.Dropout(arch.class_dropout),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Transform unit-norm embeddings.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (B, d)
+        source, target : torch.Tensor, shape (B,), int64
+            Class indices of the seed and of the wanted mood.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, d)
+            Not normalised: retrieval and losses use cosine similarity.
+        """
+        m = self.arch.n_classes
+        cond = nn.functional.one_hot(target, m).float() - nn.functional.one_hot(source, m).float()
+        h = torch.cat([self.embedding_branch(x), self.class_branch(cond)], dim=1)
+        out = self.head(h)
+        return x + out if self.arch.residual else out
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
+    """Spherical interpolation between unit rows ``a`` and ``b`` (shape (n, d)).
+
+    Retrieval is by cosine, so only directions matter; slerp moves along the
+    great circle from ``a`` to ``b`` at constant angular speed, so ``t`` is the
+    fraction of the angle travelled. A straight line would pass nearer the
+    origin and move the direction unevenly (slowly at the ends).
+    """
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+    t = np.asarray(t, dtype=np.float32).reshape(-1, 1) if np.ndim(t) else np.float32(t)
+    dot = np.clip((a * b).sum(axis=-1, keepdims=True), -1.0, 1.0)
+    omega = np.arccos(dot)
+    so = np.sin(omega)
+    near = so < 1e-6
+    safe = np.where(near, 1.0, so)
+    wa = np.where(near, 1.0 - t, np.sin((1.0 - t) * omega) / safe)
+    wb = np.where(near, t, np.sin(t * omega) / safe)
+    out = wa * a + wb * b
+    return (out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+class MoodshiftModel:
+    """A trained transformation with its vocabulary and provenance.
+
+    Parameters
+    ----------
+    net : MoodTransformer
+    classes : list of str
+        The attribute's vocabulary; index i is one-hot position i.
+    attribute : str
+        The label column it transforms (``mood`` by default).
+    embedder : dict
+        ``name``, ``version``, ``dim`` of the embedder of the training catalogue.
+    config : dict
+        The training configuration (saved in ``config.json``).
+    """
+
+    def __init__(
+        self,
+        *,
+        net: MoodTransformer,
+        classes: list[str],
+        attribute: str = "mood",
+        embedder: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        log: list[dict[str, Any]] | None = None,
+        selection: dict[str, Any] | None = None,
+    ) -> None:
+        self.net = net.eval()
+        self.classes = list(classes)
+        self.attribute = attribute
+        self.embedder = dict(embedder or {"dim": net.arch.dim})
+        self.config = dict(config or {})
+        self.log = list(log or [])
+        self.selection = selection
+
+    @property
+    def dim(self) -> int:
+        return self.net.arch.dim
+
+    def class_index(self, value: str) -> int:
+        try:
+            return self.classes.index(value)
+        except ValueError:
+            raise UnknownLabelError(
+                f"unknown target {self.attribute} {value!r}; known: {', '.join(self.classes)}."
+            ) from None
+
+    def transform(
+        self,
+        embeddings: np.ndarray,
+        *,
+        source: np.ndarray | list[str] | str,
+        target: np.ndarray | list[str] | str,
+        strength: float | np.ndarray = 1.0,
+        batch_size: int = 8192,
+    ) -> np.ndarray:
+        """Move embeddings toward a target class.
+
+        Parameters
+        ----------
+        embeddings : np.ndarray, shape (n, d) or (d,)
+        source, target : class names or indices, shape (n,) or scalar
+        strength : float in [0, 1] (or shape (n,))
+            0 returns the seed's direction (so retrieval gives its neighbours),
+            1 the full transform; in between, :func:`slerp` between the two.
+
+        Returns
+        -------
+        np.ndarray, shape (n, d), unit-norm rows
+        """
+        x = np.asarray(embeddings, dtype=np.float32)
+        single = x.ndim == 1
+        x = np.atleast_2d(x)
+        if x.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"dimension mismatch: the model takes {self.dim}-d embeddings, got {x.shape[1]}-d; "
+                f"use a model trained on this embedder."
+            )
+        if not np.isfinite(x).all():
+            raise InputError("embedding contains NaN or inf; give a finite vector.")
+        s = np.asarray(strength, dtype=np.float32)
+        if np.any(s < 0) or np.any(s > 1) or not np.all(np.isfinite(s)):
+            raise InputError(f"strength must lie in [0, 1], got {strength}.")
+        src = self._as_indices(source, x.shape[0])
+        tgt = self._as_indices(target, x.shape[0])
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        out = np.empty_like(xn)
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], batch_size):
+                sl = slice(i, i + batch_size)
+                out[sl] = self.net(
+                    torch.from_numpy(xn[sl]), torch.from_numpy(src[sl]), torch.from_numpy(tgt[sl])
+                ).numpy()
+        out = slerp(xn, out, s if s.ndim == 0 else s.reshape(-1))
+        return out[0] if single else out
+
+    def _as_indices(self, values: Any, n: int) -> np.ndarray:
+        arr = np.atleast_1d(np.asarray(values))
+        if arr.dtype.kind in "iu":
+            if arr.size and (arr.min() < 0 or arr.max() >= len(self.classes)):
+                raise UnknownLabelError(f"class index out of range 0..{len(self.classes) - 1}")
+            idx = arr.astype(np.int64)
+        else:
+            idx = np.array([self.class_index(str(v)) for v in arr], dtype=np.int64)
+        if idx.size == 1 and n != 1:
+            idx = np.repeat(idx, n)
+        if idx.size != n:
+            raise InputError(f"expected {n} class labels, got {idx.size}")
+        return idx
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the model folder atomically."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self.write_into(tmp)
+        return path
+
+    def write_into(self, folder: Path) -> None:
+        arch = self.net.arch
+        save_file(
+            {k: v.contiguous() for k, v in self.net.state_dict().items()},
+            str(folder / "model.safetensors"),
+        )
+        cfg = dict(self.config)
+        cfg["architecture"] = {
+            "dim": arch.dim, "n_classes": arch.n_classes, "hidden": list(arch.hidden),
+            "class_hidden": list(arch.class_hidden), "dropout": arch.dropout,
+            "class_dropout": arch.class_dropout, "residual": arch.residual,
+        }  # fmt: skip
+        cfg["moodshift_version"] = _version()
+        (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
+        (folder / "vocab.json").write_text(
+            json.dumps({"attribute": self.attribute, "classes": self.classes}, indent=2)
+        )
+        (folder / "embedder.json").write_text(json.dumps(self.embedder, indent=2, default=str))
+        (folder / "training_log.json").write_text(json.dumps(self.log, indent=2, default=str))
+        if self.selection is not None:
+            (folder / "selection.json").write_text(
+                json.dumps(self.selection, indent=2, default=str)
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> MoodshiftModel:
+        """Load a model folder written by :meth:`save` (or by ``moodshift train``)."""
+        path = resolve_dir(path)
+        needed = ["config.json", "model.safetensors", "vocab.json"]
+        missing = [n for n in needed if not (path / n).is_file()]
+        if missing:
+            raise FileFormatError(
+                f"{path} is not a moodshift model folder (missing {', '.join(missing)}); "
+                f"train one with `moodshift train`."
+            )
+        try:
+            cfg = json.loads((path / "config.json").read_text())
+            vocab = json.loads((path / "vocab.json").read_text())
+            a = cfg["architecture"]
+            arch = Architecture(
+                dim=int(a["dim"]), n_classes=int(a["n_classes"]), hidden=tuple(a["hidden"]),
+                class_hidden=tuple(a["class_hidden"]), dropout=float(a["dropout"]),
+                class_dropout=float(a["class_dropout"]), residual=bool(a.get("residual", False)),
+            )  # fmt: skip
+            net = MoodTransformer(arch)
+            net.load_state_dict(load_file(str(path / "model.safetensors")))
+        except (KeyError, ValueError, RuntimeError, OSError) as exc:
+            raise FileFormatError(f"model folder {path} is corrupt ({exc}); retrain it.") from exc
+        embedder = _read_json(path / "embedder.json", {"dim": arch.dim})
+        log = _read_json(path / "training_log.json", [])
+        selection = _read_json(path / "selection.json", None)
+        return cls(
+            net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
+            embedder=embedder, config=cfg, log=log, selection=selection,
+        )  # fmt: skip
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    if not path.is_file():
+        return default
+    return json.loads(path.read_text())
+
+
+def _version() -> str:
+    from moodshift import __version__
+
+    return __version__
