@@ -132,7 +132,7 @@ class Catalog:
             examples = ", ".join(map(str, self.track_ids[:3]))
             raise UnknownTrackError(
                 f"unknown track id {track_id!r}: the catalogue has {len(self)} tracks "
-                f"(ids look like {examples}); search with `moodshift query --list` or GET /tracks."
+                f"(ids look like {examples}); check the id (the labels file lists them; the server's GET /tracks?q= searches)."
             ) from None
 
     def value_sets(self, column: str) -> list[frozenset[str]]:
@@ -143,13 +143,14 @@ class Catalog:
             )
         return [parse_values(v) for v in self.labels[column].tolist()]
 
-    def classes(self, attribute: str) -> tuple[list[str], np.ndarray]:
+    def classes(self, attribute: str, *, min_count: int = 2) -> tuple[list[str], np.ndarray]:
         """Class vocabulary (sorted) and per-track class index for a single-valued attribute.
 
         Raises
         ------
         DataError
-            If a track has no value or several values, or a class has fewer than 2 tracks.
+            If a track has no value or several values, or a class has fewer than
+            ``min_count`` tracks (training needs 2: a track and a neighbour).
         """
         sets = self.value_sets(attribute)
         bad = [i for i, s in enumerate(sets) if len(s) != 1]
@@ -165,13 +166,13 @@ class Catalog:
         lookup = {v: i for i, v in enumerate(vocab)}
         y = np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
         counts = np.bincount(y, minlength=len(vocab))
-        small = [f"{vocab[c]} ({counts[c]})" for c in range(len(vocab)) if counts[c] < 2]
+        small = [f"{vocab[c]} ({counts[c]})" for c in range(len(vocab)) if counts[c] < min_count]
         if small:
             raise DataError(
                 f"class(es) of {attribute!r} with fewer than 2 tracks: {', '.join(small)}; "
                 f"add tracks or drop these rows."
             )
-        if len(vocab) < 2:
+        if len(vocab) < 2 and min_count > 1:
             raise DataError(
                 f"attribute {attribute!r} has a single value {vocab}; nothing to transform to."
             )

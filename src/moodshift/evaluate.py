@@ -88,7 +88,8 @@ class RetrievalEvaluator:
     ) -> None:
         self.pool = pool
         self.attribute = attribute
-        vocab, y = pool.classes(attribute)
+        # An evaluated part may hold a single track of some class: it can still be a seed.
+        vocab, y = pool.classes(attribute, min_count=1)
         if classes is not None:
             unknown = sorted(set(vocab) - set(classes))
             if unknown:

@@ -270,7 +270,7 @@ class MoodshiftModel:
             )  # fmt: skip
             net = MoodTransformer(arch)
             net.load_state_dict(load_file(str(path / "model.safetensors")))
-        except (KeyError, ValueError, RuntimeError, OSError) as exc:
+        except Exception as exc:  # safetensors raises its own error type
             raise FileFormatError(f"model folder {path} is corrupt ({exc}); retrain it.") from exc
         embedder = _read_json(path / "embedder.json", {"dim": arch.dim})
         log = _read_json(path / "training_log.json", [])

@@ -79,8 +79,7 @@ def plot_report(report: Any, *, catalog: Any, model: Any, out_dir: str | Path) -
     written = [plot_metric_bars(report, out / "metrics.png")]
     if model is not None and "model" in report.results:
         pool = catalog.subset(catalog.split_indices(report.part))
-        _, y = pool.classes(model.attribute)
-        vocab, _ = pool.classes(model.attribute)
+        vocab, y = pool.classes(model.attribute, min_count=1)
         lookup = {c: i for i, c in enumerate(model.classes)}
         y = np.array([lookup[vocab[v]] for v in y])
         rng = np.random.default_rng(0)

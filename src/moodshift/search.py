@@ -48,7 +48,8 @@ def topk_cosine(
     if q.ndim != 2 or p.ndim != 2 or q.shape[1] != p.shape[1]:
         raise InputError(f"queries {q.shape} and pool {p.shape} must be (q, d) and (n, d)")
     n = p.shape[0]
-    k = min(k, n - (1 if exclude is not None else 0))
+    excluding = exclude is not None and bool((np.asarray(exclude) >= 0).any())
+    k = min(k, n - (1 if excluding else 0))
     if k < 1:
         raise InputError("the pool is too small to return any result")
     out_i = np.empty((q.shape[0], k), dtype=np.int64)
