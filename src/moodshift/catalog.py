@@ -132,7 +132,8 @@ class Catalog:
             examples = ", ".join(map(str, self.track_ids[:3]))
             raise UnknownTrackError(
                 f"unknown track id {track_id!r}: the catalogue has {len(self)} tracks "
-                f"(ids look like {examples}); check the id (the labels file lists them; the server's GET /tracks?q= searches)."
+                f"(ids look like {examples}); check the id (the labels file lists them; "
+                f"the server's GET /tracks?q= searches)."
             ) from None
 
     def value_sets(self, column: str) -> list[frozenset[str]]:
