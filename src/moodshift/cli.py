@@ -70,7 +70,7 @@ def cmd_corpus(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(a: argparse.Namespace) -> None:
-    from moodshift.pipeline import embed_catalog
+    from moodshift.embedding import embed_catalog
 
     cat, report = embed_catalog(
         labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
