@@ -49,10 +49,10 @@ import soundfile as sf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import musicnn  # noqa: E402
-import musicnn.extractor as mx  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from musicnn import configuration as config  # noqa: E402
+import musicnn
+import musicnn.extractor as mx
+import tensorflow as tf
+from musicnn import configuration as config
 
 SR = 16000
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "musicnn" / "reference.npz"
@@ -61,7 +61,7 @@ OUTPUTS = ("penultimate", "max_pool", "mean_pool", "tags")
 
 
 def _tone(freqs: list[float], dur: float, *, sr: int = SR, harmonics: int = 4) -> np.ndarray:
-    t = np.arange(int(round(dur * sr))) / sr
+    t = np.arange(round(dur * sr)) / sr
     y = np.zeros_like(t)
     for f in freqs:
         for h in range(1, harmonics + 1):
@@ -76,8 +76,12 @@ def make_clips() -> dict[str, np.ndarray]:
     clips: dict[str, np.ndarray] = {}
 
     # 5 s: A minor -> F major -> C major -> G major, one chord every 1.25 s
-    chords = [[220.0, 261.63, 329.63], [174.61, 220.0, 261.63],
-              [261.63, 329.63, 392.0], [196.0, 246.94, 293.66]]
+    chords = [
+        [220.0, 261.63, 329.63],
+        [174.61, 220.0, 261.63],
+        [261.63, 329.63, 392.0],
+        [196.0, 246.94, 293.66],
+    ]
     clips["chords"] = np.concatenate([_tone(c, 1.25) for c in chords]) * 0.2
 
     # 4 s: kick + noisy snare/hi-hat pattern at 120 bpm over a bass line
@@ -89,13 +93,14 @@ def make_clips() -> dict[str, np.ndarray]:
         m = min(n - s, int(0.2 * SR))
         tt = np.arange(m) / SR
         if i % 4 == 0:  # kick: falling sine
-            y[s:s + m] += 0.9 * np.sin(2 * np.pi * (50 + 100 * np.exp(-30 * tt)) * tt) * np.exp(
-                -12 * tt)
+            y[s : s + m] += (
+                0.9 * np.sin(2 * np.pi * (50 + 100 * np.exp(-30 * tt)) * tt) * np.exp(-12 * tt)
+            )
         elif i % 4 == 2:  # snare: noise burst
-            y[s:s + m] += 0.5 * rng.standard_normal(m) * np.exp(-25 * tt)
+            y[s : s + m] += 0.5 * rng.standard_normal(m) * np.exp(-25 * tt)
         else:  # hat: short bright noise
             hat = np.diff(rng.standard_normal(m + 1))
-            y[s:s + m] += 0.15 * hat * np.exp(-80 * tt)
+            y[s : s + m] += 0.15 * hat * np.exp(-80 * tt)
     clips["drums"] = np.clip(y, -1, 1)
 
     # 2.5 s: exponential chirp 100 Hz -> 6 kHz (shorter than one window)
@@ -143,8 +148,9 @@ def run_extractor(wav: str, model: str, *, float32: bool) -> dict[str, np.ndarra
 def main() -> int:
     clips = make_clips()
     arrays: dict[str, np.ndarray] = {}
-    n_frames = librosa.time_to_frames(3, sr=SR, n_fft=config.FFT_SIZE, hop_length=config.FFT_HOP) + 1
-    hop = librosa.time_to_frames(2, sr=SR, n_fft=config.FFT_SIZE, hop_length=config.FFT_HOP)
+    stft = {"sr": SR, "n_fft": config.FFT_SIZE, "hop_length": config.FFT_HOP}
+    n_frames = librosa.time_to_frames(3, **stft) + 1  # 187, as extractor() computes it
+    hop = librosa.time_to_frames(2, **stft)  # 124
     with tempfile.TemporaryDirectory() as tmp:
         for name, y in clips.items():
             pcm = np.round(np.clip(y, -1, 1) * 32767).astype(np.int16)

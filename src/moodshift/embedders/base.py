@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.errors import AudioError, InputError
+from moodshift.errors import AudioError, EmbedderMismatchError, InputError
 
 __all__ = [
     "Embedder",
     "available_embedders",
+    "embedder_from_provenance",
     "get_embedder",
     "register_embedder",
     "resample",
@@ -282,3 +283,37 @@ def window_starts(
     if tail >= max(1, min_tail):
         starts = np.append(starts, n_samples - win)
     return starts
+
+
+def embedder_from_provenance(provenance: dict[str, Any]) -> Embedder:
+    """Rebuild the embedder that produced embeddings with this provenance.
+
+    Parameters
+    ----------
+    provenance : dict
+        As returned by :meth:`Embedder.provenance` (or stored by a catalogue):
+        ``name``, ``version``, ``dim`` and optionally ``options``.
+
+    Returns
+    -------
+    Embedder
+
+    Raises
+    ------
+    EmbedderMismatchError
+        The installed embedder of that name has another version or dimension,
+        so new embeddings would not be comparable with the stored ones.
+    """
+    try:
+        name = provenance["name"]
+    except (KeyError, TypeError):
+        raise InputError(f"provenance {provenance!r} has no embedder 'name'") from None
+    emb = get_embedder(name, **dict(provenance.get("options") or {}))
+    mine = emb.provenance()
+    for key in ("version", "dim"):
+        if key in provenance and provenance[key] != mine[key]:
+            raise EmbedderMismatchError(
+                f"embeddings were made by {name!r} {key} {provenance[key]!r}, but the installed "
+                f"one has {key} {mine[key]!r}; re-embed the catalogue"
+            )
+    return emb

@@ -237,14 +237,17 @@ class MusicnnNet(torch.nn.Module):
         return cls(read_checkpoint(prefix, names=_checkpoint_names())).eval()
 
     def _branch(self, x: torch.Tensor, name: str, pad_t: tuple[int, int]) -> torch.Tensor:
-        # conv -> ReLU -> BN -> max over mel bands; BN before the max because a
-        # negative BN scale would change which band is the maximum.
-        y = F.conv2d(F.pad(x, (0, 0, *pad_t)), getattr(self, f"{name}_weight"),
-                     getattr(self, f"{name}_bias"))  # fmt: skip
-        y = torch.relu(y)
-        y = y * getattr(self, f"{name}_bn_scale")[:, None, None] + getattr(
-            self, f"{name}_bn_shift")[:, None, None]  # fmt: skip
-        return y.amax(dim=3)
+        # TF computes max_freq(BN(ReLU(conv + bias))). BN is a per-channel affine
+        # map and ReLU and +bias are monotonic, so the max over frequency can be
+        # taken first: max for channels with a positive BN scale, min for negative
+        # ones. Float rounding is monotonic too, so the reordering changes nothing
+        # but speed: it skips three passes over the network's largest activation.
+        z = F.conv2d(F.pad(x, (0, 0, *pad_t)), getattr(self, f"{name}_weight"))  # (B, C, T, F)
+        zmin, zmax = torch.aminmax(z, dim=3)
+        scale = getattr(self, f"{name}_bn_scale")[:, None]
+        shift = getattr(self, f"{name}_bn_shift")[:, None]
+        y = torch.where(scale >= 0, zmax, zmin) + getattr(self, f"{name}_bias")[:, None]
+        return torch.relu(y) * scale + shift
 
     def _mid(self, x: torch.Tensor, name: str) -> torch.Tensor:
         y = torch.relu(F.conv1d(F.pad(x, (3, 3)), getattr(self, f"{name}_weight"),
@@ -359,8 +362,10 @@ class MusicnnEmbedder(Embedder):
         tag-discriminative; the default). ``max_pool`` / ``mean_pool``: the
         753-d temporal poolings of the mid-end (more general, larger).
         ``tags``: the 50 tag probabilities (see :attr:`tag_names`).
-    batch_size : int, default 8
-        Patches per forward pass (memory: ~10 MB of activations per patch).
+    batch_size : int, default 2
+        Patches per forward pass. Small batches are fastest on CPU: the largest
+        activation is ~9 MB per patch, and bigger batches fall out of cache
+        (measured single-thread: 0.041 s/patch at 1-2, 0.061 s at 16).
     checkpoint_dir : str or Path, optional
         A musicnn TF checkpoint directory to use instead of the installed package's.
 
@@ -379,7 +384,7 @@ class MusicnnEmbedder(Embedder):
         *,
         model: str = "MSD_musicnn",
         output: Output = "penultimate",
-        batch_size: int = 8,
+        batch_size: int = 2,
         checkpoint_dir: str | Path | None = None,
     ) -> None:
         self.model = _canonical_model(model)

