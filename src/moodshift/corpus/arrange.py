@@ -726,8 +726,9 @@ def melody_timeline(
     s0 = start_bar * melody.beats_per_bar
     end = math.ceil(melody.length_beats / bar_beats - 1e-6) * bar_beats
     loop = max(bar_beats, end - s0)
-    intro = float(bar_beats)
-    lead_in = bar_beats if s0 == 0 else 1.0
+    # A clip too short for an intro bar (a few seconds at a slow tempo) starts on the tune.
+    intro = float(bar_beats) if total_beats >= 3 * bar_beats else 0.0
+    lead_in = min(intro, bar_beats if s0 == 0 else 1.0)
     out = []
     for pitch, pos, dur in melody.notes:
         if s0 - lead_in <= pos < s0:
