@@ -29,3 +29,82 @@ def small_catalog():
     from moodshift.synthetic import make_catalog
 
     return make_catalog(n=800, dim=32, seed=3, groups=True)
+
+
+# ---------------------------------------------------------------------- serving (index/server/web)
+def _write_tone(path, *, freq: float, seconds: float = 0.25, rate: int = 8000) -> None:
+    """A short 16-bit mono sine WAV written with the standard library."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+
+
+@pytest.fixture(scope="session")
+def serve_catalog(tmp_path_factory):
+    """400 synthetic tracks (32-d, groups) with titles; even rows have a tiny WAV file.
+
+    Audio paths are relative to the catalogue root (a temporary folder); odd rows
+    have no audio, to exercise "no audio file" answers.
+    """
+    from moodshift.synthetic import make_catalog
+
+    root = tmp_path_factory.mktemp("serve_catalog")
+    cat = make_catalog(n=400, dim=32, seed=11, groups=True)
+    (root / "audio").mkdir()
+    paths = []
+    for i, mood in enumerate(cat.labels["mood"]):
+        if i % 2:
+            paths.append("")
+            continue
+        rel = f"audio/{cat.labels['track_id'].iat[i]}.wav"
+        _write_tone(
+            root / rel, freq=220.0 * (1 + ["calm", "sad", "happy", "energetic"].index(mood))
+        )
+        paths.append(rel)
+    cat.labels["audio_path"] = paths
+    cat.labels["title"] = [f"Tune {i:03d}" for i in range(len(cat))]
+    cat.root = root
+    return cat
+
+
+@pytest.fixture(scope="session")
+def serve_model(serve_catalog):
+    """A model trained for a few epochs on ``serve_catalog`` (seconds, not quality)."""
+    from moodshift.train import TrainConfig, train
+
+    return train(serve_catalog, config=TrainConfig(epochs=3, k=20, seed=0), progress=False)
+
+
+@pytest.fixture(scope="session")
+def live_server(serve_catalog, serve_model):
+    """A real uvicorn server on 127.0.0.1 (free port) in a background thread; yields its URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from moodshift.server import create_app
+
+    app = create_app(catalog=serve_catalog, model=serve_model, max_k=50)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
