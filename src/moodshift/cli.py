@@ -74,7 +74,8 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
     cat, report = embed_catalog(
         labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
-        workers=a.workers, attribute=a.attribute, seed=a.seed,
+        workers=a.workers, attribute=a.attribute, seed=a.seed, engine=a.engine,
+        ray_address=a.ray_address,
     )  # fmt: skip
     cat.save(a.out)
     print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
@@ -89,7 +90,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
-                 "patience", "weight_decay"):  # fmt: skip
+                 "patience", "weight_decay", "mining"):  # fmt: skip
         value = getattr(a, name, None)
         if value is not None:
             kwargs[name] = value
@@ -126,7 +127,8 @@ def cmd_train(a: argparse.Namespace) -> None:
 
     cat = _catalog(a.catalog)
     cfg = _config_from_args(a)
-    model = train(cat, config=cfg, out=a.out, resume=a.resume)
+    model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
+                  ray_address=a.ray_address)  # fmt: skip
     t = model.config.get("training", {})
     print(f"model {a.out}: best epoch {t.get('best_epoch')}, "
           f"validation score {t.get('best_val_primary'):.3f} (K={t.get('k')})")  # fmt: skip
@@ -202,7 +204,8 @@ def cmd_index(a: argparse.Namespace) -> None:
 def cmd_serve(a: argparse.Namespace) -> None:
     from moodshift.server import serve
 
-    serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index)
+    serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
+          workers=a.workers, max_k=a.max_k)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- bench / demo
@@ -245,6 +248,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
+    p.add_argument("--mining", choices=["auto", "exact", "ivf", "hnsw"],
+                   help="proxy-target self-join: exact, or approximate (FAISS)")  # fmt: skip
+    _engine_options(p)
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="run the heavy step here or on Ray (moodshift[ray])")  # fmt: skip
+    p.add_argument("--ray-address", help="existing Ray cluster (default: start a local one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", default="mood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    _engine_options(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("train", help="train the mood transformation")
@@ -336,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmarks (they measure; they are not tests)")
@@ -343,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve or all",
+        help="selfjoin, approx, train, embed, query, serve, mining or all",
     )
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=512)
