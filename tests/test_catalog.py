@@ -173,30 +173,40 @@ def test_mtg_jamendo_bad_header(tmp_path):
         read_mtg_jamendo(tmp_path)
 
 
-def _slow_save(path: str) -> None:
-    """Child process: starts saving a big catalogue; the parent kills it mid-write."""
+def _save_and_hang(path: str) -> None:
+    """Child process: starts saving a new catalogue and stalls half-way (then gets killed)."""
+    import moodshift.catalog as catalog_module
     from moodshift.synthetic import make_catalog
 
-    cat = make_catalog(n=200_000, dim=256, seed=0, split=False)
-    Path(path + ".started").write_text("1")
-    cat.save(path)
+    real_save = np.save
+
+    def save_then_hang(file, arr, **kwargs):
+        real_save(file, arr, **kwargs)  # the embeddings are written...
+        Path(path + ".midway").write_text("1")
+        time.sleep(600)  # ...and the process dies before labels and catalog.json
+
+    catalog_module.np.save = save_then_hang
+    make_catalog(n=50, dim=8, seed=9).save(path)
 
 
 def test_killed_save_keeps_previous_version(tmp_path, small_catalog):
     dest = tmp_path / "cat"
     small_catalog.save(dest)
     ctx = mp.get_context("spawn")
-    proc = ctx.Process(target=_slow_save, args=(str(dest),))
+    proc = ctx.Process(target=_save_and_hang, args=(str(dest),))
     proc.start()
     deadline = time.time() + 120
-    while not Path(str(dest) + ".started").exists() and time.time() < deadline:
+    while not Path(str(dest) + ".midway").exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # inside save(): writing the 200 MB of embeddings
+    assert Path(str(dest) + ".midway").exists(), "the child never reached the middle of save()"
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     back = Catalog.load(dest)
     assert len(back) == len(small_catalog)
     np.testing.assert_array_equal(back.embeddings, small_catalog.embeddings)
+    # The next save cleans up and replaces it normally.
+    small_catalog.subset(np.arange(10)).save(dest)
+    assert len(Catalog.load(dest)) == 10
 
 
 def test_interrupted_save_keeps_previous_version(tmp_path, small_catalog, monkeypatch):
