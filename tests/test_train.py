@@ -56,8 +56,8 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic):
     out = tmp_path / "m"
     train(synthetic, config=TrainConfig(epochs=1, seed=2), out=out, progress=False)
     with pytest.raises(InputError, match="different config"):
-        train(synthetic, config=TrainConfig(epochs=2, seed=2, lr=1e-3), out=out, resume=True,
-              progress=False)  # fmt: skip
+        other = TrainConfig(epochs=2, seed=2, lr=TrainConfig().lr * 2)
+        train(synthetic, config=other, out=out, resume=True, progress=False)
 
 
 def test_saved_model_folder_and_round_trip(tmp_path, synthetic, trained):
