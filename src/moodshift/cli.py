@@ -248,7 +248,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
-    p.add_argument("--mining", choices=["auto", "exact", "ivf", "hnsw"],
+    p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw"],
                    help="proxy-target self-join: exact, or approximate (FAISS)")  # fmt: skip
     _engine_options(p)
 

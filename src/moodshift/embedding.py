@@ -38,6 +38,8 @@ def embed_catalog(
     attribute: str = "mood",
     seed: int = 0,
     progress: bool = True,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> tuple[Catalog, list[tuple[str, str]]]:
     """Embed every labelled audio file and build a catalogue with a stored split.
 
@@ -53,6 +55,10 @@ def embed_catalog(
         A registered embedder (:func:`moodshift.embedders.available_embedders`).
     cache_dir : path, optional
         Embedding cache keyed by file content; default ``<labels folder>/.embed_cache``.
+    engine : {"local", "ray"}
+        Embed in this process (``workers`` processes) or as Ray Data batch inference.
+    ray_address : str, optional
+        Existing Ray cluster for ``engine="ray"`` (default: start a local one).
 
     Returns
     -------
@@ -80,8 +86,14 @@ def embed_catalog(
     root = labels.resolve().parent
     paths = _audio_paths(df, root=root, audio_dir=Path(audio_dir) if audio_dir else None)
     cache = Path(cache_dir) if cache_dir else root / ".embed_cache"
-    run = embed_files(paths, embedder=embedder, cache_dir=cache, workers=workers,
-                      progress=progress)  # fmt: skip
+    if engine == "ray":  # Ray Data batch inference (moodshift.distributed)
+        from moodshift.distributed import ray_embed_files
+
+        run = ray_embed_files(paths, embedder=embedder, cache_dir=cache, workers=workers,
+                              address=ray_address, progress=progress)  # fmt: skip
+    else:
+        run = embed_files(paths, embedder=embedder, cache_dir=cache, workers=workers,
+                          progress=progress)  # fmt: skip
     if len(run.ok_indices) == 0:
         raise DataError(
             f"no file could be embedded ({len(run.failures)} failed; first: {run.failures[:1]})."

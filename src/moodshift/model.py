@@ -38,6 +38,9 @@ class Architecture:
     dropout: float = 0.3
     class_dropout: float = 0.4
     residual: bool = False
+    head_hidden: int = 0
+    centroid_shift: bool = False
+    shift_scale: float = 1.0
 
 
 class MoodTransformer(nn.Module):
@@ -46,6 +49,19 @@ class MoodTransformer(nn.Module):
     The mood condition is the difference of one-hot vectors y_t - y_s. With
     ``residual=True`` the output is ``x_s + f(x_s, y_t - y_s)`` (an extension:
     the identity is the zero function, which makes keeping the seed cheap).
+
+    With the paper's linear head the output is ``A h(x) + B g(y_t - y_s)``: the
+    mood's contribution is one shift per (source, target) pair whatever the
+    seed, so a mood that sounds different in each genre cannot be followed.
+    ``head_hidden > 0`` (an extension) puts a ReLU layer of that width after the
+    concatenation, so the shift can depend on the seed.
+
+    ``centroid_shift=True`` (an extension) starts from the training-free
+    centroid shift: the output is ``x_s + a (c(y_t) - c(y_s)) + f(x_s, y_t - y_s)``
+    with the training split's class centroids ``c`` stored as a buffer
+    (``centroids``, set by training) and ``a = shift_scale``, so the network only
+    learns a correction. At initialisation ``f = 0``: the strength curve of the
+    untrained model is exactly the centroid shift's curve for alpha in [0, a].
     """
 
     def __init__(self, arch: Architecture) -> None:
@@ -61,7 +77,20 @@ class MoodTransformer(nn.Module):
             nn.Linear(arch.n_classes, c1), nn.ReLU(), nn.Dropout(arch.class_dropout),
             nn.Linear(c1, c2), nn.ReLU(), nn.Dropout(arch.class_dropout),
         )  # fmt: skip
-        self.head = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
+        if arch.head_hidden > 0:
+            self.head = nn.Sequential(
+                nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.head_hidden), nn.ReLU(),
+                nn.Dropout(arch.dropout), nn.Linear(arch.head_hidden, arch.dim),
+            )  # fmt: skip
+        else:
+            self.head = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
+        if arch.centroid_shift:
+            self.register_buffer("centroids", torch.zeros(arch.n_classes, arch.dim))
+        if arch.residual or arch.centroid_shift:
+            # Start as the identity (or the plain centroid shift): the network learns a
+            # correction from there instead of undoing a random one first.
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Transform unit-norm embeddings.
@@ -81,6 +110,9 @@ class MoodTransformer(nn.Module):
         cond = nn.functional.one_hot(target, m).float() - nn.functional.one_hot(source, m).float()
         h = torch.cat([self.embedding_branch(x), self.class_branch(cond)], dim=1)
         out = self.head(h)
+        if self.arch.centroid_shift:
+            shift = self.centroids[target] - self.centroids[source]
+            return x + self.arch.shift_scale * shift + out
         return x + out if self.arch.residual else out
 
 
@@ -145,6 +177,12 @@ class MoodshiftModel:
     def dim(self) -> int:
         return self.net.arch.dim
 
+    @property
+    def default_strength(self) -> float:
+        """Strength used when none is given: chosen on validation (``default_strength`` in
+        the config, written by training or ``moodshift tune``), else 1."""
+        return float(self.config.get("default_strength", 1.0))
+
     def class_index(self, value: str) -> int:
         try:
             return self.classes.index(value)
@@ -159,7 +197,7 @@ class MoodshiftModel:
         *,
         source: np.ndarray | list[str] | str,
         target: np.ndarray | list[str] | str,
-        strength: float | np.ndarray = 1.0,
+        strength: float | np.ndarray | None = None,
         batch_size: int = 8192,
     ) -> np.ndarray:
         """Move embeddings toward a target class.
@@ -168,9 +206,10 @@ class MoodshiftModel:
         ----------
         embeddings : np.ndarray, shape (n, d) or (d,)
         source, target : class names or indices, shape (n,) or scalar
-        strength : float in [0, 1] (or shape (n,))
+        strength : float in [0, 1] (or shape (n,)), optional
             0 returns the seed's direction (so retrieval gives its neighbours),
             1 the full transform; in between, :func:`slerp` between the two.
+            Default: :attr:`default_strength`.
 
         Returns
         -------
@@ -186,7 +225,7 @@ class MoodshiftModel:
             )
         if not np.isfinite(x).all():
             raise InputError("embedding contains NaN or inf; give a finite vector.")
-        s = np.asarray(strength, dtype=np.float32)
+        s = np.asarray(self.default_strength if strength is None else strength, dtype=np.float32)
         if np.any(s < 0) or np.any(s > 1) or not np.all(np.isfinite(s)):
             raise InputError(f"strength must lie in [0, 1], got {strength}.")
         src = self._as_indices(source, x.shape[0])
@@ -235,6 +274,8 @@ class MoodshiftModel:
             "dim": arch.dim, "n_classes": arch.n_classes, "hidden": list(arch.hidden),
             "class_hidden": list(arch.class_hidden), "dropout": arch.dropout,
             "class_dropout": arch.class_dropout, "residual": arch.residual,
+            "head_hidden": arch.head_hidden, "centroid_shift": arch.centroid_shift,
+            "shift_scale": arch.shift_scale,
         }  # fmt: skip
         cfg["moodshift_version"] = _version()
         (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
@@ -267,6 +308,9 @@ class MoodshiftModel:
                 dim=int(a["dim"]), n_classes=int(a["n_classes"]), hidden=tuple(a["hidden"]),
                 class_hidden=tuple(a["class_hidden"]), dropout=float(a["dropout"]),
                 class_dropout=float(a["class_dropout"]), residual=bool(a.get("residual", False)),
+                head_hidden=int(a.get("head_hidden", 0)),
+                centroid_shift=bool(a.get("centroid_shift", False)),
+                shift_scale=float(a.get("shift_scale", 1.0)),
             )  # fmt: skip
             net = MoodTransformer(arch)
             net.load_state_dict(load_file(str(path / "model.safetensors")))

@@ -42,22 +42,27 @@ class TrainConfig:
     """
 
     attribute: str = "mood"
-    losses: tuple[str, ...] = ("cos", "triplet")
+    losses: tuple[str, ...] = ("cos",)
     loss_weights: dict[str, float] = field(default_factory=dict)
     margin: float = 0.5
     relative_margin: bool = True
     bce_on: str = "target"
-    k: int = 100
+    k: int = 1
     k_fraction: float | None = None
-    epochs: int = 300
-    batch_size: int = 1024
-    lr: float = 5e-4
+    mining: str = "auto"
+    epochs: int = 150
+    batch_size: int = 256
+    lr: float = 1e-3
     weight_decay: float = 0.01
     hidden: tuple[int, int] = (1024, 512)
     class_hidden: tuple[int, int] = (64, 128)
     dropout: float = 0.3
     class_dropout: float = 0.4
     residual: bool = False
+    head_hidden: int = 512
+    centroid_shift: bool = True
+    extrapolation: float = 2.0
+    choose_strength: bool = True
     seed: int = 0
     device: str = "auto"
     mood_target: float = 0.9
@@ -73,9 +78,15 @@ class TrainConfig:
             raise InputError("epochs, batch_size and lr must be positive")
         if self.k < 1:
             raise InputError(f"k must be >= 1, got {self.k}")
+        if self.extrapolation <= 0:
+            raise InputError(f"extrapolation must be positive, got {self.extrapolation}")
         if self.k_fraction is not None and not 0 < self.k_fraction <= 1:
             raise InputError(f"k_fraction must lie in (0, 1], got {self.k_fraction}")
         build_losses(self.losses)  # validates the names
+        if self.mining not in ("exact", "ivf", "ivf-faiss", "hnsw", "auto"):
+            raise InputError(
+                f"mining must be exact, ivf, ivf-faiss, hnsw or auto; got {self.mining!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,6 +120,8 @@ def train(
     resume: bool = False,
     progress: bool = True,
     val_part: str = "val",
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> MoodshiftModel:
     """Train a transformation on the catalogue's training split.
 
@@ -123,6 +136,11 @@ def train(
     resume : bool
         Continue from the checkpoint when one exists (same config required,
         except ``epochs`` which may grow).
+    engine : {"local", "ray"}
+        Where the proxy-target self-join runs: this process, or Ray tasks
+        (exact; ``config.mining`` applies to ``local`` only).
+    ray_address : str, optional
+        Existing Ray cluster for ``engine="ray"`` (default: start a local one).
 
     Returns
     -------
@@ -138,8 +156,14 @@ def train(
     k = resolve_k(cfg, np.bincount(y))
     x = train_cat.normalized
     t0 = time.perf_counter()
-    nb = class_topk(embeddings=x, labels=y, k=k, n_classes=len(classes), normalized=True,
-                    device=str(dev), progress=progress)  # fmt: skip
+    if engine == "ray":  # exact self-join as Ray tasks (moodshift.distributed)
+        from moodshift.distributed import ray_class_topk
+
+        nb = ray_class_topk(embeddings=x, labels=y, k=k, n_classes=len(classes),
+                            normalized=True, address=ray_address, progress=progress)  # fmt: skip
+    else:
+        nb = class_topk(embeddings=x, labels=y, k=k, n_classes=len(classes), normalized=True,
+                        device=str(dev), progress=progress, method=cfg.mining)  # fmt: skip
     join_s = time.perf_counter() - t0
     val = None
     val_rows = catalog.split_indices(val_part)
@@ -151,8 +175,15 @@ def train(
     arch = Architecture(
         dim=catalog.dim, n_classes=len(classes), hidden=cfg.hidden, class_hidden=cfg.class_hidden,
         dropout=cfg.dropout, class_dropout=cfg.class_dropout, residual=cfg.residual,
+        head_hidden=cfg.head_hidden, centroid_shift=cfg.centroid_shift,
+        # The base shift goes as far as the (extrapolated) targets: x_s + e (c_t - c_s).
+        shift_scale=cfg.extrapolation,
     )  # fmt: skip
     net = MoodTransformer(arch).to(dev)
+    if cfg.centroid_shift:
+        from moodshift.baselines import class_centroids
+
+        net.centroids.copy_(torch.from_numpy(class_centroids(x, y, n_classes=len(classes))))
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses = build_losses(cfg.losses, margin=cfg.margin, relative_margin=cfg.relative_margin,
                           bce_on=cfg.bce_on)  # fmt: skip
@@ -187,6 +218,10 @@ def train(
             seeds = perm[start : start + bs]
             y_t, rows = sampler.sample(seeds, generator=gen)
             xs, xtgt = xt[seeds], xt[rows]
+            if cfg.extrapolation != 1.0:
+                # Aim past the proxy target (x_s + e (x_t - x_s)): the strength knob can
+                # then pull the output back, so s in [0, 1] spans more of the trade-off.
+                xtgt = xs + cfg.extrapolation * (xtgt - xs)
             same = rows == seeds
             outp = net(xs, yt[seeds], y_t)
             parts = {name: fn(outp, xs, xtgt, same) for name, fn in losses.items()}
@@ -246,6 +281,17 @@ def train(
         net=net, classes=classes, attribute=cfg.attribute, embedder=dict(catalog.provenance),
         config=config_out, log=state["log"],
     )  # fmt: skip
+    if cfg.choose_strength and val is not None:
+        from moodshift.sweep import operating_point, strength_curve
+
+        # The strength used when a query gives none: the most preservation at validation
+        # Mood P@1 >= mood_target (the rule of ``moodshift tune``).
+        point, feasible = operating_point(strength_curve(val, model), mood_target=cfg.mood_target)
+        model.config["default_strength"] = float(point["param"])
+        meta["strength_feasible"] = feasible
+        meta["val_at_default_strength"] = {
+            k: v for k, v in point.items() if k.endswith("@1") or k == "preservation"
+        }
     if out is not None:
         model.save(out)
     return model

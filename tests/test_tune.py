@@ -1,0 +1,134 @@
+"""Choosing the configuration on validation: test split unread, budget, resume, the rule."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import moodshift.tune as tune_mod
+from moodshift.catalog import Catalog
+from moodshift.evaluate import evaluate_catalog
+from moodshift.model import MoodshiftModel
+from moodshift.sweep import operating_point
+from moodshift.synthetic import make_catalog
+from moodshift.tune import TuneError, select, tune
+
+# Two cheap configurations that differ in what they keep (K and the loss mix).
+GRID = (
+    {"name": "cos_k5", "losses": ("cos",), "k": 5, "epochs": 3, "batch_size": 128},
+    {"name": "triplet_k40", "losses": ("cos", "triplet"), "margin": 0.3,
+     "relative_margin": False, "k": 40, "epochs": 3, "batch_size": 128},
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog(n=600, dim=24, seed=5, groups=True, interaction=True)
+
+
+def _poison_test_split(cat: Catalog, seed: int = 0) -> Catalog:
+    """Shuffle the test part's labels and replace its embeddings with noise."""
+    rng = np.random.default_rng(seed)
+    labels = cat.labels.copy()
+    emb = cat.embeddings.copy()
+    test = np.flatnonzero(labels["split"].to_numpy() == "test")
+    for col in ("mood", "genre", "instruments", "group"):
+        labels.loc[test, col] = labels.loc[test, col].to_numpy()[rng.permutation(test.size)]
+    emb[test] = rng.standard_normal((test.size, cat.dim)).astype(np.float32)
+    return Catalog(embeddings=emb, labels=labels, provenance=dict(cat.provenance),
+                   split_info=dict(cat.split_info))  # fmt: skip
+
+
+def test_tune_never_reads_the_test_split(tmp_path, catalog):
+    poisoned = _poison_test_split(catalog)
+    # The poison is real: the test-split figures of the baselines change.
+    before = evaluate_catalog(catalog, methods=["seed_nn"], ks=(1,)).methods["seed_nn"]
+    after = evaluate_catalog(poisoned, methods=["seed_nn"], ks=(1,)).methods["seed_nn"]
+    assert before["genre_p@1"] != after["genre_p@1"]
+
+    clean = tune(catalog=catalog, out=tmp_path / "clean", grid=GRID, progress=False,
+                 verbose=False)  # fmt: skip
+    dirty = tune(catalog=poisoned, out=tmp_path / "dirty", grid=GRID, progress=False,
+                 verbose=False)  # fmt: skip
+    a, b = clean.selection, dirty.selection
+    assert a["winner"] == b["winner"]
+    assert a["default_strength"] == b["default_strength"]
+    assert a["winner_validation"] == b["winner_validation"]
+    assert [r.get("val_genre_p@1") for r in a["table"]] == [r.get("val_genre_p@1")
+                                                            for r in b["table"]]  # fmt: skip
+    for (k, va), (_, vb) in zip(clean.net.state_dict().items(), dirty.net.state_dict().items(),
+                                strict=True):  # fmt: skip
+        assert np.array_equal(va.numpy(), vb.numpy()), k
+
+
+def test_outputs_budget_and_resume(tmp_path, catalog, monkeypatch):
+    calls = []
+    real_train = tune_mod.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(kwargs["config"].k)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(tune_mod, "train", counting_train)
+    out = tmp_path / "m"
+    # A spent budget still trains the first configuration, and nothing after it.
+    model = tune(catalog=catalog, out=out, grid=GRID, budget_s=0, progress=False, verbose=False)
+    assert calls == [5]
+    statuses = [r["status"] for r in model.selection["table"]]
+    assert statuses == ["done", "skipped (budget)"]
+    # A rerun with time left trains only what is missing.
+    model = tune(catalog=catalog, out=out, grid=GRID, budget_s=600, progress=False, verbose=False)
+    assert calls == [5, 40]
+    tune(catalog=catalog, out=out, grid=GRID, budget_s=600, progress=False, verbose=False)
+    assert calls == [5, 40]
+    assert (out.parent / "m.tune").is_dir()
+
+    table = json.loads((out / "tuning.json").read_text())
+    assert [r["name"] for r in table["rows"]] == ["cos_k5", "triplet_k40"]
+    csv_lines = (out / "tuning.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("name,status,feasible,strength,val_mood_p@1,val_genre_p@1")
+    assert len(csv_lines) == 3
+    loaded = MoodshiftModel.load(out)
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["winner"] in ("cos_k5", "triplet_k40") and "mood_p@1 >= mood_target" in sel["rule"]
+    assert len(sel["table"]) == 2 and sel["split"] == "val"
+    assert loaded.default_strength == sel["default_strength"] == model.default_strength
+    assert loaded.config["k"] == sel["winner_config"]["k"]
+
+
+def test_operating_point_and_winner_rule():
+    curve = [
+        {"param": 0.0, "mood_p@1": 0.3, "preservation": 0.95},
+        {"param": 0.5, "mood_p@1": 0.91, "preservation": 0.8},
+        {"param": 0.75, "mood_p@1": 0.95, "preservation": 0.8},
+        {"param": 1.0, "mood_p@1": 0.99, "preservation": 0.6},
+    ]
+    point, feasible = operating_point(curve, mood_target=0.9)
+    assert feasible and point["param"] == 0.75  # same preservation: more mood wins
+    point, feasible = operating_point(curve, mood_target=0.995)
+    assert not feasible and point["param"] == 1.0  # nothing reaches it: most mood
+
+    def row(name, feasible, pres, mood, secs=1.0):
+        return {"name": name, "status": "done", "feasible": feasible, "val_preservation": pres,
+                "val_mood_p@1": mood, "train_seconds": secs}  # fmt: skip
+
+    rows = [
+        row("keeps_all", False, 0.99, 0.5),
+        row("ok", True, 0.7, 0.92),
+        row("better", True, 0.8, 0.9),
+        row("skipped", True, 1.0, 1.0) | {"status": "x"},
+    ]
+    assert select(rows)["name"] == "better"
+    assert select(rows[:1])["name"] == "keeps_all"
+    with pytest.raises(TuneError):
+        select(rows[3:])
+
+
+def test_bad_grids_are_refused(tmp_path, catalog):
+    with pytest.raises(TuneError, match="unknown options"):
+        tune(catalog=catalog, out=tmp_path / "x", grid=[{"name": "a", "kk": 3}], verbose=False)
+    with pytest.raises(TuneError, match="twice"):
+        tune(catalog=catalog, out=tmp_path / "x", grid=[{"name": "a"}, {"name": "a"}],
+             verbose=False)  # fmt: skip
