@@ -28,7 +28,8 @@ $PIP install -q --upgrade pip
 # The CPU wheel of this exact torch lies on the project's machines; install it
 # first so nothing later pulls a CUDA build.
 $PIP install -q torch==2.13.0
-$PIP install -q -e ".[dev]"
+# MOODSHIFT_EXTRAS: optional extras (the test run adds "ray" for the Ray engine tests).
+$PIP install -q -e ".[${MOODSHIFT_EXTRAS:-dev}]"
 # musicnn ships the pretrained MusiCNN weights; its TensorFlow dependency is not
 # needed (moodshift runs the network in PyTorch), hence --no-deps.
 $PIP install -q --no-deps musicnn==0.1.0

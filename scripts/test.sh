@@ -2,5 +2,5 @@
 # Fresh machine: installs what the tests need, then runs the whole suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MOODSHIFT_BROWSER=1 bash scripts/setup.sh
+MOODSHIFT_BROWSER=1 MOODSHIFT_EXTRAS=dev,ray bash scripts/setup.sh
 exec .venv/bin/python -m pytest -q "$@"

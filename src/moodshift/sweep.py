@@ -149,30 +149,79 @@ def strength_curve(
     return curve
 
 
+#: Least fraction of the seed's preservation (above the collapse) a usable point keeps.
+MIN_KEPT = 0.25
+
+
+def collapse_bounds(ev: RetrievalEvaluator, *, centroids: np.ndarray) -> tuple[float, float]:
+    """Preservation of the collapse and of the seed on ``ev``'s pool.
+
+    Returns
+    -------
+    collapse : float
+        Mean preservation of the target-mood centroid baseline (every query
+        answered by its mood's centroid): what a model that forgot the seed keeps.
+    seed : float
+        Mean preservation of the seed's own neighbours (no transform).
+    """
+    q = ev.queries
+    keys = ev.preservation_keys()
+
+    def pres(queries: np.ndarray) -> float:
+        scores = ev.score(ev.retrieve(queries))
+        vals = [scores[k] for k in keys if k in scores]
+        return float(np.mean(vals)) if vals else 0.0
+
+    return (
+        pres(baselines.mood_centroid(q.target, centroids=centroids)),
+        pres(baselines.seed_nn(ev.x[q.seeds])),
+    )
+
+
 def operating_point(
-    curve: Sequence[dict[str, Any]], *, mood_target: float
-) -> tuple[dict[str, Any], bool]:
+    curve: Sequence[dict[str, Any]],
+    *,
+    mood_target: float,
+    bounds: tuple[float, float] | None = None,
+    min_kept: float = MIN_KEPT,
+) -> tuple[dict[str, Any], int]:
     """The strength a model is used at by default, chosen on a validation curve.
 
-    Among the points with Mood P@1 >= ``mood_target``, the one with the highest
-    ``preservation`` (ties: higher Mood P@1, then larger strength). When no
-    point reaches the target, the one with the highest Mood P@1 (ties:
-    preservation, then larger strength).
+    Every point (a :func:`strength_curve` entry) gets ``kept`` = (preservation -
+    collapse) / (seed - collapse) with ``bounds = (collapse, seed)`` from
+    :func:`collapse_bounds` (1 without bounds), ``primary`` = min(Mood P@1 /
+    mood_target, 1) + preservation, and a tier:
+
+    - 2: Mood P@1 >= ``mood_target`` and ``kept >= min_kept``;
+    - 1: ``kept >= min_kept`` only;
+    - 0: collapsed (it keeps less than ``min_kept`` of what separates the seed's
+      neighbours from the target-mood centroid: METHOD.md's "failed" model).
+
+    The chosen point is in the highest tier present; within tier 2 it has the
+    highest preservation, within tiers 1 and 0 the highest ``primary`` (ties:
+    higher Mood P@1, then larger strength).
 
     Returns
     -------
     point : dict
-        The chosen point of ``curve`` (``param`` is the strength).
-    feasible : bool
-        Whether its Mood P@1 reaches ``mood_target``.
+        The chosen point of ``curve`` (``param`` is the strength), with
+        ``kept``, ``primary``, ``tier`` and ``score`` (what it was ranked by) added.
+    tier : int
     """
     if not curve:
         raise SweepError("an empty curve has no operating point.")
-    ok = [p for p in curve if p["mood_p@1"] >= mood_target]
-    if ok:
-        best = max(ok, key=lambda p: (p["preservation"], p["mood_p@1"], p["param"]))
-        return best, True
-    return max(curve, key=lambda p: (p["mood_p@1"], p["preservation"], p["param"])), False
+    pts = []
+    for p in curve:
+        kept = 1.0
+        if bounds is not None:
+            collapse, seed = bounds
+            kept = (p["preservation"] - collapse) / max(seed - collapse, 1e-9)
+        primary = min(p["mood_p@1"] / mood_target, 1.0) + p["preservation"]
+        tier = 0 if kept < min_kept else (2 if p["mood_p@1"] >= mood_target else 1)
+        score = p["preservation"] if tier == 2 else primary
+        pts.append({**p, "kept": kept, "primary": primary, "tier": tier, "score": score})
+    best = max(pts, key=lambda p: (p["tier"], p["score"], p["mood_p@1"], p["param"]))
+    return best, best["tier"]
 
 
 def run_sweep(

@@ -50,9 +50,9 @@ class TrainConfig:
     k: int = 1
     k_fraction: float | None = None
     mining: str = "auto"
-    epochs: int = 150
+    epochs: int = 100
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.01
     hidden: tuple[int, int] = (1024, 512)
     class_hidden: tuple[int, int] = (64, 128)
@@ -282,15 +282,19 @@ def train(
         config=config_out, log=state["log"],
     )  # fmt: skip
     if cfg.choose_strength and val is not None:
-        from moodshift.sweep import operating_point, strength_curve
+        from moodshift.baselines import class_centroids
+        from moodshift.sweep import collapse_bounds, operating_point, strength_curve
 
         # The strength used when a query gives none: the most preservation at validation
         # Mood P@1 >= mood_target (the rule of ``moodshift tune``).
-        point, feasible = operating_point(strength_curve(val, model), mood_target=cfg.mood_target)
+        bounds = collapse_bounds(val, centroids=class_centroids(x, y, n_classes=len(classes)))
+        point, tier = operating_point(
+            strength_curve(val, model), mood_target=cfg.mood_target, bounds=bounds
+        )
         model.config["default_strength"] = float(point["param"])
-        meta["strength_feasible"] = feasible
+        meta["strength_tier"] = tier
         meta["val_at_default_strength"] = {
-            k: v for k, v in point.items() if k.endswith("@1") or k == "preservation"
+            k: v for k, v in point.items() if k.endswith("@1") or k in ("preservation", "kept")
         }
     if out is not None:
         model.save(out)

@@ -7,18 +7,23 @@ catalogue before anything else happens, so it can never influence the choice.
 The selection rule (stored with the winner in ``selection.json``):
 
 1. For each trained configuration, sweep the strength ``s`` of the model over
-   :data:`STRENGTHS` on validation. Its operating point is the strength with
-   the highest validation preservation (the mean of Genre P@1, Instrument J@1
-   and any other preserved label's P@1, as in
-   :meth:`RetrievalEvaluator.primary`) among the strengths whose validation
-   Mood P@1 >= ``mood_target``; ties go to the larger Mood P@1, then to the
-   larger strength. A configuration with no such strength is *infeasible*; its
-   operating point is the strength with the highest Mood P@1.
-2. The winner is the feasible configuration with the highest preservation at
-   its operating point (ties: higher Mood P@1, then shorter training). When no
-   configuration is feasible, the one with the highest Mood P@1 at its
-   operating point wins (ties: preservation).
-3. The winner's operating strength is stored in the model's configuration as
+   :data:`STRENGTHS` on validation. Each point has a *preservation* (the mean
+   of Genre P@1, Instrument J@1 and any other preserved label's P@1, as in
+   :meth:`RetrievalEvaluator.primary`) and a *kept* fraction: how much of the
+   gap between the collapse (every query answered by the target mood's
+   centroid) and the seed's own neighbours that preservation keeps. A point
+   with ``kept < 0.25`` has collapsed (METHOD.md: a model whose Genre P@1
+   equals the centroid baseline's has failed, whatever its Mood P@1).
+2. Its operating point (:func:`moodshift.sweep.operating_point`): among the
+   non-collapsed strengths with validation Mood P@1 >= ``mood_target``, the
+   one with the highest preservation (tier 2, *feasible*); when there is none,
+   the non-collapsed strength with the highest ``primary`` = min(Mood P@1 /
+   mood_target, 1) + preservation (tier 1); when every strength collapsed, the
+   highest ``primary`` (tier 0).
+3. The winner is the configuration whose operating point has the highest
+   tier, then the highest score in it (preservation in tier 2, ``primary``
+   below), then the higher Mood P@1, then the shorter training.
+4. The winner's operating strength is stored in the model's configuration as
    ``default_strength`` (used by :meth:`MoodshiftModel.transform` when no
    strength is given).
 
@@ -48,7 +53,14 @@ from moodshift.catalog import Catalog
 from moodshift.errors import DataError, InputError
 from moodshift.evaluate import RetrievalEvaluator
 from moodshift.model import MoodshiftModel
-from moodshift.sweep import POINT_KEYS, best_at_level, operating_point, strength_curve
+from moodshift.sweep import (
+    POINT_KEYS,
+    best_at_level,
+    collapse_bounds,
+    operating_point,
+    strength_curve,
+    train_centroids,
+)
 from moodshift.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -56,13 +68,16 @@ log = logging.getLogger(__name__)
 #: Strengths tried per configuration when choosing its operating point.
 STRENGTHS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
 SELECTION_RULE = (
-    "Train every configuration on the training split. On the validation split, sweep the "
-    "model's strength over 0, 0.05, ..., 1 and take as its operating point the strength with "
-    "the highest preservation (mean of genre_p@1, inst_j@1 and other preserved labels' P@1) "
-    "among those with mood_p@1 >= mood_target (ties: higher mood_p@1, then larger strength). "
-    "The winner is the feasible configuration with the highest preservation at its operating "
-    "point (ties: higher mood_p@1, then shorter training); if none is feasible, the one with "
-    "the highest mood_p@1. The test split is removed before training and never read."
+    "Train every configuration on the training split; the test split is removed first and "
+    "never read. On the validation split, sweep each model's strength over 0, 0.05, ..., 1. "
+    "A point is collapsed when its preservation (mean of genre_p@1, inst_j@1 and other "
+    "preserved labels' P@1) keeps less than 0.25 of the gap between the target-mood centroid "
+    "baseline and the seed's neighbours. Operating point: the non-collapsed strength with the "
+    "highest preservation among those with mood_p@1 >= mood_target (tier 2, feasible); else "
+    "the non-collapsed strength with the highest primary = min(mood_p@1 / mood_target, 1) + "
+    "preservation (tier 1); else the highest primary (tier 0). Winner: highest tier, then "
+    "highest score (preservation in tier 2, primary below), then higher mood_p@1, then "
+    "shorter training. The winner's strength is stored as default_strength."
 )
 
 #: The paper's network and optimiser as METHOD.md describes them (for the grid's
@@ -97,7 +112,11 @@ DEFAULT_GRID: tuple[dict[str, Any], ...] = (
     {"name": "shift_kfrac", "k_fraction": 0.025},
     {"name": "shift_triplet_rel", "losses": ("cos", "triplet"), "margin": 1.0,
      "relative_margin": True},
-    {"name": "shift_lr5e-4", "lr": 5e-4},
+    {"name": "shift_x3", "extrapolation": 3.0},
+    {"name": "shift_lr1e-3", "lr": 1e-3},
+    {"name": "shift_lr2e-3", "lr": 2e-3},
+    {"name": "shift_triplet_rel_lr2e-3", "losses": ("cos", "triplet"), "margin": 1.0,
+     "relative_margin": True, "lr": 2e-3},
 )  # fmt: skip
 
 
@@ -123,9 +142,7 @@ def without_test(catalog: Catalog) -> Catalog:
 
 
 def _rank_key(row: dict[str, Any]) -> tuple[float, ...]:
-    if row["feasible"]:
-        return (1.0, row["val_preservation"], row["val_mood_p@1"], -row["train_seconds"])
-    return (0.0, row["val_mood_p@1"], row["val_preservation"], -row["train_seconds"])
+    return (row["tier"], row["score"], row["val_mood_p@1"], -row["train_seconds"])
 
 
 def select(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -137,13 +154,20 @@ def select(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _evaluate(
-    model: MoodshiftModel, ev: RetrievalEvaluator, *, mood_target: float
+    model: MoodshiftModel,
+    ev: RetrievalEvaluator,
+    *,
+    mood_target: float,
+    bounds: tuple[float, float],
 ) -> dict[str, Any]:
     curve = strength_curve(ev, model, strengths=STRENGTHS)
-    point, feasible = operating_point(curve, mood_target=mood_target)
+    point, tier = operating_point(curve, mood_target=mood_target, bounds=bounds)
     full = curve[-1]
     out: dict[str, Any] = {
-        "feasible": feasible,
+        "feasible": tier == 2,
+        "tier": tier,
+        "score": point["score"],
+        "kept": point["kept"],
         "strength": float(point["param"]),
         "val_mood_p@1": point["mood_p@1"],
         "val_genre_p@1": point.get("genre_p@1"),
@@ -160,10 +184,11 @@ def _evaluate(
 
 
 TABLE_COLUMNS = (
-    "name", "status", "feasible", "strength", "val_mood_p@1", "val_genre_p@1", "val_inst_j@1",
-    "val_cf@1", "val_preservation", "val_mood_p@1_s1", "val_genre_p@1_s1", "train_seconds",
-    "best_epoch", "k", "losses", "loss_weights", "margin", "relative_margin", "bce_on",
-    "k_fraction", "residual", "epochs", "lr",
+    "name", "status", "feasible", "tier", "kept", "strength", "val_mood_p@1", "val_genre_p@1",
+    "val_inst_j@1", "val_cf@1", "val_preservation", "val_mood_p@1_s1", "val_genre_p@1_s1",
+    "train_seconds", "best_epoch", "k", "losses", "loss_weights", "margin", "relative_margin",
+    "bce_on", "k_fraction", "residual", "head_hidden", "centroid_shift", "extrapolation",
+    "epochs", "lr",
 )  # fmt: skip
 
 
@@ -197,7 +222,7 @@ def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) ->
         ("config", "name"), ("losses", "losses"), ("K", "k"), ("s", "strength"),
         ("mood", "val_mood_p@1"), ("genre", "val_genre_p@1"), ("inst", "val_inst_j@1"),
         ("cf", "val_cf@1"), ("mood s=1", "val_mood_p@1_s1"), ("genre s=1", "val_genre_p@1_s1"),
-        ("secs", "train_seconds"), ("status", "status"),
+        ("tier", "tier"), ("secs", "train_seconds"), ("status", "status"),
     )  # fmt: skip
     for header, key in cols:
         table.add_column(header, justify="left" if key in ("name", "losses") else "right")
@@ -212,8 +237,10 @@ def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) ->
     if not console.is_terminal:
         console = Console(width=160)  # a log file has no width; do not wrap at 80
     console.print(table)
-    console.print("mood/genre/inst/cf: validation figures at strength s (the operating point); "
-                  "a configuration is feasible when mood >= the target.")  # fmt: skip
+    console.print(
+        "mood/genre/inst/cf: validation figures at strength s (the operating point); "
+        "tier 2: mood >= target without collapse, 1: below target, 0: collapsed."
+    )
 
 
 def tune(
@@ -279,6 +306,7 @@ def tune(
         classes=classes, ks=(1,), max_seeds=configs[0][1].val_max_seeds,
         mood_target=mood_target, seed=seed,
     )  # fmt: skip
+    bounds = collapse_bounds(ev, centroids=train_centroids(dev, ev, attribute=ev.attribute))
     t_start = time.monotonic()
     rows: list[dict[str, Any]] = []
     leader_path = cache / "leader"
@@ -303,7 +331,7 @@ def tune(
         t0 = time.perf_counter()
         model = train(dev, config=cfg, out=run_dir, resume=resume, progress=progress)
         seconds = time.perf_counter() - t0
-        figures = _evaluate(model, ev, mood_target=mood_target)
+        figures = _evaluate(model, ev, mood_target=mood_target, bounds=bounds)
         row = _row_base(name, key, cfg, overrides) | figures | {
             "status": "done",
             "train_seconds": round(seconds, 2),
@@ -339,6 +367,7 @@ def tune(
         "winner_config": winner["config"],
         "default_strength": winner["strength"],
         "winner_validation": {k: v for k, v in winner.items() if k.startswith("val_")},
+        "collapse_bounds": {"collapse": bounds[0], "seed": bounds[1]},
         "table": table,
         "budget_s": budget_s,
         "seconds": round(time.monotonic() - t_start, 2),
@@ -397,7 +426,8 @@ def _row_base(name: str, key: str, cfg: TrainConfig, overrides: dict[str, Any]) 
         "overrides": overrides,
         "config": d,
         **{k: d[k] for k in ("losses", "loss_weights", "margin", "relative_margin", "bce_on",
-                             "k_fraction", "residual", "epochs", "lr")},
+                             "k_fraction", "residual", "head_hidden", "centroid_shift",
+                             "extrapolation", "epochs", "lr")},
     }  # fmt: skip
 
 
