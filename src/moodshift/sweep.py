@@ -291,7 +291,7 @@ def run_sweep(
     if model is not None:
         out["model"] = summarise(model_curve(ev, model, strengths=strengths), levels=levels)
         bar.update(len(strengths))
-        out["model"]["default_strength"] = float(model.config.get("default_strength", 1.0))
+        out["model"]["default_strength"] = model.default_strength
     curve = []
     for a in alphas:
         query = baselines.mood_shift(

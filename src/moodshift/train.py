@@ -37,8 +37,11 @@ class TrainConfig:
     """Everything that defines a training run (saved in config.json and checkpoints).
 
     The defaults are the configuration chosen by validation-split measurements
-    (README, "Choosing the defaults"); the paper's own setting is
-    ``losses=("cos", "triplet", "cosbce"), margin=0.3``.
+    (README, "Choosing the defaults"; benchmarks/QUALITY.md): cosine loss to the
+    nearest target-mood track (K = 1), aimed 3x past it, on top of the centroid
+    shift, with the default strength chosen on validation. The paper's own setting
+    is ``losses=("cos", "triplet", "cosbce"), margin=0.3, relative_margin=False,
+    k=100, head_hidden=0, centroid_shift=False, extrapolation=1.0``.
     """
 
     attribute: str = "mood"
@@ -50,7 +53,7 @@ class TrainConfig:
     k: int = 1
     k_fraction: float | None = None
     mining: str = "auto"
-    epochs: int = 100
+    epochs: int = 150
     batch_size: int = 256
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -61,7 +64,7 @@ class TrainConfig:
     residual: bool = False
     head_hidden: int = 512
     centroid_shift: bool = True
-    extrapolation: float = 2.0
+    extrapolation: float = 3.0
     choose_strength: bool = True
     seed: int = 0
     device: str = "auto"
