@@ -186,7 +186,8 @@ def cmd_query(a: argparse.Namespace) -> None:
         return
     seed = cat.labels.iloc[cat.index_of(a.track)]
     print(f"seed {a.track}: " + ", ".join(f"{c}={seed[c]}" for c in cat.label_columns()))
-    print(f"-> {a.mood} (strength {a.strength})")
+    strength = searcher.model.default_strength if a.strength is None else a.strength
+    print(f"-> {a.mood} (strength {strength:.2f})")
     for r in results:
         labels = ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}"
                            for k, v in r.labels.items())  # fmt: skip
@@ -332,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--track", required=True)
     p.add_argument("--mood", required=True)
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--strength", type=float,
+                   help="0 = the seed's neighbours, 1 = full transform (default: the model's, "
+                        "chosen on validation)")  # fmt: skip
     p.add_argument("--filter", action="append", help="label=value, e.g. genre=rock")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)

@@ -137,7 +137,7 @@ class Searcher:
         embedding: np.ndarray | None = None,
         source_mood: str | None = None,
         target_mood: str,
-        strength: float = 1.0,
+        strength: float | None = None,
     ) -> tuple[np.ndarray, int]:
         """The query vector (unit-norm, shape (d,)) and the seed's row (or -1)."""
         if (track_id is None) == (embedding is None):
@@ -183,7 +183,7 @@ class Searcher:
         embedding: np.ndarray | None = None,
         source_mood: str | None = None,
         k: int = 10,
-        strength: float = 1.0,
+        strength: float | None = None,
         filters: Mapping[str, str | list[str]] | None = None,
     ) -> tuple[list[Result], np.ndarray]:
         """Ranked results (the seed itself excluded) and the query vector."""

@@ -287,7 +287,8 @@ class ServingState:
         t0 = time.perf_counter()
         target = self.mood_code(body["target_mood"], field="target_mood")
         k = int(body["k"])
-        strength = float(body["strength"])
+        raw = body.get("strength")
+        strength = self.model.default_strength if raw is None else float(raw)
         track_id, embedding = body.get("track_id"), body.get("embedding")
         if (track_id is None) == (embedding is None):
             raise _BodyError("body", "give exactly one of track_id or embedding")
@@ -377,6 +378,7 @@ class ServingState:
             "moods": self.moods,
             "filters": filters,
             "max_k": self.max_k,
+            "default_strength": self.model.default_strength,
             "index": {"kind": self.index_kind, **self.index_meta},
             "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
             "has_audio": bool(self.has_audio.any()),
@@ -748,7 +750,10 @@ def create_app(
         source_mood: str | None = Field(None, description=f"Mood of the embedding: {moods}")
         target_mood: str = Field(..., description=f"One of {moods}")
         k: int = Field(10, ge=1, le=max_k, description=f"Number of results, 1..{max_k}")
-        strength: float = Field(1.0, ge=0.0, le=1.0, description="0 = seed, 1 = full transform")
+        strength: float | None = Field(
+            None, ge=0.0, le=1.0,
+            description="0 = seed, 1 = full transform; default: the model's (chosen on validation)",
+        )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
             None, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
         )

@@ -287,6 +287,11 @@ async function init() {
   }
   const info = state.info;
   state.moods = info.moods;
+  // Start the slider at the strength the model was tuned for on validation.
+  if (typeof info.default_strength === "number") {
+    $("strength").value = info.default_strength;
+    $("strength-value").textContent = info.default_strength.toFixed(2);
+  }
   $("catalog-info").textContent =
     `${info.n_tracks.toLocaleString()} tracks \u00b7 ${info.dim}-d ${info.embedder.name || ""} embeddings \u00b7 ` +
     `${info.index.kind} index`;
