@@ -284,6 +284,11 @@ def evaluate_catalog(
             if model is None:
                 continue
             results[name] = ev.retrieve(ev.model_queries(model))
+            # The strength chosen on validation is what queries get by default: show it too.
+            if model.default_strength != 1.0:
+                results["model_default_strength"] = ev.retrieve(
+                    ev.model_queries(model, strength=model.default_strength)
+                )
         else:
             results.update(baseline_results(ev, centroids=centroids, big_k=big_k, seed=seed,
                                             methods=[name]))  # fmt: skip
