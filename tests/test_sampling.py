@@ -9,12 +9,17 @@ from moodshift.neighbors import class_topk
 from moodshift.sampling import ProxySampler
 
 
+def _sampler(rng, *, n: int, dim: int, classes: int, k: int):
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    y = rng.integers(0, classes, size=n)
+    nb = class_topk(embeddings=x, labels=y, k=k)
+    sampler = ProxySampler(topk=torch.from_numpy(nb.indices), counts=torch.from_numpy(nb.counts),
+                           labels=torch.from_numpy(y))  # fmt: skip
+    return sampler, nb, y
+
+
 def test_targets_follow_the_rules(rng):
-    x = rng.standard_normal((400, 8)).astype(np.float32)
-    y = rng.integers(0, 4, size=400)
-    nb = class_topk(embeddings=x, labels=y, k=10)
-    s = ProxySampler(topk=torch.from_numpy(nb.indices), counts=torch.from_numpy(nb.counts),
-                     labels=torch.from_numpy(y))  # fmt: skip
+    s, nb, y = _sampler(rng, n=400, dim=8, classes=4, k=10)
     gen = torch.Generator().manual_seed(0)
     seeds = torch.arange(400).repeat(50)
     yt, rows = s.sample(seeds, generator=gen)
@@ -36,11 +41,7 @@ def test_targets_follow_the_rules(rng):
 
 
 def test_sampling_is_reproducible(rng):
-    x = rng.standard_normal((100, 4)).astype(np.float32)
-    y = rng.integers(0, 3, size=100)
-    nb = class_topk(embeddings=x, labels=y, k=5)
-    s = ProxySampler(topk=torch.from_numpy(nb.indices), counts=torch.from_numpy(nb.counts),
-                     labels=torch.from_numpy(y))  # fmt: skip
+    s, _, _ = _sampler(rng, n=100, dim=4, classes=3, k=5)
     a = s.sample(torch.arange(100), generator=torch.Generator().manual_seed(1))
     b = s.sample(torch.arange(100), generator=torch.Generator().manual_seed(1))
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
