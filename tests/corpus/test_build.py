@@ -41,7 +41,7 @@ def test_columns_and_types(small_corpus, small_args):
     assert len(rows) == small_args["n"]
     header = list(rows[0])
     assert header[: len(LABEL_COLUMNS)] == list(LABEL_COLUMNS)
-    assert all(c.startswith("meta_") for c in header[len(LABEL_COLUMNS):])
+    assert all(c.startswith("meta_") for c in header[len(LABEL_COLUMNS) :])
     assert len({r["track_id"] for r in rows}) == len(rows)
     for r in rows:
         assert r["mood"] in MOODS
@@ -64,8 +64,15 @@ def test_groups_hold_all_moods_of_one_piece(small_corpus, small_args):
     assert len(groups) == small_args["n"] // 4
     for rows in groups.values():
         assert sorted(r["mood"] for r in rows) == sorted(MOODS)
-        for col in ("genre", "instruments", "artist", "meta_soundfont", "meta_source",
-                    "meta_duration", "meta_key"):
+        for col in (
+            "genre",
+            "instruments",
+            "artist",
+            "meta_soundfont",
+            "meta_source",
+            "meta_duration",
+            "meta_key",
+        ):
             assert len({r[col] for r in rows}) == 1, col
 
 

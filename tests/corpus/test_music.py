@@ -78,8 +78,11 @@ def test_happy_lead_sits_higher_than_sad(clips):
 def _legato(clip) -> float:
     """Mean sounding length of lead notes relative to the time to the next onset."""
     notes = sorted(clip.midi.instruments[0].notes, key=lambda n: n.start)
-    ratios = [(a.end - a.start) / (b.start - a.start)
-              for a, b in itertools.pairwise(notes) if b.start - a.start > 0.05]
+    ratios = [
+        (a.end - a.start) / (b.start - a.start)
+        for a, b in itertools.pairwise(notes)
+        if b.start - a.start > 0.05
+    ]
     return float(np.median(ratios))
 
 
@@ -148,8 +151,16 @@ def test_style_tables_are_consistent():
         for lead in style.leads:
             assert lead in LEAD_RANGE, (style.name, lead)
     assert set(FAMILIES[p // 8] for s in STYLES.values() for p in s.leads) >= {
-        "piano", "guitar", "strings", "brass", "reed", "pipe", "organ", "synth_lead",
-        "chromatic_percussion", "ethnic",
+        "piano",
+        "guitar",
+        "strings",
+        "brass",
+        "reed",
+        "pipe",
+        "organ",
+        "synth_lead",
+        "chromatic_percussion",
+        "ethnic",
     }
     assert set(MOODS) == {"energetic", "calm", "happy", "sad"}
 

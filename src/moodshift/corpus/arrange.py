@@ -128,9 +128,7 @@ def plan_groups(
     rng = np.random.default_rng([seed, 11])
     genres = _balanced(GENRES, n_groups, rng)
     fonts = _balanced(list(soundfonts), n_groups, rng)
-    lead_cycle = {
-        g: _balanced(STYLES[g].leads, genres.count(g), rng) for g in GENRES
-    }
+    lead_cycle = {g: _balanced(STYLES[g].leads, genres.count(g), rng) for g in GENRES}
     used = dict.fromkeys(GENRES, 0)
     mood_counts = dict.fromkeys(MOODS, 0)
     total = n_clips if n_clips is not None else n_groups * moods_per_group
@@ -199,18 +197,46 @@ class MoodParams:
 # turned up, so loudness overlaps while the timbre of soft or hard playing
 # (velocity) remains.
 MOOD_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    "energetic": dict(tempo=(120, 172), register=(66, 79), velocity=(92, 118), accent=(8, 18),
-                      articulation=(0.55, 0.9), acc_articulation=(0.55, 0.85),
-                      reverb=(15, 60), level_db=(-7, 1)),
-    "happy": dict(tempo=(98, 148), register=(70, 82), velocity=(74, 102), accent=(4, 10),
-                  articulation=(0.45, 0.8), acc_articulation=(0.5, 0.8),
-                  reverb=(20, 70), level_db=(-5, 2)),
-    "calm": dict(tempo=(60, 102), register=(62, 75), velocity=(44, 74), accent=(0, 4),
-                 articulation=(0.92, 1.05), acc_articulation=(0.95, 1.05),
-                 reverb=(45, 100), level_db=(-2, 6)),
-    "sad": dict(tempo=(54, 94), register=(56, 69), velocity=(44, 78), accent=(0, 5),
-                articulation=(0.95, 1.08), acc_articulation=(0.95, 1.05),
-                reverb=(40, 95), level_db=(-2, 6)),
+    "energetic": dict(
+        tempo=(120, 172),
+        register=(66, 79),
+        velocity=(92, 118),
+        accent=(8, 18),
+        articulation=(0.55, 0.9),
+        acc_articulation=(0.55, 0.85),
+        reverb=(15, 60),
+        level_db=(-7, 1),
+    ),
+    "happy": dict(
+        tempo=(98, 148),
+        register=(70, 82),
+        velocity=(74, 102),
+        accent=(4, 10),
+        articulation=(0.45, 0.8),
+        acc_articulation=(0.5, 0.8),
+        reverb=(20, 70),
+        level_db=(-5, 2),
+    ),
+    "calm": dict(
+        tempo=(60, 102),
+        register=(62, 75),
+        velocity=(44, 74),
+        accent=(0, 4),
+        articulation=(0.92, 1.05),
+        acc_articulation=(0.95, 1.05),
+        reverb=(45, 100),
+        level_db=(-2, 6),
+    ),
+    "sad": dict(
+        tempo=(54, 94),
+        register=(56, 69),
+        velocity=(44, 78),
+        accent=(0, 5),
+        articulation=(0.95, 1.08),
+        acc_articulation=(0.95, 1.05),
+        reverb=(40, 95),
+        level_db=(-2, 6),
+    ),
 }
 DENSITY_P: dict[str, dict[int, float]] = {
     "energetic": {1: 0.2, 2: 0.8},
@@ -454,8 +480,16 @@ class BarContext:
             return [root, root + 7, root + 12]
         return sorted(self.comp_low + (ch.root + t - self.comp_low) % 12 for t in ch.tones)
 
-    def hit(self, off: float, dur: float, vel: float = 0.0, *, power: bool = False,
-            roll: float = 0.0, full: bool = False) -> None:
+    def hit(
+        self,
+        off: float,
+        dur: float,
+        vel: float = 0.0,
+        *,
+        power: bool = False,
+        roll: float = 0.0,
+        full: bool = False,
+    ) -> None:
         """A chord at ``off``; ``full`` lets it ring to the end of its chord span."""
         ch = self.chord_at(off)
         if full:
@@ -474,8 +508,12 @@ def _rock(c: BarContext) -> None:
     d, B = c.density, c.beats
     steps = {0: [0, 2], 1: [0, 1, 2, 3], 2: [x / 2 for x in range(8)]}[d]
     for off in steps:
-        c.bass_note(off, {0: 2.0, 1: 1.0, 2: 0.5}[d] * 0.95, 2 if d == 2 and off == 3.5 else 0,
-                    c.downbeat_accent(off))
+        c.bass_note(
+            off,
+            {0: 2.0, 1: 1.0, 2: 0.5}[d] * 0.95,
+            2 if d == 2 and off == 3.5 else 0,
+            c.downbeat_accent(off),
+        )
     power = c.comp_program in POWER_CHORD_GUITARS
     if d == 0:
         c.hit(0, B, full=True, power=power)
@@ -533,7 +571,7 @@ def _swing(c: BarContext) -> None:
         c.hit(1.5, 0.4, -4)
         if d == 2 and rng.random() < 0.5:
             c.hit(3.5, 0.4, -6)
-    for off in ((0, 1, 2, 3) if d == 0 else (0, 1, 1.5, 2, 3, 3.5)):
+    for off in (0, 1, 2, 3) if d == 0 else (0, 1, 1.5, 2, 3, 3.5):
         c.drum(off, RIDE, -8 if off % 1 else 0)
     for off in (1, 3):
         c.drum(off, PEDAL_HAT, -10)
@@ -607,15 +645,20 @@ def _electronic(c: BarContext) -> None:
     else:
         for k in range(8):
             off = k / 2
-            c.bass.append((c.start + off, 0.4 * c.art,
-                           c.bass_low + (c.chord_at(off).root - c.bass_low) % 12 + 12 * (k % 2),
-                           c.vel_bass + (c.accent if k == 0 else -4)))
+            c.bass.append(
+                (
+                    c.start + off,
+                    0.4 * c.art,
+                    c.bass_low + (c.chord_at(off).root - c.bass_low) % 12 + 12 * (k % 2),
+                    c.vel_bass + (c.accent if k == 0 else -4),
+                )
+            )
     if d < 2:
         c.hit(0, 4, -8, full=True)
     else:
         for off in (0, 0.75, 1.5, 2.5, 3.25):
             c.hit(off, 0.5, -6)
-    for off in ((0, 2) if d == 0 else (0, 1, 2, 3)):
+    for off in (0, 2) if d == 0 else (0, 1, 2, 3):
         c.drum(off, KICK, c.downbeat_accent(off) - (10 if d == 0 else 0))
     if d:
         for off in (1, 3):
@@ -654,8 +697,9 @@ def _folk(c: BarContext) -> None:
     else:  # guitar strums
         strums = {0: (0, 2), 1: (0, 1, 1.5, 2, 3, 3.5), 2: (0, 1, 1.5, 2.5, 3, 3.5)}[d]
         for off in strums:
-            c.hit(off, 0.45 if off % 1 else 0.9, -8 if off % 1 else c.downbeat_accent(off),
-                  roll=0.03)
+            c.hit(
+                off, 0.45 if off % 1 else 0.9, -8 if off % 1 else c.downbeat_accent(off), roll=0.03
+            )
     if d == 0:
         for off in (0, 2):
             c.drum(off, LOW_TOM, -12)
@@ -689,21 +733,28 @@ def _ballad(c: BarContext) -> None:
             voic = c.voicing(c.chord_at(off))
             seq = [voic[0], voic[-1], voic[1 % len(voic)], voic[-1] + 12 - 12 * (d == 0)]
             pitch = seq[k % len(seq)]
-            c.comp.append((c.start + off, step * 1.8 * c.art, pitch,
-                           c.vel_comp + (4 if off == 0 else -4)))
-    for off in ((0,) if d == 0 else (0, 2.5)):
+            c.comp.append(
+                (c.start + off, step * 1.8 * c.art, pitch, c.vel_comp + (4 if off == 0 else -4))
+            )
+    for off in (0,) if d == 0 else (0, 2.5):
         c.drum(off, KICK, -6)
     for off in (1, 3) if d else (2,):
         c.drum(off, SNARE if d == 2 else SIDE_STICK, -8)
-    for off in ((0, 1, 2, 3) if d < 2 else [x / 2 for x in range(8)]):
+    for off in (0, 1, 2, 3) if d < 2 else [x / 2 for x in range(8)]:
         c.drum(off, CLOSED_HAT, -18)
     if d == 2 and c.bar % 4 == 0:
         c.drum(0, CRASH, -10)
 
 
 PATTERNS = {
-    "rock": _rock, "waltz": _waltz, "swing": _swing, "bossa": _bossa, "march": _march,
-    "electronic": _electronic, "folk": _folk, "ballad": _ballad,
+    "rock": _rock,
+    "waltz": _waltz,
+    "swing": _swing,
+    "bossa": _bossa,
+    "march": _march,
+    "electronic": _electronic,
+    "folk": _folk,
+    "ballad": _ballad,
 }
 
 # Where the comping voicing and the bass line sit (lowest note of the window).
@@ -820,21 +871,33 @@ def arrange(
         thinned: list[tuple[float, float, int]] = []
         for pos, dur, p in notes:
             prev = thinned[-1] if thinned else None
-            if (prev and dur < 0.5 and pos % 1 > 1e-6
-                    and abs(prev[0] + prev[1] - pos) < 1e-6):
+            if prev and dur < 0.5 and pos % 1 > 1e-6 and abs(prev[0] + prev[1] - pos) < 1e-6:
                 thinned[-1] = (prev[0], prev[1] + dur, prev[2])
             else:
                 thinned.append((pos, dur, p))
         notes = thinned
 
-    chords = harmonise(notes, tonic=group.tonic_pc, mode=params.mode, bar_beats=B,
-                       n_bars=n_bars, params=params, rng=rng, jazz=style.swing)
+    chords = harmonise(
+        notes,
+        tonic=group.tonic_pc,
+        mode=params.mode,
+        bar_beats=B,
+        n_bars=n_bars,
+        params=params,
+        rng=rng,
+        jazz=style.swing,
+    )
 
     # Accompaniment, bar by bar.
     vel = params.velocity
     lead_median = float(np.median([p for _, _, p in notes]))
-    comp_kind = ("power" if group.comp in POWER_CHORD_GUITARS
-                 else "sustained" if group.comp in SUSTAINED else "default")
+    comp_kind = (
+        "power"
+        if group.comp in POWER_CHORD_GUITARS
+        else "sustained"
+        if group.comp in SUSTAINED
+        else "default"
+    )
     ctx_common = dict(
         density=params.density,
         rng=rng,
@@ -854,8 +917,7 @@ def arrange(
     pattern = PATTERNS[style.name]
     for b in range(n_bars):
         nxt = chords[b + 1][0][2].root if b + 1 < n_bars else chords[0][0][2].root
-        ctx = BarContext(bar=b, start=b * B, beats=B, chords=chords[b], next_root=nxt,
-                         **ctx_common)
+        ctx = BarContext(bar=b, start=b * B, beats=B, chords=chords[b], next_root=nxt, **ctx_common)
         pattern(ctx)
         bass += ctx.bass
         comp += ctx.comp
@@ -872,8 +934,11 @@ def arrange(
             if k + 1 < len(notes) and notes[k + 1][2] == p:
                 sound = min(sound, gap - 0.03)
         beat_in_bar = pos % B
-        accent = params.accent if beat_in_bar < 1e-6 else (
-            params.accent / 2 if abs(beat_in_bar - round(beat_in_bar)) < 1e-6 else 0.0)
+        accent = (
+            params.accent
+            if beat_in_bar < 1e-6
+            else (params.accent / 2 if abs(beat_in_bar - round(beat_in_bar)) < 1e-6 else 0.0)
+        )
         swell = 5.0 * math.sin(math.pi * ((pos / B) % 4) / 4)
         lead.append((pos, max(sound, 0.1), p, vel + accent + swell))
 
@@ -882,12 +947,13 @@ def arrange(
     # A MIDI tempo equal to the performance tempo keeps the file readable in a DAW.
     pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=tempo)
     pm.time_signature_changes.append(pretty_midi.TimeSignature(B, 4, 0.0))
-    key_number = (group.tonic_pc if params.mode not in MINORISH else 12 + group.tonic_pc)
+    key_number = group.tonic_pc if params.mode not in MINORISH else 12 + group.tonic_pc
     pm.key_signature_changes.append(pretty_midi.KeySignature(key_number, 0.0))
     end_s = group.clip_seconds
 
-    def to_instrument(events: list[Event], program: int, name: str, *, is_drum: bool,
-                      volume: int, sd: float) -> pretty_midi.Instrument:
+    def to_instrument(
+        events: list[Event], program: int, name: str, *, is_drum: bool, volume: int, sd: float
+    ) -> pretty_midi.Instrument:
         inst = pretty_midi.Instrument(program=program, is_drum=is_drum, name=name)
         # CC7 attenuates by 40*log10(value/127) dB in FluidSynth's default modulators.
         volume = min(127, round(volume * 10 ** (params.level_db / 40)))
@@ -904,22 +970,29 @@ def arrange(
             end = max(_swing_map(pos + dur, swing) * spb + j1, start + 0.05)
             velocity = min(127, max(1, round(v + dv)))
             pitch = min(127, max(0, int(pitch)))
-            inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=pitch,
-                                               start=round(start, 4), end=round(end, 4)))
+            inst.notes.append(
+                pretty_midi.Note(
+                    velocity=velocity, pitch=pitch, start=round(start, 4), end=round(end, 4)
+                )
+            )
         return inst
 
     comp_volume = 56 if group.comp in SUSTAINED or group.comp in POWER_CHORD_GUITARS else 72
     if group.comp == 89:  # the warm pad is ~8 dB quieter than other comping sounds
         comp_volume = 90
-    pm.instruments.append(to_instrument(lead, group.lead, "lead", is_drum=False, volume=100,
-                                        sd=jitter_s))
-    pm.instruments.append(to_instrument(comp, group.comp, "comp", is_drum=False,
-                                        volume=comp_volume, sd=jitter_s))
-    pm.instruments.append(to_instrument(bass, group.bass, "bass", is_drum=False, volume=90,
-                                        sd=jitter_s))
+    pm.instruments.append(
+        to_instrument(lead, group.lead, "lead", is_drum=False, volume=100, sd=jitter_s)
+    )
+    pm.instruments.append(
+        to_instrument(comp, group.comp, "comp", is_drum=False, volume=comp_volume, sd=jitter_s)
+    )
+    pm.instruments.append(
+        to_instrument(bass, group.bass, "bass", is_drum=False, volume=90, sd=jitter_s)
+    )
     if group.drums:
-        pm.instruments.append(to_instrument(drums, 0, "drums", is_drum=True, volume=86,
-                                            sd=jitter_s / 2))
+        pm.instruments.append(
+            to_instrument(drums, 0, "drums", is_drum=True, volume=86, sd=jitter_s / 2)
+        )
 
     lead_notes = pm.instruments[0].notes
     meta = {

@@ -26,13 +26,36 @@ from moodshift.corpus.render import (
 from moodshift.errors import InputError
 
 LABEL_COLUMNS: tuple[str, ...] = (
-    "track_id", "mood", "genre", "instruments", "artist", "group", "title", "audio_path",
+    "track_id",
+    "mood",
+    "genre",
+    "instruments",
+    "artist",
+    "group",
+    "title",
+    "audio_path",
 )
 META_COLUMNS: tuple[str, ...] = (
-    "meta_key", "meta_mode", "meta_tempo", "meta_meter", "meta_velocity", "meta_register",
-    "meta_articulation", "meta_density", "meta_reverb", "meta_level_db", "meta_lead",
-    "meta_lead_family", "meta_duration", "meta_soundfont", "meta_source", "meta_source_meter",
-    "meta_source_key", "meta_melody_title", "meta_start_bar", "meta_midi",
+    "meta_key",
+    "meta_mode",
+    "meta_tempo",
+    "meta_meter",
+    "meta_velocity",
+    "meta_register",
+    "meta_articulation",
+    "meta_density",
+    "meta_reverb",
+    "meta_level_db",
+    "meta_lead",
+    "meta_lead_family",
+    "meta_duration",
+    "meta_soundfont",
+    "meta_source",
+    "meta_source_meter",
+    "meta_source_key",
+    "meta_melody_title",
+    "meta_start_bar",
+    "meta_midi",
 )
 # Each melody is arranged in about this many groups (genres/instrumentations), so
 # an artist-disjoint split has several pieces per "artist" to hold out together.
@@ -132,15 +155,19 @@ def plan_corpus(
     """
     _check_args(n, clip_seconds, moods_per_group)
     n_groups = math.ceil(n / moods_per_group)
-    plans = plan_groups(n_groups=n_groups, seed=seed, soundfonts=list(soundfonts),
-                        clip_seconds=(float(clip_seconds[0]), float(clip_seconds[1])),
-                        moods_per_group=moods_per_group, n_clips=n)
+    plans = plan_groups(
+        n_groups=n_groups,
+        seed=seed,
+        soundfonts=list(soundfonts),
+        clip_seconds=(float(clip_seconds[0]), float(clip_seconds[1])),
+        moods_per_group=moods_per_group,
+        n_clips=n,
+    )
     need: dict[str, int] = {}
     for p in plans:
         need[p.style.meter_class] = need.get(p.style.meter_class, 0) + 1
     counts = {
-        cls: min(MAX_MELODIES, max(1, math.ceil(k / GROUPS_PER_MELODY)))
-        for cls, k in need.items()
+        cls: min(MAX_MELODIES, max(1, math.ceil(k / GROUPS_PER_MELODY))) for cls, k in need.items()
     }
     pools = load_melodies(counts=counts, seed=seed, cache_dir=cache_dir, progress=progress)
     for cls in counts:
@@ -169,7 +196,7 @@ def plan_corpus(
                     "artist": artist,
                     "group": plan.group_id,
                     "title": f"{mel.title} ({plan.genre}, "
-                             f"{arr.meta['meta_lead'].replace('_', ' ')})",
+                    f"{arr.meta['meta_lead'].replace('_', ' ')})",
                     "audio_path": f"audio/{track_id}.wav",
                     **arr.meta,
                     "meta_melody_title": mel.title,
@@ -199,8 +226,9 @@ def _midi_bytes(pm) -> bytes:
 
 def _labels_csv(clips: Sequence[Clip]) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*LABEL_COLUMNS, *META_COLUMNS],
-                            lineterminator="\n", extrasaction="raise")
+    writer = csv.DictWriter(
+        buf, fieldnames=[*LABEL_COLUMNS, *META_COLUMNS], lineterminator="\n", extrasaction="raise"
+    )
     writer.writeheader()
     for clip in clips:
         writer.writerow(clip.labels)
@@ -276,8 +304,12 @@ def build_corpus(
         with contextlib.suppress(OSError):
             stale.unlink()
     clips = plan_corpus(
-        n=n, seed=seed, clip_seconds=clip_seconds, moods_per_group=moods_per_group,
-        soundfonts=list(fonts), cache_dir=cache_dir or out / ".cache" / "melodies",
+        n=n,
+        seed=seed,
+        clip_seconds=clip_seconds,
+        moods_per_group=moods_per_group,
+        soundfonts=list(fonts),
+        cache_dir=cache_dir or out / ".cache" / "melodies",
         progress=progress,
     )
 
@@ -298,20 +330,29 @@ def build_corpus(
             _write_public(midi_path, data)
         seconds = float(clip.labels["meta_duration"])
         if not clip_is_complete(wav_path, sample_rate=sample_rate, seconds=seconds):
-            pending.append((midi_path, wav_path, fonts[str(clip.labels["meta_soundfont"])],
-                            seconds))
+            pending.append(
+                (midi_path, wav_path, fonts[str(clip.labels["meta_soundfont"])], seconds)
+            )
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(clips), initial=len(clips) - len(pending), desc="rendering",
-                   unit="clip")
+        bar = tqdm(
+            total=len(clips), initial=len(clips) - len(pending), desc="rendering", unit="clip"
+        )
     try:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             futures = [
-                pool.submit(render_clip, midi_path=m, wav_path=w, soundfont=sf, seconds=s,
-                            sample_rate=sample_rate, binary=binary)
+                pool.submit(
+                    render_clip,
+                    midi_path=m,
+                    wav_path=w,
+                    soundfont=sf,
+                    seconds=s,
+                    sample_rate=sample_rate,
+                    binary=binary,
+                )
                 for m, w, sf, s in pending
             ]
             if bar is not None:

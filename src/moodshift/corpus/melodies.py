@@ -107,10 +107,38 @@ def meter_class(beats_per_bar: int) -> str:
 
 # Aarden-Essen key profiles (as in music21's default key analysis), which were
 # fitted on the Essen folk songs that make up most of the pool.
-_MAJOR_PROFILE = np.array([17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587,
-                           0.291248, 22.062, 0.145624, 8.15494, 0.232998, 4.95122])
-_MINOR_PROFILE = np.array([18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362,
-                           0.702494, 18.6161, 4.56621, 1.93186, 7.37619, 1.75623])
+_MAJOR_PROFILE = np.array(
+    [
+        17.7661,
+        0.145624,
+        14.9265,
+        0.160186,
+        19.8049,
+        11.3587,
+        0.291248,
+        22.062,
+        0.145624,
+        8.15494,
+        0.232998,
+        4.95122,
+    ]
+)
+_MINOR_PROFILE = np.array(
+    [
+        18.2648,
+        0.737619,
+        14.0499,
+        16.8599,
+        0.702494,
+        14.4362,
+        0.702494,
+        18.6161,
+        4.56621,
+        1.93186,
+        7.37619,
+        1.75623,
+    ]
+)
 
 
 def estimate_key(
@@ -146,8 +174,7 @@ def _import_music21():
         import music21
     except ImportError as exc:  # pragma: no cover - music21 is a core dependency
         raise DependencyError(
-            "music21 is needed to read the melody corpus; install it with "
-            "`pip install music21`"
+            "music21 is needed to read the melody corpus; install it with `pip install music21`"
         ) from exc
     return music21
 
@@ -445,4 +472,3 @@ def load_melodies(
         if bar is not None:
             bar.close()
     return out
-

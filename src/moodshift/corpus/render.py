@@ -150,17 +150,32 @@ def render_clip(
     binary = binary or fluidsynth_binary()
     gain = gain if gain is not None else GAIN.get(soundfont.stem, DEFAULT_GAIN)
     wav_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{wav_path.name}.", suffix=".render.tmp",
-                               dir=wav_path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{wav_path.name}.", suffix=".render.tmp", dir=wav_path.parent
+    )
     os.close(fd)
     try:
         cmd = [
-            binary, "-ni", "-q", "-F", tmp, "-T", "wav", "-O", "float",
-            "-r", str(sample_rate), "-g", f"{gain:.3f}",
+            binary,
+            "-ni",
+            "-q",
+            "-F",
+            tmp,
+            "-T",
+            "wav",
+            "-O",
+            "float",
+            "-r",
+            str(sample_rate),
+            "-g",
+            f"{gain:.3f}",
             # Load only the samples the clip uses: FluidR3 is 140 MB.
-            "-o", "synth.dynamic-sample-loading=1",
-            "-o", "synth.cpu-cores=1",
-            str(soundfont), str(midi_path),
+            "-o",
+            "synth.dynamic-sample-loading=1",
+            "-o",
+            "synth.cpu-cores=1",
+            str(soundfont),
+            str(midi_path),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if proc.returncode != 0:
