@@ -7,6 +7,8 @@ import os
 import numpy as np
 import pytest
 
+from audio_helpers import write_tone
+
 # Two cores are shared by torch, numpy and the test runner; more threads only contend.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -32,19 +34,6 @@ def small_catalog():
 
 
 # ---------------------------------------------------------------------- serving (index/server/web)
-def _write_tone(path, *, freq: float, seconds: float = 0.25, rate: int = 8000) -> None:
-    """A short 16-bit mono sine WAV written with the standard library."""
-    import wave
-
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-
-
 @pytest.fixture(scope="session")
 def serve_catalog(tmp_path_factory):
     """400 synthetic tracks (32-d, groups) with titles; even rows have a tiny WAV file.
@@ -63,9 +52,7 @@ def serve_catalog(tmp_path_factory):
             paths.append("")
             continue
         rel = f"audio/{cat.labels['track_id'].iat[i]}.wav"
-        _write_tone(
-            root / rel, freq=220.0 * (1 + ["calm", "sad", "happy", "energetic"].index(mood))
-        )
+        write_tone(root / rel, freq=220.0 * (1 + ["calm", "sad", "happy", "energetic"].index(mood)))
         paths.append(rel)
     cat.labels["audio_path"] = paths
     cat.labels["title"] = [f"Tune {i:03d}" for i in range(len(cat))]

@@ -95,8 +95,7 @@ def test_non_utf8_csv(tmp_path, rng):
 
 
 def test_malformed_files(tmp_path, rng):
-    (tmp_path / "emb.npy").write_bytes(b"not an npy file")
-    _, lab = _write(tmp_path / ".." / tmp_path.name, rng.standard_normal((4, 2)), _rows(4))
+    _, lab = _write(tmp_path, rng.standard_normal((4, 2)), _rows(4))
     (tmp_path / "emb.npy").write_bytes(b"not an npy file")
     with pytest.raises(FileFormatError, match=r"not a readable \.npy"):
         import_catalog(labels=lab, embeddings=tmp_path / "emb.npy")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import wave
 
 import numpy as np
 import pytest
+
+from audio_helpers import write_tone
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'moodshift[ray]')")
 
@@ -49,16 +50,6 @@ class TinyEmbedder(Embedder):
                         dtype=np.float32)  # fmt: skip
 
 
-def _write_wav(path, freq: float, seconds: float = 0.3, rate: int = 8000) -> None:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.4 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-
-
 def test_ray_self_join_equals_single_process(local_ray, rng):
     x = rng.standard_normal((1500, 16)).astype(np.float32)
     y = rng.integers(3, size=1500)
@@ -78,7 +69,7 @@ def test_ray_embedding_equals_single_process(local_ray, tmp_path):
     paths = []
     for i, freq in enumerate((220.0, 330.0, 440.0, 550.0, 660.0)):
         paths.append(tmp_path / f"t{i}.wav")
-        _write_wav(paths[-1], freq)
+        write_tone(paths[-1], freq=freq, seconds=0.3, amplitude=0.4)
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF0000WAVEnot really audio")
     paths.insert(2, bad)
