@@ -2,7 +2,7 @@
 
 For each synthetic catalogue (mood x genre interaction, and none), train the
 default configuration (``TrainConfig()``, the one ``moodshift train`` uses),
-sweep every method on the test split (:func:`moodshift.sweep.run_sweep`) and
+sweep every method on the test split (:func:`moodshift.evaluation.sweep.run_sweep`) and
 report:
 
 - whether the model's curve dominates the centroid shift's and the centroid
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from moodshift._atomic import write_text
-from moodshift.sweep import dominates, level_key, plot_sweep, run_sweep
+from moodshift.evaluation.sweep import dominates, level_key, plot_sweep, run_sweep
 from moodshift.synthetic import make_catalog
-from moodshift.train import TrainConfig, train
+from moodshift.training.train import TrainConfig, train
 
 LEVELS = tuple(np.round(np.arange(0.80, 0.951, 0.01), 4).tolist())
 CATALOGUES = {"interaction": {"interaction": True}, "no_interaction": {"interaction": False}}

@@ -63,7 +63,7 @@ def serve_catalog(tmp_path_factory):
 @pytest.fixture(scope="session")
 def serve_model(serve_catalog):
     """A model trained for a few epochs on ``serve_catalog`` (seconds, not quality)."""
-    from moodshift.train import TrainConfig, train
+    from moodshift.training.train import TrainConfig, train
 
     return train(serve_catalog, config=TrainConfig(epochs=3, k=20, seed=0), progress=False)
 
@@ -77,7 +77,7 @@ def live_server(serve_catalog, serve_model):
 
     import uvicorn
 
-    from moodshift.server import create_app
+    from moodshift.serving.app import create_app
 
     app = create_app(catalog=serve_catalog, model=serve_model, max_k=50)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

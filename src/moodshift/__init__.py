@@ -16,23 +16,23 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Catalog": "moodshift.catalog",
-    "import_catalog": "moodshift.catalog",
+    "Catalog": "moodshift.data.catalog",
+    "import_catalog": "moodshift.data.catalog",
     "MoodshiftError": "moodshift.errors",
-    "evaluate_catalog": "moodshift.evaluate",
-    "MoodshiftModel": "moodshift.model",
-    "Searcher": "moodshift.search",
-    "TrainConfig": "moodshift.train",
-    "train": "moodshift.train",
+    "evaluate_catalog": "moodshift.evaluation.evaluate",
+    "MoodshiftModel": "moodshift.training.model",
+    "Searcher": "moodshift.retrieval.search",
+    "TrainConfig": "moodshift.training.train",
+    "train": "moodshift.training.train",
 }
 
 if TYPE_CHECKING:
-    from moodshift.catalog import Catalog, import_catalog
+    from moodshift.data.catalog import Catalog, import_catalog
     from moodshift.errors import MoodshiftError
-    from moodshift.evaluate import evaluate_catalog
-    from moodshift.model import MoodshiftModel
-    from moodshift.search import Searcher
-    from moodshift.train import TrainConfig, train
+    from moodshift.evaluation.evaluate import evaluate_catalog
+    from moodshift.retrieval.search import Searcher
+    from moodshift.training.model import MoodshiftModel
+    from moodshift.training.train import TrainConfig, train
 
 
 def __getattr__(name: str) -> Any:

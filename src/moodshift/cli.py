@@ -32,14 +32,14 @@ Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _catalog(path: str) -> Any:
-    from moodshift.catalog import Catalog
+    from moodshift.data.catalog import Catalog
 
     return Catalog.load(path)
 
 
 # ---------------------------------------------------------------------- import
 def cmd_import(a: argparse.Namespace) -> None:
-    from moodshift.catalog import import_catalog
+    from moodshift.data.catalog import import_catalog
 
     embedder = {"name": a.embedder_name, "version": a.embedder_version}
     cat = import_catalog(
@@ -59,7 +59,7 @@ def cmd_import(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- corpus
 def cmd_corpus(a: argparse.Namespace) -> None:
-    from moodshift.corpus import build_corpus
+    from moodshift.audio.corpus import build_corpus
 
     kwargs: dict[str, Any] = {"n": a.n, "seed": a.seed, "workers": a.workers}
     if a.clip_seconds:
@@ -70,7 +70,7 @@ def cmd_corpus(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(a: argparse.Namespace) -> None:
-    from moodshift.embedding import embed_catalog
+    from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
         labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
@@ -86,7 +86,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- train
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from moodshift.train import TrainConfig
+    from moodshift.training.train import TrainConfig
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
@@ -123,7 +123,7 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from moodshift.train import train
+    from moodshift.training.train import train
 
     cat = _catalog(a.catalog)
     cfg = _config_from_args(a)
@@ -135,7 +135,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    from moodshift.tune import tune
+    from moodshift.training.tune import tune
 
     tune(catalog=_catalog(a.catalog), out=a.out, budget_s=a.budget, epochs=a.epochs,
          mood_target=a.mood_target, seed=a.seed, resume=not a.restart)  # fmt: skip
@@ -143,8 +143,8 @@ def cmd_tune(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from moodshift.evaluate import evaluate_catalog, format_table
-    from moodshift.model import MoodshiftModel
+    from moodshift.evaluation.evaluate import evaluate_catalog, format_table
+    from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
@@ -153,7 +153,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     report.catalog = str(a.catalog)
     report.model = str(a.model or "")
     if a.sweep:
-        from moodshift.sweep import run_sweep
+        from moodshift.evaluation.sweep import run_sweep
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
                                            max_seeds=a.max_seeds)  # fmt: skip
@@ -164,7 +164,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         write_text(a.json, json.dumps(report.to_json(), indent=2))
         print(f"wrote {a.json}")
     if a.plots:
-        from moodshift.plots import plot_report
+        from moodshift.evaluation.plots import plot_report
 
         for p in plot_report(report, catalog=cat, model=model, out_dir=a.plots):
             print(f"wrote {p}")
@@ -172,8 +172,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
-    from moodshift.model import MoodshiftModel
-    from moodshift.search import Searcher
+    from moodshift.retrieval.search import Searcher
+    from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
     searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
@@ -196,14 +196,14 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
-    from moodshift.index import build_catalog_index
+    from moodshift.retrieval.index import build_catalog_index
 
     info = build_catalog_index(a.catalog, kind=a.kind, out=a.out)
     print(json.dumps(info, indent=2, default=str))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from moodshift.server import serve
+    from moodshift.serving.launch import serve
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
           workers=a.workers, max_k=a.max_k)  # fmt: skip
@@ -211,7 +211,7 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    from moodshift.bench import run_bench
+    from moodshift.bench.core import run_bench
 
     result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
     text = json.dumps(result, indent=2, default=str)

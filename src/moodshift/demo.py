@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from moodshift._atomic import write_text
-from moodshift.evaluate import evaluate_catalog, format_table
+from moodshift.evaluation.evaluate import evaluate_catalog, format_table
 
 console = Console(stderr=False)
 
@@ -42,9 +42,9 @@ def run_demo(
     Re-running reuses what exists: rendered clips are skipped and embeddings
     come from the content-hash cache, so a second run only trains and evaluates.
     """
-    from moodshift.corpus import build_corpus
-    from moodshift.embedding import embed_catalog
-    from moodshift.train import TrainConfig, train
+    from moodshift.audio.corpus import build_corpus
+    from moodshift.audio.embed import embed_catalog
+    from moodshift.training.train import TrainConfig, train
 
     out = Path(out)
     timings: dict[str, float] = {}
@@ -71,14 +71,14 @@ def run_demo(
         report.model = str(out / f"model_{name}")
         if sweep:
             try:
-                from moodshift.sweep import run_sweep
+                from moodshift.evaluation.sweep import run_sweep
             except ImportError:  # the sweep module is optional in trimmed installs
                 pass
             else:
                 report.extras["sweep"] = run_sweep(cat, model=model, seed=seed)
         console.print(format_table(report))
         write_text(out / f"results_{name}.json", json.dumps(report.to_json(), indent=2))
-        from moodshift.plots import plot_report
+        from moodshift.evaluation.plots import plot_report
 
         plot_report(report, catalog=cat, model=model, out_dir=out / f"plots_{name}")
         timings[f"evaluate_{name}_s"] = time.perf_counter() - t

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from moodshift.catalog import Catalog
+from moodshift.data.catalog import Catalog
 
 MOODS = ("energetic", "calm", "happy", "sad")
 

@@ -1,0 +1,1018 @@
+"""Turn a corpus melody into a labelled arrangement: genre, instruments and mood.
+
+A *group* fixes everything but the mood (melody excerpt, genre, instruments,
+soundfont, key); each of its clips re-arranges the same excerpt in one mood,
+following what music psychology reports about emotional expression:
+
+* happy: major mode, fast-moderate tempo, high register, detached notes, consonant;
+* sad: minor mode, slow, low register, legato, soft, some minor sevenths;
+* energetic: fast, loud, accented, dense accompaniment, either mode;
+* calm: slow, soft, legato, sparse, consonant added-ninth colours, major or modal.
+
+Every cue is drawn from overlapping ranges and modes flip now and then, so no
+single feature gives the mood away. All randomness comes from generators
+seeded by (seed, group, mood), so the same seed always yields the same MIDI.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from moodshift.audio.corpus.melodies import Melody
+from moodshift.audio.corpus.styles import (
+    GENRES,
+    LEAD_RANGE,
+    MOODS,
+    POWER_CHORD_GUITARS,
+    STYLES,
+    SUSTAINED,
+    family,
+    instrument_name,
+)
+from moodshift.errors import InputError
+
+SCALES: dict[str, tuple[int, ...]] = {
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10),
+}
+MINORISH = frozenset({"minor", "dorian", "phrygian"})
+PITCH_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+# Probability of each mode per mood: mostly the textbook mode, sometimes not.
+MODE_P: dict[str, dict[str, float]] = {
+    "happy": {"major": 0.82, "mixolydian": 0.08, "lydian": 0.05, "minor": 0.05},
+    "sad": {"minor": 0.78, "dorian": 0.08, "phrygian": 0.04, "major": 0.10},
+    "energetic": {"major": 0.45, "minor": 0.38, "mixolydian": 0.09, "dorian": 0.08},
+    "calm": {"major": 0.55, "lydian": 0.10, "mixolydian": 0.10, "dorian": 0.10, "minor": 0.15},
+}
+
+# General MIDI percussion keys.
+KICK, SIDE_STICK, SNARE, CLAP, CLOSED_HAT, PEDAL_HAT, OPEN_HAT = 36, 37, 38, 39, 42, 44, 46
+LOW_TOM, CRASH, RIDE, TAMBOURINE, SHAKER = 45, 49, 51, 54, 70
+
+
+# --------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """Everything shared by the clips of one counterfactual group."""
+
+    index: int
+    genre: str
+    lead: int
+    comp: int
+    bass: int
+    drums: bool
+    soundfont: str
+    clip_seconds: float
+    tonic_pc: int
+    moods: tuple[str, ...]
+    seed: int
+
+    @property
+    def group_id(self) -> str:
+        return f"grp_{self.index:05d}"
+
+    @property
+    def style(self):
+        return STYLES[self.genre]
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        """Every instrument heard, lead first, without repeats."""
+        names = [instrument_name(p) for p in (self.lead, self.comp, self.bass)]
+        if self.drums:
+            names.append(instrument_name(0, is_drum=True))
+        return tuple(dict.fromkeys(names))
+
+
+def _balanced(items: Sequence, count: int, rng: np.random.Generator) -> list:
+    """``count`` items cycling through shuffled copies of ``items``, so counts differ by <= 1."""
+    out: list = []
+    while len(out) < count:
+        out.extend(items[i] for i in rng.permutation(len(items)))
+    return out[:count]
+
+
+def plan_groups(
+    *,
+    n_groups: int,
+    seed: int,
+    soundfonts: Sequence[str],
+    clip_seconds: tuple[float, float] = (10.0, 30.0),
+    moods_per_group: int = 4,
+    n_clips: int | None = None,
+) -> list[GroupPlan]:
+    """Draw genre, instruments, soundfont, clip length, key and moods of each group.
+
+    Genres and soundfonts are balanced (counts differ by at most one), each
+    genre cycles through its leads, and moods are assigned so that overall
+    counts stay balanced when ``moods_per_group < 4``. ``n_clips`` trims the
+    last group's moods.
+    """
+    if n_groups < 1:
+        raise InputError(f"n_groups must be >= 1, got {n_groups}")
+    if not 1 <= moods_per_group <= len(MOODS):
+        raise InputError(f"moods_per_group must be 1..{len(MOODS)}, got {moods_per_group}")
+    if not soundfonts:
+        raise InputError("at least one soundfont is needed")
+    rng = np.random.default_rng([seed, 11])
+    genres = _balanced(GENRES, n_groups, rng)
+    fonts = _balanced(list(soundfonts), n_groups, rng)
+    lead_cycle = {g: _balanced(STYLES[g].leads, genres.count(g), rng) for g in GENRES}
+    used = dict.fromkeys(GENRES, 0)
+    mood_counts = dict.fromkeys(MOODS, 0)
+    total = n_clips if n_clips is not None else n_groups * moods_per_group
+    plans = []
+    for g in range(n_groups):
+        grng = np.random.default_rng([seed, 13, g])
+        style = STYLES[genres[g]]
+        lead = lead_cycle[style.name][used[style.name]]
+        used[style.name] += 1
+        comp = int(grng.choice(style.comps))
+        bass = int(grng.choice(style.basses))
+        drums = bool(grng.random() < style.drums_p)
+        k = min(moods_per_group, total - g * moods_per_group)
+        # Least-used moods first, ties broken at random, so totals stay balanced.
+        tie = grng.random(len(MOODS))
+        order = sorted(range(len(MOODS)), key=lambda i: (mood_counts[MOODS[i]], tie[i]))
+        moods = tuple(MOODS[i] for i in sorted(order[:k]))
+        for m in moods:
+            mood_counts[m] += 1
+        lo, hi = clip_seconds
+        plans.append(
+            GroupPlan(
+                index=g,
+                genre=style.name,
+                lead=int(lead),
+                comp=comp,
+                bass=bass,
+                drums=drums,
+                soundfont=fonts[g],
+                clip_seconds=round(float(grng.uniform(lo, hi)), 2),
+                tonic_pc=int(grng.integers(12)),
+                moods=moods,
+                seed=int(grng.integers(2**31)),
+            )
+        )
+    return plans
+
+
+# --------------------------------------------------------------------------- moods
+
+
+@dataclass(frozen=True)
+class MoodParams:
+    """Performance and harmony choices for one clip."""
+
+    mood: str
+    mode: str
+    tempo: float  # quarter-note beats per minute, before genre/melody factors
+    register: float  # target median MIDI pitch of the lead
+    velocity: float  # mean lead velocity
+    accent: float  # extra velocity on strong beats
+    articulation: float  # sounding / written duration of lead notes
+    acc_articulation: float  # same for the accompaniment
+    density: int  # 0 sparse, 1 normal, 2 busy accompaniment
+    color: str  # "triad", "sixth", "seventh", "add9"
+    color_p: float  # share of chords that get the colour
+    thin: bool  # merge short passing notes of the melody into their neighbours
+    reverb: int
+    chorus: int
+    jitter_ms: float
+    level_db: float  # mix level (CC7) relative to nominal
+
+
+# Uniform ranges per mood. Neighbouring moods overlap on every cue. The mix
+# level is set as a mastering engineer would: soft performances are partly
+# turned up, so loudness overlaps while the timbre of soft or hard playing
+# (velocity) remains.
+MOOD_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "energetic": dict(
+        tempo=(120, 172),
+        register=(66, 79),
+        velocity=(92, 118),
+        accent=(8, 18),
+        articulation=(0.55, 0.9),
+        acc_articulation=(0.55, 0.85),
+        reverb=(15, 60),
+        level_db=(-7, 1),
+    ),
+    "happy": dict(
+        tempo=(98, 148),
+        register=(70, 82),
+        velocity=(74, 102),
+        accent=(4, 10),
+        articulation=(0.45, 0.8),
+        acc_articulation=(0.5, 0.8),
+        reverb=(20, 70),
+        level_db=(-5, 2),
+    ),
+    "calm": dict(
+        tempo=(60, 102),
+        register=(62, 75),
+        velocity=(44, 74),
+        accent=(0, 4),
+        articulation=(0.92, 1.05),
+        acc_articulation=(0.95, 1.05),
+        reverb=(45, 100),
+        level_db=(-2, 6),
+    ),
+    "sad": dict(
+        tempo=(54, 94),
+        register=(56, 69),
+        velocity=(44, 78),
+        accent=(0, 5),
+        articulation=(0.95, 1.08),
+        acc_articulation=(0.95, 1.05),
+        reverb=(40, 95),
+        level_db=(-2, 6),
+    ),
+}
+DENSITY_P: dict[str, dict[int, float]] = {
+    "energetic": {1: 0.2, 2: 0.8},
+    "happy": {0: 0.1, 1: 0.6, 2: 0.3},
+    "calm": {0: 0.7, 1: 0.3},
+    "sad": {0: 0.6, 1: 0.4},
+}
+# Harmonic colour: sevenths add tension (energetic) or darkness (sad, minor
+# sevenths); added ninths keep calm chords soft; sixths brighten happy ones.
+COLOR_P: dict[str, dict[str, float]] = {
+    "energetic": {"seventh": 0.5, "triad": 0.5},
+    "happy": {"triad": 0.75, "sixth": 0.25},
+    "calm": {"add9": 0.55, "triad": 0.45},
+    "sad": {"seventh": 0.6, "triad": 0.4},
+}
+
+
+def _pick(rng: np.random.Generator, probs: dict) -> object:
+    keys = list(probs)
+    return keys[int(rng.choice(len(keys), p=np.array(list(probs.values())) / sum(probs.values())))]
+
+
+def draw_mood(mood: str, rng: np.random.Generator) -> MoodParams:
+    """Draw a mood's parameters from deliberately overlapping ranges."""
+    if mood not in MOOD_RANGES:
+        raise InputError(f"unknown mood {mood!r}; expected one of {', '.join(MOODS)}")
+    mode = str(_pick(rng, MODE_P[mood]))
+    v = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in MOOD_RANGES[mood].items()}
+    return MoodParams(
+        mood=mood,
+        mode=mode,
+        tempo=v["tempo"],
+        register=v["register"],
+        velocity=v["velocity"],
+        accent=v["accent"],
+        articulation=v["articulation"],
+        acc_articulation=v["acc_articulation"],
+        density=int(_pick(rng, DENSITY_P[mood])),
+        color=str(_pick(rng, COLOR_P[mood])),
+        color_p=float(rng.uniform(0.4, 0.9)),
+        thin=mood in ("calm", "sad") and bool(rng.random() < 0.5),
+        reverb=int(v["reverb"]),
+        chorus=int(rng.uniform(0, 40)),
+        jitter_ms=float(rng.uniform(2, 9)),
+        level_db=v["level_db"],
+    )
+
+
+# --------------------------------------------------------------------------- harmony
+
+
+def map_pitch_class(pc: int, source: Sequence[int], target: Sequence[int]) -> int:
+    """Map a pitch class (relative to the tonic) from one mode to another by scale degree.
+
+    Diatonic notes keep their degree. A chromatic note that the target mode now
+    holds natively (a raised 7th going to major, a flat 3rd going to minor)
+    becomes that degree; other alterations are kept. The result may be 12.
+    """
+    s, t = [*source, 12], [*target, 12]
+    if pc in s[:7]:
+        return t[s.index(pc)]
+    d = max(i for i in range(7) if s[i] < pc)
+    if t[d + 1] < s[d + 1]:
+        return t[d + 1]
+    if t[d] > s[d]:
+        return t[d]
+    return t[d] + 1 if t[d] + 1 < t[d + 1] else t[d]
+
+
+@dataclass(frozen=True)
+class Chord:
+    root: int  # absolute pitch class
+    tones: tuple[int, ...]  # semitones above the root, root (0) first
+
+    def pcs(self) -> set[int]:
+        return {(self.root + t) % 12 for t in self.tones}
+
+
+def _candidates(mode: str) -> list[tuple[int, tuple[int, ...], float, int]]:
+    """(root rel. tonic, tones, prior, scale degree) of usable chords of a mode.
+
+    Degree -1 is the harmonic-minor dominant triad, -2 the dominant seventh.
+    """
+    scale = SCALES[mode]
+    prior = {0: 0.25, 3: 0.2, 4: 0.22, 5: 0.12, 1: 0.1, 2: 0.05, 6: 0.08}
+    out = []
+    for d in range(7):
+        root = scale[d]
+        third = (scale[(d + 2) % 7] - root) % 12
+        fifth = (scale[(d + 4) % 7] - root) % 12
+        if fifth != 7:  # skip diminished/augmented triads
+            continue
+        out.append((root, (0, third, 7), prior[d], d))
+    if mode == "minor":  # harmonic-minor dominant
+        out.append((7, (0, 4, 7), 0.22, -1))
+    if mode in ("major", "minor"):  # dominant seventh (V7), scored with its seventh
+        out.append((7, (0, 4, 7, 10), 0.2, -2))
+    return out
+
+
+def harmonise(
+    notes: Sequence[tuple[float, float, int]],
+    *,
+    tonic: int,
+    mode: str,
+    bar_beats: int,
+    n_bars: int,
+    params: MoodParams,
+    rng: np.random.Generator,
+    jazz: bool = False,
+) -> list[list[tuple[float, float, Chord]]]:
+    """Choose diatonic chords that fit the melody, one per bar or half bar.
+
+    Returns, for each bar, (start offset, end offset, chord) spans. Chord tones
+    under long and on-beat notes score; notes a semitone from a chord tone are
+    penalised hardest, so the harmony rarely clashes unless a colour adds it.
+    """
+    cands = _candidates(mode)
+    scale = SCALES[mode]
+    # Per candidate, what a melody pitch class is worth: chord tone +1, a
+    # semitone from a chord tone -1, any other non-chord tone -0.5.
+    coefs = np.full((len(cands), 12), -0.5)
+    for k, (root, tones, _, _) in enumerate(cands):
+        pcs = {(tonic + root + t) % 12 for t in tones}
+        for pc in range(12):
+            if pc in pcs:
+                coefs[k, pc] = 1.0
+            elif any((pc - c) % 12 in (1, 11) for c in pcs):
+                coefs[k, pc] = -1.0
+    priors = np.array([c[2] for c in cands])
+    tonic_bonus = np.array([0.3 if c[3] == 0 else 0.0 for c in cands])
+    # Notes overlapping each bar, so a window scans only its own bar's notes.
+    by_bar: list[list[tuple[float, float, int]]] = [[] for _ in range(n_bars)]
+    for note in notes:
+        pos, dur, _ = note
+        first = max(0, int(pos // bar_beats))
+        last = min(n_bars - 1, int((pos + dur - 1e-9) // bar_beats))
+        for b in range(first, last + 1):
+            by_bar[b].append(note)
+
+    def best(b: int, lo: float, hi: float, prev: int | None, first: bool) -> tuple[int, float]:
+        w = np.zeros(12)
+        for pos, dur, pitch in by_bar[b]:
+            ov = min(pos + dur, hi) - max(pos, lo)
+            if ov > 0:  # on-beat notes weigh more: they define the harmony
+                w[pitch % 12] += ov * (1.5 if abs(pos - round(pos)) < 1e-6 and pos >= lo else 1.0)
+        score = coefs @ w / (w.sum() + 1e-9) + priors
+        if prev is not None:
+            score[prev] += 0.1  # favour keeping the chord: fewer, steadier changes
+        if first:
+            score += tonic_bonus
+        i = int(np.argmax(score))
+        return i, float(score[i])
+
+    bars: list[list[tuple[float, float, int]]] = []
+    prev = None
+    for b in range(n_bars):
+        lo, hi = b * bar_beats, (b + 1) * bar_beats
+        whole, s_whole = best(b, lo, hi, prev, b == 0)
+        spans = [(0.0, float(bar_beats), whole)]
+        if bar_beats == 4 and b > 0:
+            h1, s1 = best(b, lo, lo + 2, prev, False)
+            h2, s2 = best(b, lo + 2, hi, h1, False)
+            if (s1 + s2) / 2 > s_whole + 0.1 and h1 != h2:
+                spans = [(0.0, 2.0, h1), (2.0, 4.0, h2)]
+        prev = spans[-1][2]
+        bars.append(spans)
+
+    out: list[list[tuple[float, float, Chord]]] = []
+    for spans in bars:
+        row = []
+        for lo, hi, idx in spans:
+            root, tones, _, deg = cands[idx]
+            tones = list(tones)
+            if len(tones) == 4:  # V7 already carries its seventh
+                pass
+            elif jazz or (params.color == "seventh" and rng.random() < params.color_p):
+                # The harmonic-minor dominant takes a dominant (minor) seventh.
+                seventh = 10 if deg < 0 else (scale[(deg + 6) % 7] - root) % 12
+                if not (params.mood == "sad" and tones[1] == 4 and seventh == 11 and not jazz):
+                    tones.append(seventh)
+            elif params.color == "add9" and rng.random() < params.color_p:
+                tones.append(14 if deg < 0 else (scale[(deg + 1) % 7] - root) % 12 + 12)
+            elif params.color == "sixth" and tones[1] == 4 and rng.random() < params.color_p:
+                tones.append(9)
+            row.append((lo, hi, Chord(root=(tonic + root) % 12, tones=tuple(tones))))
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- patterns
+
+
+Event = tuple[float, float, int, float]  # (onset beats, duration beats, pitch, velocity)
+
+
+@dataclass
+class BarContext:
+    """What an accompaniment pattern needs to write one bar."""
+
+    bar: int
+    start: float
+    beats: int
+    chords: list[tuple[float, float, Chord]]
+    next_root: int
+    density: int
+    rng: np.random.Generator
+    comp_program: int
+    comp_low: int
+    bass_low: int
+    vel_comp: float
+    vel_bass: float
+    vel_drums: float
+    accent: float
+    art: float
+    bass: list[Event] = field(default_factory=list)
+    comp: list[Event] = field(default_factory=list)
+    drums: list[Event] = field(default_factory=list)
+
+    def chord_at(self, off: float) -> Chord:
+        for lo, hi, ch in self.chords:
+            if lo <= off < hi:
+                return ch
+        return self.chords[-1][2]
+
+    def span_end(self, off: float) -> float:
+        for lo, hi, _ in self.chords:
+            if lo <= off < hi:
+                return hi
+        return float(self.beats)
+
+    def bass_note(self, off: float, dur: float, which: int = 0, vel: float = 0.0) -> None:
+        ch = self.chord_at(off)
+        pc = (ch.root + (ch.tones[which] if which < len(ch.tones) else 7)) % 12
+        pitch = self.bass_low + (pc - self.bass_low) % 12
+        self.bass.append((self.start + off, dur * self.art, pitch, self.vel_bass + vel))
+
+    def voicing(self, ch: Chord, *, power: bool = False) -> list[int]:
+        if power:
+            root = self.comp_low - 12 + (ch.root - self.comp_low) % 12
+            return [root, root + 7, root + 12]
+        return sorted(self.comp_low + (ch.root + t - self.comp_low) % 12 for t in ch.tones)
+
+    def hit(
+        self,
+        off: float,
+        dur: float,
+        vel: float = 0.0,
+        *,
+        power: bool = False,
+        roll: float = 0.0,
+        full: bool = False,
+    ) -> None:
+        """A chord at ``off``; ``full`` lets it ring to the end of its chord span."""
+        ch = self.chord_at(off)
+        if full:
+            dur = self.span_end(off) - off
+        for k, p in enumerate(self.voicing(ch, power=power)):
+            self.comp.append((self.start + off + k * roll, dur * self.art, p, self.vel_comp + vel))
+
+    def drum(self, off: float, key: int, vel: float = 0.0) -> None:
+        self.drums.append((self.start + off, 0.2, key, self.vel_drums + vel))
+
+    def downbeat_accent(self, off: float) -> float:
+        return self.accent if off == 0 else 0.0
+
+
+def _rock(c: BarContext) -> None:
+    d, B = c.density, c.beats
+    steps = {0: [0, 2], 1: [0, 1, 2, 3], 2: [x / 2 for x in range(8)]}[d]
+    for off in steps:
+        c.bass_note(
+            off,
+            {0: 2.0, 1: 1.0, 2: 0.5}[d] * 0.95,
+            2 if d == 2 and off == 3.5 else 0,
+            c.downbeat_accent(off),
+        )
+    power = c.comp_program in POWER_CHORD_GUITARS
+    if d == 0:
+        c.hit(0, B, full=True, power=power)
+    elif d == 1:
+        for off in (0, 1.5, 2, 3.5) if power else (0, 1, 2, 3):
+            c.hit(off, 0.9 if off % 1 == 0 else 0.45, c.downbeat_accent(off), power=power)
+    else:
+        for off in [x / 2 for x in range(8)]:
+            c.hit(off, 0.45, c.accent if off % 1 == 0 else -6, power=power)
+    kicks = {0: [0, 2], 1: [0, 2, 2.5], 2: [0, 0.75, 2, 2.5]}[d]
+    for off in kicks:
+        c.drum(off, KICK, c.downbeat_accent(off))
+    for off in (1, 3):
+        c.drum(off, SNARE if d else SIDE_STICK, 4 if d == 2 else 0)
+    hats = {0: [0, 1, 2, 3], 1: [x / 2 for x in range(8)], 2: [x / 2 for x in range(8)]}[d]
+    for off in hats:
+        c.drum(off, OPEN_HAT if d == 2 and off == 3.5 else CLOSED_HAT, -14 if off % 1 else -8)
+    if d == 2 and c.bar % 4 == 0:
+        c.drum(0, CRASH)
+    if d == 2 and c.bar % 4 == 3:
+        for k in range(4):
+            c.drum(3 + k / 4, SNARE, -10 + 3 * k)
+
+
+def _waltz(c: BarContext) -> None:
+    d = c.density
+    c.bass_note(0, 2.7 if d == 0 else 0.95, 2 if c.bar % 2 else 0, c.downbeat_accent(0))
+    if d == 0:
+        c.hit(0, 3, -6, full=True)
+    else:
+        for off in (1, 2) if d == 1 else (1, 2, 2.5):
+            c.hit(off, 0.8 if off % 1 == 0 else 0.4, -4)
+
+
+def _swing(c: BarContext) -> None:
+    d, rng = c.density, c.rng
+    if d == 0:
+        c.bass_note(0, 1.9, 0, c.downbeat_accent(0))
+        c.bass_note(2, 1.9, 2)
+    else:
+        # Walking bass: root, chord tones, then a chromatic approach to the next root.
+        c.bass_note(0, 0.95, 0, c.downbeat_accent(0))
+        c.bass_note(1, 0.95, int(rng.choice([1, 2])))
+        c.bass_note(2, 0.95, 2 if c.chord_at(2) == c.chord_at(0) else 0)
+        target = c.bass_low + (c.next_root - c.bass_low) % 12
+        step = int(rng.choice([-1, 1]))
+        c.bass.append((c.start + 3, 0.95 * c.art, target + step, c.vel_bass - 4))
+    if c.comp_program == 26:  # Freddie Green style guitar on every beat
+        for off in (0, 1, 2, 3) if d else (0, 2):
+            c.hit(off, 0.5 if d else 1.8, -4 if off % 2 else 0)
+    elif d == 0:
+        c.hit(0, 4, -6, full=True)
+    else:
+        c.hit(0, 1.0, c.downbeat_accent(0))
+        c.hit(1.5, 0.4, -4)
+        if d == 2 and rng.random() < 0.5:
+            c.hit(3.5, 0.4, -6)
+    for off in (0, 1, 2, 3) if d == 0 else (0, 1, 1.5, 2, 3, 3.5):
+        c.drum(off, RIDE, -8 if off % 1 else 0)
+    for off in (1, 3):
+        c.drum(off, PEDAL_HAT, -10)
+    if d == 2:
+        for off in (0, 1, 2, 3):
+            c.drum(off, KICK, -22)
+        for off in (0.5, 1.5, 2.5, 3.5):
+            if rng.random() < 0.2:
+                c.drum(off, SNARE, -16)
+
+
+def _bossa(c: BarContext) -> None:
+    d = c.density
+    if d == 0:
+        c.bass_note(0, 1.9, 0)
+        c.bass_note(2, 1.9, 2)
+    else:
+        for off, dur, which in ((0, 1.5, 0), (1.5, 0.5, 2), (2, 1.5, 2), (3.5, 0.5, 0)):
+            c.bass_note(off, dur * 0.95, which, c.downbeat_accent(off))
+    if d == 0:
+        c.hit(0, 4, -6, full=True, roll=0.03)
+    else:
+        # Two-bar, clave-like guitar comping.
+        hits = (0, 1.5, 3) if c.bar % 2 == 0 else (1, 2.5)
+        if d == 2:
+            hits = (0, 1.5, 2.5, 3) if c.bar % 2 == 0 else (0.5, 1, 2.5, 3.5)
+        for off in hits:
+            c.hit(off, 0.45, -2, roll=0.02)
+    clave = (0, 1.5, 3) if c.bar % 2 == 0 else (1, 2.5)
+    for off in clave:
+        c.drum(off, SIDE_STICK, -6)
+    for off in (0, 1.5, 2, 3.5) if d else (0, 2):
+        c.drum(off, KICK, -12)
+    if d:
+        for k in range(8 if d == 1 else 16):
+            off = k * (0.5 if d == 1 else 0.25)
+            c.drum(off, SHAKER if d == 2 else CLOSED_HAT, -18 if off % 1 else -10)
+
+
+def _march(c: BarContext) -> None:
+    d = c.density
+    c.bass_note(0, 0.9, 0, c.downbeat_accent(0))
+    if d:
+        c.bass_note(1, 0.9, 2)
+        for off in (0.5, 1.5):
+            c.hit(off, 0.35, -4)
+    else:
+        c.hit(1, 0.9, -6)
+    c.drum(0, KICK, c.downbeat_accent(0))
+    if d:
+        c.drum(1, KICK, -6)
+        for off in (0, 0.5, 0.75, 1, 1.5):
+            c.drum(off, SNARE, 0 if off in (0, 1) else -10)
+    else:
+        c.drum(1, SNARE, -10)
+    if d == 2 and c.bar % 4 == 3:
+        for k in range(8):  # closing snare roll
+            c.drum(1 + k / 8, SNARE, -14 + 2 * k)
+    if d == 2 and c.bar % 4 == 0:
+        c.drum(0, CRASH, -4)
+
+
+def _electronic(c: BarContext) -> None:
+    d = c.density
+    if d == 0:
+        c.bass_note(0, 1.9, 0)
+        c.bass_note(2, 1.9, 0)
+    elif d == 1:
+        for off in (0.5, 1.5, 2.5, 3.5):
+            c.bass_note(off, 0.45, 0)
+    else:
+        for k in range(8):
+            off = k / 2
+            c.bass.append(
+                (
+                    c.start + off,
+                    0.4 * c.art,
+                    c.bass_low + (c.chord_at(off).root - c.bass_low) % 12 + 12 * (k % 2),
+                    c.vel_bass + (c.accent if k == 0 else -4),
+                )
+            )
+    if d < 2:
+        c.hit(0, 4, -8, full=True)
+    else:
+        for off in (0, 0.75, 1.5, 2.5, 3.25):
+            c.hit(off, 0.5, -6)
+    for off in (0, 2) if d == 0 else (0, 1, 2, 3):
+        c.drum(off, KICK, c.downbeat_accent(off) - (10 if d == 0 else 0))
+    if d:
+        for off in (1, 3):
+            c.drum(off, CLAP, -4)
+        for off in (0.5, 1.5, 2.5, 3.5):
+            c.drum(off, OPEN_HAT, -14)
+    else:
+        for off in (1, 3):
+            c.drum(off, CLOSED_HAT, -18)
+    if d == 2:
+        for k in range(16):
+            c.drum(k / 4, CLOSED_HAT, -20 if k % 2 else -14)
+        if c.bar % 4 == 0:
+            c.drum(0, CRASH, -6)
+
+
+def _folk(c: BarContext) -> None:
+    d = c.density
+    if d == 0:  # drone: root and fifth held all bar
+        c.bass_note(0, 4, 0)
+        c.bass_note(0, 4, 2, -8)
+    elif d == 1:
+        c.bass_note(0, 1.9, 0, c.downbeat_accent(0))
+        c.bass_note(2, 1.9, 2)
+    else:
+        for off in (0, 1, 2, 3):
+            c.bass_note(off, 0.9, 0 if off % 2 == 0 else 2, c.downbeat_accent(off))
+    if c.comp_program in SUSTAINED:  # accordion: off-beat chords
+        if d == 0:
+            c.hit(0, 4, -6, full=True)
+        else:
+            for off in (0.5, 1.5, 2.5, 3.5):
+                c.hit(off, 0.4, -4)
+    elif c.comp_program == 46:  # harp: rolled arpeggio
+        c.hit(0, 4, -4, roll=0.25 if d else 0.5, full=True)
+    else:  # guitar strums
+        strums = {0: (0, 2), 1: (0, 1, 1.5, 2, 3, 3.5), 2: (0, 1, 1.5, 2.5, 3, 3.5)}[d]
+        for off in strums:
+            c.hit(
+                off, 0.45 if off % 1 else 0.9, -8 if off % 1 else c.downbeat_accent(off), roll=0.03
+            )
+    if d == 0:
+        for off in (0, 2):
+            c.drum(off, LOW_TOM, -12)
+    else:
+        for off in (x / 2 for x in range(8)) if d == 2 else (0, 1, 2, 3):
+            c.drum(off, LOW_TOM, -4 if off % 1 == 0 else -14)
+        for off in (1, 3):
+            c.drum(off, TAMBOURINE, -8)
+
+
+def _ballad(c: BarContext) -> None:
+    d = c.density
+    if d == 0:
+        c.bass_note(0, 3.9, 0)
+    elif d == 1:
+        c.bass_note(0, 1.9, 0)
+        c.bass_note(2, 1.9, 2)
+    else:
+        for off, which in ((0, 0), (1.5, 2), (2, 0), (3, 2)):
+            c.bass_note(off, 0.95, which)
+    if c.comp_program in SUSTAINED:
+        if d == 2:
+            c.hit(0, 2, -6)
+            c.hit(2, 2, -8)
+        else:
+            c.hit(0, 4, -6, full=True)
+    else:  # broken-chord arpeggio
+        step = {0: 1.0, 1: 0.5, 2: 0.5}[d]
+        for k in range(int(4 / step)):
+            off = k * step
+            voic = c.voicing(c.chord_at(off))
+            seq = [voic[0], voic[-1], voic[1 % len(voic)], voic[-1] + 12 - 12 * (d == 0)]
+            pitch = seq[k % len(seq)]
+            c.comp.append(
+                (c.start + off, step * 1.8 * c.art, pitch, c.vel_comp + (4 if off == 0 else -4))
+            )
+    for off in (0,) if d == 0 else (0, 2.5):
+        c.drum(off, KICK, -6)
+    for off in (1, 3) if d else (2,):
+        c.drum(off, SNARE if d == 2 else SIDE_STICK, -8)
+    for off in (0, 1, 2, 3) if d < 2 else [x / 2 for x in range(8)]:
+        c.drum(off, CLOSED_HAT, -18)
+    if d == 2 and c.bar % 4 == 0:
+        c.drum(0, CRASH, -10)
+
+
+PATTERNS = {
+    "rock": _rock,
+    "waltz": _waltz,
+    "swing": _swing,
+    "bossa": _bossa,
+    "march": _march,
+    "electronic": _electronic,
+    "folk": _folk,
+    "ballad": _ballad,
+}
+
+# Where the comping voicing and the bass line sit (lowest note of the window).
+COMP_LOW = {"power": 52, "sustained": 55, "default": 53}
+BASS_LOW = {58: 34, 42: 36, 38: 33, 39: 33}
+
+
+# --------------------------------------------------------------------------- melody
+
+
+def melody_timeline(
+    melody: Melody, *, start_bar: int, bar_beats: int, total_beats: float
+) -> list[tuple[float, float, int]]:
+    """The excerpt laid out after a one-bar intro and looped to fill ``total_beats``.
+
+    Returns (onset, duration, pitch) in beats of the arrangement. The pickup
+    before the excerpt (or the last beat before it) plays at the end of the
+    intro bar.
+    """
+    s0 = start_bar * melody.beats_per_bar
+    end = math.ceil(melody.length_beats / bar_beats - 1e-6) * bar_beats
+    loop = max(bar_beats, end - s0)
+    # A clip too short for an intro bar (a few seconds at a slow tempo) starts on the tune.
+    intro = float(bar_beats) if total_beats >= 3 * bar_beats else 0.0
+    lead_in = min(intro, bar_beats if s0 == 0 else 1.0)
+    out = []
+    for pitch, pos, dur in melody.notes:
+        if s0 - lead_in <= pos < s0:
+            out.append((intro + pos - s0, dur, pitch))
+    k = 0
+    while intro + k * loop < total_beats:
+        for pitch, pos, dur in melody.notes:
+            if s0 <= pos < s0 + loop:
+                t = intro + pos - s0 + k * loop
+                if t < total_beats:
+                    out.append((t, min(dur, s0 + loop - pos), pitch))
+        k += 1
+    out.sort()
+    return out
+
+
+# --------------------------------------------------------------------------- arrange
+
+
+@dataclass
+class Arrangement:
+    """A clip's MIDI and the metadata that describes it."""
+
+    midi: object  # pretty_midi.PrettyMIDI
+    meta: dict[str, object]
+
+
+def _swing_map(pos: float, amount: float) -> float:
+    """Delay off-beat eighths: 0.5 -> ``amount`` (about 2/3 for a triplet swing)."""
+    base = math.floor(pos)
+    frac = pos - base
+    if frac <= 0.5:
+        return base + frac * 2 * amount
+    return base + amount + (frac - 0.5) * 2 * (1 - amount)
+
+
+def arrange(
+    *,
+    group: GroupPlan,
+    mood: str,
+    melody: Melody,
+    start_bar: int = 0,
+) -> Arrangement:
+    """Arrange ``melody`` in ``group``'s genre and instruments, performed in ``mood``."""
+    import pretty_midi
+
+    if mood not in MOODS:
+        raise InputError(f"unknown mood {mood!r}; expected one of {', '.join(MOODS)}")
+    style = group.style
+    if melody.meter_class != style.meter_class:
+        raise InputError(
+            f"a {melody.meter} melody cannot be a {style.name} ({style.bar_beats} beats a bar)"
+        )
+    rng = np.random.default_rng([group.seed, MOODS.index(mood)])
+    params = draw_mood(mood, rng)
+    B = style.bar_beats
+
+    # Tempo: the mood's draw, the genre's tendency and the tune's note density
+    # (running sixteenths get slowed, hymn-like quarter notes get pushed).
+    per_beat = len(melody.notes) / max(melody.length_beats, 1.0)
+    density_factor = 0.85 if per_beat > 2.2 else (1.12 if per_beat < 1.1 else 1.0)
+    tempo = float(np.clip(params.tempo * style.tempo_factor * density_factor, 50, 200))
+    spb = 60.0 / tempo
+    total_beats = group.clip_seconds / spb
+    n_bars = math.ceil(total_beats / B) + 1
+
+    # Melody: mode change by scale degree, then octave placement for the register.
+    src = SCALES[melody.mode if melody.mode in SCALES else "major"]
+    tgt = SCALES[params.mode]
+    raw = melody_timeline(melody, start_bar=start_bar, bar_beats=B, total_beats=total_beats)
+    if not raw:
+        raise InputError(f"melody {melody.source} has no notes from bar {start_bar}")
+    notes: list[tuple[float, float, int]] = []
+    for k, (pos, dur, pitch) in enumerate(raw):
+        rel = pitch - melody.tonic_pc
+        octave, pc = divmod(rel, 12)
+        new_pc = map_pitch_class(pc, src, tgt)
+        nxt = raw[k + 1][2] - melody.tonic_pc if k + 1 < len(raw) else None
+        if params.mode == "minor" and pc == 11 and nxt is not None and nxt % 12 == 0:
+            new_pc = 11  # keep the leading tone that resolves to the tonic
+        notes.append((pos, dur, group.tonic_pc + 12 * octave + new_pc))
+    lo, hi = LEAD_RANGE.get(group.lead, (48, 90))
+    target = float(np.clip(params.register, lo + 7, hi - 7))
+    median = float(np.median([p for _, _, p in notes]))
+    shift = 12 * round((target - median) / 12)
+    notes = [(pos, dur, p + shift) for pos, dur, p in notes]
+
+    if params.thin:  # sparser line: fold short off-beat notes into the previous one
+        thinned: list[tuple[float, float, int]] = []
+        for pos, dur, p in notes:
+            prev = thinned[-1] if thinned else None
+            if prev and dur < 0.5 and pos % 1 > 1e-6 and abs(prev[0] + prev[1] - pos) < 1e-6:
+                thinned[-1] = (prev[0], prev[1] + dur, prev[2])
+            else:
+                thinned.append((pos, dur, p))
+        notes = thinned
+
+    chords = harmonise(
+        notes,
+        tonic=group.tonic_pc,
+        mode=params.mode,
+        bar_beats=B,
+        n_bars=n_bars,
+        params=params,
+        rng=rng,
+        jazz=style.swing,
+    )
+
+    # Accompaniment, bar by bar.
+    vel = params.velocity
+    lead_median = float(np.median([p for _, _, p in notes]))
+    comp_kind = (
+        "power"
+        if group.comp in POWER_CHORD_GUITARS
+        else "sustained"
+        if group.comp in SUSTAINED
+        else "default"
+    )
+    ctx_common = dict(
+        density=params.density,
+        rng=rng,
+        comp_program=group.comp,
+        # Keep the chords below a low (sad) lead so the tune stays audible.
+        comp_low=int(min(COMP_LOW[comp_kind], max(43, lead_median - 15))),
+        bass_low=BASS_LOW.get(group.bass, 31),
+        vel_comp=vel - rng.uniform(10, 22),
+        vel_bass=vel - rng.uniform(0, 12),
+        vel_drums=vel - rng.uniform(-4, 12),
+        accent=params.accent,
+        art=params.acc_articulation,
+    )
+    bass: list[Event] = []
+    comp: list[Event] = []
+    drums: list[Event] = []
+    pattern = PATTERNS[style.name]
+    for b in range(n_bars):
+        nxt = chords[b + 1][0][2].root if b + 1 < n_bars else chords[0][0][2].root
+        ctx = BarContext(bar=b, start=b * B, beats=B, chords=chords[b], next_root=nxt, **ctx_common)
+        pattern(ctx)
+        bass += ctx.bass
+        comp += ctx.comp
+        drums += ctx.drums
+
+    # Lead performance: articulation, accents, a phrase-long swell.
+    lead: list[Event] = []
+    for k, (pos, dur, p) in enumerate(notes):
+        nxt_pos = notes[k + 1][0] if k + 1 < len(notes) else pos + dur
+        sound = dur * params.articulation
+        if params.articulation >= 1.0:  # legato: tie into the next note, barely overlapping
+            gap = nxt_pos - pos
+            sound = min(sound, gap + 0.04) if gap >= dur - 1e-6 else sound
+            if k + 1 < len(notes) and notes[k + 1][2] == p:
+                sound = min(sound, gap - 0.03)
+        beat_in_bar = pos % B
+        accent = (
+            params.accent
+            if beat_in_bar < 1e-6
+            else (params.accent / 2 if abs(beat_in_bar - round(beat_in_bar)) < 1e-6 else 0.0)
+        )
+        swell = 5.0 * math.sin(math.pi * ((pos / B) % 4) / 4)
+        lead.append((pos, max(sound, 0.1), p, vel + accent + swell))
+
+    swing = float(rng.uniform(0.6, 0.68)) if style.swing else 0.5
+    jitter_s = params.jitter_ms / 1000.0
+    # A MIDI tempo equal to the performance tempo keeps the file readable in a DAW.
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=tempo)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(B, 4, 0.0))
+    key_number = group.tonic_pc if params.mode not in MINORISH else 12 + group.tonic_pc
+    pm.key_signature_changes.append(pretty_midi.KeySignature(key_number, 0.0))
+    end_s = group.clip_seconds
+
+    def to_instrument(
+        events: list[Event], program: int, name: str, *, is_drum: bool, volume: int, sd: float
+    ) -> pretty_midi.Instrument:
+        inst = pretty_midi.Instrument(program=program, is_drum=is_drum, name=name)
+        # CC7 attenuates by 40*log10(value/127) dB in FluidSynth's default modulators.
+        volume = min(127, round(volume * 10 ** (params.level_db / 40)))
+        for cc, value in ((7, volume), (91, params.reverb), (93, 0 if is_drum else params.chorus)):
+            inst.control_changes.append(pretty_midi.ControlChange(cc, int(value), 0.0))
+        events = sorted(events)
+        # Humanise: a few ms of timing jitter and a little velocity spread.
+        jitter = rng.normal(0, sd, size=(len(events), 2)).tolist()
+        spread = rng.normal(0, 4, size=len(events)).tolist()
+        for (pos, dur, pitch, v), (j0, j1), dv in zip(events, jitter, spread, strict=True):
+            start = max(0.0, _swing_map(pos, swing) * spb + j0)
+            if start >= end_s:
+                continue
+            end = max(_swing_map(pos + dur, swing) * spb + j1, start + 0.05)
+            velocity = min(127, max(1, round(v + dv)))
+            pitch = min(127, max(0, int(pitch)))
+            inst.notes.append(
+                pretty_midi.Note(
+                    velocity=velocity, pitch=pitch, start=round(start, 4), end=round(end, 4)
+                )
+            )
+        return inst
+
+    comp_volume = 56 if group.comp in SUSTAINED or group.comp in POWER_CHORD_GUITARS else 72
+    if group.comp == 89:  # the warm pad is ~8 dB quieter than other comping sounds
+        comp_volume = 90
+    pm.instruments.append(
+        to_instrument(lead, group.lead, "lead", is_drum=False, volume=100, sd=jitter_s)
+    )
+    pm.instruments.append(
+        to_instrument(comp, group.comp, "comp", is_drum=False, volume=comp_volume, sd=jitter_s)
+    )
+    pm.instruments.append(
+        to_instrument(bass, group.bass, "bass", is_drum=False, volume=90, sd=jitter_s)
+    )
+    if group.drums:
+        pm.instruments.append(
+            to_instrument(drums, 0, "drums", is_drum=True, volume=86, sd=jitter_s / 2)
+        )
+
+    lead_notes = pm.instruments[0].notes
+    meta = {
+        "meta_key": PITCH_NAMES[group.tonic_pc],
+        "meta_mode": params.mode,
+        "meta_tempo": round(tempo, 1),
+        "meta_meter": f"{B}/4",
+        "meta_velocity": round(float(np.mean([n.velocity for n in lead_notes])), 1),
+        "meta_register": round(float(np.median([n.pitch for n in lead_notes])), 1),
+        "meta_articulation": round(params.articulation, 3),
+        "meta_density": params.density,
+        "meta_reverb": params.reverb,
+        "meta_level_db": round(params.level_db, 1),
+        "meta_lead": instrument_name(group.lead),
+        "meta_lead_family": family(group.lead),
+        "meta_duration": group.clip_seconds,
+        "meta_soundfont": group.soundfont,
+        "meta_source": melody.source,
+        "meta_source_meter": melody.meter,
+        "meta_source_key": f"{PITCH_NAMES[melody.tonic_pc]} {melody.mode}",
+        "meta_start_bar": start_bar,
+    }
+    return Arrangement(midi=pm, meta=meta)

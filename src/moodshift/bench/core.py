@@ -1,0 +1,663 @@
+"""``moodshift bench``: what every heavy stage achieves on this machine, as one JSON.
+
+    moodshift bench selfjoin --n 200000 --dim 512      # exact self-join vs the sgemm peak
+    moodshift bench approx                             # IVF mining: speed-up and top-K recall
+    moodshift bench train | embed | query | serve | mining | all
+
+Every sub-benchmark reports wall seconds, CPU seconds and the peak resident
+memory of its stage (``peak_rss_mb``: the process's high-water mark, reset at
+the start of the stage where Linux allows it). Benchmarks measure; they are not
+tests, and on a machine shared with other work the wall-clock figures move with
+the load (``machine.load_avg`` is recorded before and after). Figures per CPU
+second (``*_per_cpu_s``) are less sensitive to that: they count only the cycles
+this process actually got.
+
+Definitions
+-----------
+sgemm peak
+    Best of 3 runs of one large float32 product ``(8192 x d) @ (d x 8192)`` in torch
+    (the BLAS the self-join uses: MKL on CPU, cuBLAS on GPU) with torch's thread
+    count, measured just before and just after the join; the higher is used.
+self-join GFLOP/s
+    ``2 N^2 d / seconds``: every track's dot product with every track of every class
+    (the class sizes sum to N), whatever the implementation skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from moodshift.errors import InputError, MoodshiftError
+
+WHATS = ("selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all")
+#: ``all`` runs these (``mining`` trains two models to convergence: run it alone).
+ALL = ("selfjoin", "approx", "train", "embed", "query", "serve")
+QUERY_SIZES = (100_000, 1_000_000)
+#: ``all`` measures the exact self-join at up to this many tracks (minutes, not tens of them).
+ALL_SELFJOIN_MAX_N = 100_000
+#: ``approx`` runs the per-query FAISS methods (HNSW, IndexIVFFlat) only up to this size:
+#: above it they take many minutes on 2 cores (and lose to ``ivf`` anyway).
+HNSW_MAX_N = 20_000
+NOTE = (
+    "Shared machine: wall-clock figures move with other users' load (see machine.load_avg); "
+    "*_per_cpu_s figures count only the CPU time this process got."
+)
+
+
+# --------------------------------------------------------------------------- entry point
+def run_bench(
+    what: str = "selfjoin",
+    *,
+    n: int = 200_000,
+    dim: int = 512,
+    k: int = 100,
+    classes: int = 4,
+    seed: int = 0,
+    query_sizes: Sequence[int] | None = None,
+    train_n: int = 20_000,
+    train_epochs: int = 3,
+    embed_seconds: float = 30.0,
+    approx_sample: int = 2048,
+    mining_epochs: int = 60,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one benchmark (or ``all``) and return its figures as a JSON-ready dict.
+
+    Parameters
+    ----------
+    what : {"selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all"}
+    n, dim, k, classes : int
+        Self-join size: ``n`` synthetic tracks of ``dim`` dimensions in ``classes``
+        moods, top-``k`` per class.
+    seed : int
+    query_sizes : sequence of int, optional
+        Catalogue sizes of the query-latency benchmark (default 10^5 and 10^6).
+    train_n, train_epochs : int
+        Synthetic catalogue size and epochs of the training-speed benchmark.
+    embed_seconds : float
+        Length of the synthetic track each embedder is timed on.
+    approx_sample : int
+        Query rows whose exact lists are computed to measure recall (and, when the full
+        exact join was not run, to extrapolate its time).
+    mining_epochs : int
+        Epochs of each of the two training runs of ``mining`` (exact vs IVF proxy mining).
+    progress : bool
+        Progress bars on stderr.
+
+    Returns
+    -------
+    dict
+        ``machine``, ``note`` and one entry per sub-benchmark (each with ``wall_s``,
+        ``cpu_s``, ``peak_rss_mb``; a skipped one has ``skipped`` and the reason).
+    """
+    if what not in WHATS:
+        raise InputError(f"unknown benchmark {what!r}; use one of {', '.join(WHATS)}")
+    for name, v in (("n", n), ("dim", dim), ("k", k), ("classes", classes)):
+        if v < 1:
+            raise InputError(f"--{name} must be >= 1, got {v}")
+    if n < 2 * classes:
+        raise InputError(f"--n {n} is too small for {classes} classes; use at least {2 * classes}")
+    result: dict[str, Any] = {
+        "what": what,
+        "params": {"n": n, "dim": dim, "k": k, "classes": classes, "seed": seed},
+        "machine": machine_info(),
+        "note": NOTE,
+    }
+    todo = ALL if what == "all" else (what,)
+    data: dict[str, Any] = {}
+    for name in todo:
+        fn = _BENCHES[name]
+        # Under "all" the full exact join is measured at up to ALL_SELFJOIN_MAX_N tracks (its
+        # cost grows as N^2; GFLOP/s and the ratio to peak barely depend on N at this size).
+        size = min(n, ALL_SELFJOIN_MAX_N) if (what == "all" and name == "selfjoin") else n
+        try:
+            result[name] = fn(n=size, dim=dim, k=k, classes=classes, seed=seed, data=data,
+                              query_sizes=tuple(query_sizes or QUERY_SIZES), train_n=train_n,
+                              train_epochs=train_epochs, embed_seconds=embed_seconds,
+                              approx_sample=approx_sample, mining_epochs=mining_epochs,
+                              progress=progress)  # fmt: skip
+        except _Skip as exc:
+            result[name] = {"skipped": str(exc)}
+    result["machine"]["load_avg_after"] = _load_avg()
+    return result
+
+
+class _Skip(Exception):
+    """A sub-benchmark cannot run here (missing optional piece); reported, not raised."""
+
+
+# --------------------------------------------------------------------------- measuring
+def _load_avg() -> list[float] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return [round(v, 2) for v in os.getloadavg()]
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, threads, BLAS and environment that the figures depend on."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("OPENBLAS", "OMP_", "MKL_", "KMP_", "GOTO"))}  # fmt: skip
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": cores,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_blas": "mkl" if torch.backends.mkl.is_available() else "other",
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "env": env,
+        "load_avg": _load_avg(),
+    }
+    from moodshift.mining.neighbors import numba_available
+
+    info["numba"] = numba_available()
+    return info
+
+
+def _rss_mb() -> float | None:
+    with contextlib.suppress(OSError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def _peak_rss_mb() -> float:
+    with contextlib.suppress(OSError), open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _reset_peak_rss() -> bool:
+    # Writing 5 to clear_refs resets the VmHWM high-water mark (Linux >= 4.0).
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def stage(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Time a stage (wall, CPU) and record the process's peak RSS during it.
+
+    Fills ``wall_s``, ``cpu_s``, ``rss_start_mb``, ``peak_rss_mb`` and
+    ``peak_rss_scope`` ("stage" when the high-water mark could be reset, else
+    "process": the peak since the process started).
+    """
+    reset = _reset_peak_rss()
+    rss0 = _rss_mb()
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        yield record
+    finally:
+        record["wall_s"] = round(time.perf_counter() - t0, 3)
+        record["cpu_s"] = round(time.process_time() - c0, 3)
+        record["rss_start_mb"] = None if rss0 is None else round(rss0, 1)
+        record["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        record["peak_rss_scope"] = "stage" if reset else "process"
+
+
+def sgemm_peak(*, dim: int, size: int = 8192, reps: int = 3, device: str = "cpu"
+               ) -> dict[str, float]:  # fmt: skip
+    """GFLOP/s of one large float32 product ``(size x dim) @ (dim x size)``, best of ``reps``.
+
+    Returns
+    -------
+    dict
+        ``gflops`` (wall clock) and ``gflops_per_cpu_s`` (per process CPU second).
+    """
+    dev = torch.device(device)
+    a = torch.randn(size, dim, device=dev)
+    b = torch.randn(size, dim, device=dev)
+    out = torch.empty(size, size, device=dev)
+    flops = 2.0 * size * size * dim
+    torch.mm(a, b.T, out=out)
+    best_wall, best_cpu = math.inf, math.inf
+    for _ in range(reps):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        torch.mm(a, b.T, out=out)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return {
+        "gflops": round(flops / best_wall / 1e9, 1),
+        "gflops_per_cpu_s": round(flops / max(best_cpu, 1e-9) / 1e9, 1),
+    }
+
+
+# --------------------------------------------------------------------------- data
+def synthetic_vectors(
+    *, n: int, dim: int, classes: int, seed: int = 0, latent: int = 32, chunk: int = 100_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors with mood labels, fast at any size.
+
+    The generative model of :func:`moodshift.synthetic.make_catalog` (genre, mood,
+    instruments, artist and noise through a random two-layer map), vectorised and
+    generated in chunks so 10^6 x 512 needs no more than the result itself.
+
+    Returns
+    -------
+    x : np.ndarray, shape (n, dim), float32, unit rows
+    y : np.ndarray, shape (n,), int64, mood class in ``[0, classes)``
+    """
+    rng = np.random.default_rng(seed)
+    n_genres, n_inst = 6, 8
+    n_artists = max(4, n // 25)
+
+    def unit(*shape: int) -> np.ndarray:
+        v = rng.standard_normal(shape)
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    genre_vec, mood_vec = unit(n_genres, latent), unit(classes, latent)
+    inst_vec, artist_vec = unit(n_inst, latent), unit(n_artists, latent)
+    w1 = rng.standard_normal((latent, 2 * latent)) / np.sqrt(latent)
+    w2 = (rng.standard_normal((2 * latent, dim)) / np.sqrt(2 * latent)).astype(np.float32)
+    artist_genre = rng.integers(n_genres, size=n_artists)
+    x = np.empty((n, dim), dtype=np.float32)
+    y = rng.integers(classes, size=n)
+    for s in range(0, n, chunk):
+        m = min(n, s + chunk) - s
+        artist = rng.integers(n_artists, size=m)
+        genre = np.where(rng.random(m) < 0.8, artist_genre[artist], rng.integers(n_genres, size=m))
+        inst = (rng.random((m, n_inst)) < 2 / n_inst).astype(np.float64)
+        inst[np.arange(m), rng.integers(n_inst, size=m)] = 1.0
+        z = (1.5 * genre_vec[genre] + mood_vec[y[s : s + m]] + 0.6 * inst @ inst_vec
+             + 0.5 * artist_vec[artist] + rng.standard_normal((m, latent)) * 2.0 / np.sqrt(latent)
+             + rng.standard_normal((m, latent)) * 0.5 / np.sqrt(latent))  # fmt: skip
+        h = np.maximum(z @ w1, 0).astype(np.float32) @ w2
+        h += 0.1 * rng.standard_normal(h.shape, dtype=np.float32)
+        np.tanh(h, out=h)
+        h /= np.linalg.norm(h, axis=1, keepdims=True)
+        x[s : s + m] = h
+    return x, y.astype(np.int64)
+
+
+def _data(data: dict[str, Any], *, n: int, dim: int, classes: int, seed: int
+          ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    key = ("vectors", n, dim, classes, seed)
+    if key not in data:
+        data.clear()  # one data set at a time: 10^6 x 512 floats is 2 GB
+        data[key] = synthetic_vectors(n=n, dim=dim, classes=classes, seed=seed)
+    return data[key]
+
+
+# --------------------------------------------------------------------------- self-join
+def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
+                    progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
+    from moodshift.mining.neighbors import class_topk
+
+    x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "classes": classes, "device": dev}
+    # Compile (or load from numba's cache) outside the timed region.
+    class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
+               normalized=True, backend="auto" if dev == "cuda" else "numba")  # fmt: skip
+    size = 8192 if n >= 8192 else 2048  # tiny test runs need no 256 MB product
+    peak_before = sgemm_peak(dim=dim, device=dev, size=size)
+    rec: dict[str, Any] = {}
+    with stage(rec):
+        nb = class_topk(embeddings=x, labels=y, k=k, n_classes=classes, normalized=True,
+                        method="exact", progress=progress)  # fmt: skip
+    peak_after = sgemm_peak(dim=dim, device=dev, size=size)
+    flops = 2.0 * n * n * dim
+    gflops = flops / rec["wall_s"] / 1e9
+    gflops_cpu = flops / max(rec["cpu_s"], 1e-9) / 1e9
+    peak = max(peak_before["gflops"], peak_after["gflops"])
+    peak_cpu = max(peak_before["gflops_per_cpu_s"], peak_after["gflops_per_cpu_s"])
+    out.update(rec)
+    out.update(
+        flops_definition="2 * n^2 * dim (every query against every candidate of every class)",
+        backend=nb.info.get("backend"),
+        sgemm_peak_gflops=peak,
+        sgemm_peak_before=peak_before,
+        sgemm_peak_after=peak_after,
+        selfjoin_gflops=round(gflops, 1),
+        ratio_to_peak=round(gflops / peak, 3),
+        selfjoin_gflops_per_cpu_s=round(gflops_cpu, 1),
+        ratio_to_peak_per_cpu_s=round(gflops_cpu / peak_cpu, 3),
+        goal="ratio_to_peak >= 0.8",
+    )
+    data["exact_seconds"] = (n, dim, k, classes, rec["wall_s"])
+    return out
+
+
+# --------------------------------------------------------------------------- approximate
+def exact_rows_topk(
+    x: np.ndarray, y: np.ndarray, rows: np.ndarray, *, k: int, classes: int, threads: int
+) -> tuple[np.ndarray, float]:
+    """Exact per-class top-k lists of the given rows only, and the seconds it took.
+
+    Returns
+    -------
+    ids : np.ndarray, shape (len(rows), classes, k), int64 (``-1`` padded)
+    seconds : float
+    """
+    from moodshift.mining.neighbors import _torch_threads, topk_against
+
+    ids = np.full((len(rows), classes, k), -1, dtype=np.int64)
+    members = [np.flatnonzero(y == c) for c in range(classes)]
+    pieces = np.array_split(np.arange(len(rows)), max(1, threads))
+
+    def work(part: np.ndarray) -> None:
+        q = x[rows[part]]
+        for c in range(classes):
+            mem = members[c]
+            if mem.size == 0:
+                continue
+            pos = np.searchsorted(mem, rows[part])
+            pos = np.where((pos < mem.size) & (mem[np.minimum(pos, mem.size - 1)] == rows[part]),
+                           pos, -1)  # fmt: skip
+            got, _ = topk_against(queries=q, candidates=x[mem], candidate_ids=mem, k=k,
+                                  self_pos=pos)  # fmt: skip
+            ids[part, c, : got.shape[1]] = got
+
+    t0 = time.perf_counter()
+    with _torch_threads(1), ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(work, [p for p in pieces if p.size]))
+    return ids, time.perf_counter() - t0
+
+
+def _recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean |approx ∩ exact| / |exact| over (row, class) lists."""
+    hit = total = 0
+    for a, e in zip(approx_ids.reshape(-1, approx_ids.shape[-1]),
+                    exact_ids.reshape(-1, exact_ids.shape[-1]), strict=True):  # fmt: skip
+        ev = e[e >= 0]
+        hit += np.intersect1d(a[a >= 0], ev, assume_unique=True).size
+        total += ev.size
+    return hit / total if total else 1.0
+
+
+def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
+                  approx_sample: int, progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
+    from moodshift.mining.neighbors import EXACT_MAX_CLASS, class_topk
+
+    x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
+    threads = torch.get_num_threads()
+    out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "classes": classes,
+                           "exact_max_class_auto": EXACT_MAX_CLASS, "sizes": []}  # fmt: skip
+    # Sizes from n/16 up to n: where IVF starts to pay off (the crossover) and how it scales.
+    sizes = sorted({max(2 * classes + 2, n // f) for f in (16, 4, 2, 1)})
+    for size in sizes:
+        xs, ys = x[:size], y[:size]
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(size, size=min(approx_sample, size), replace=False))
+        kk = min(k, int(np.bincount(ys, minlength=classes).max()) - 1)
+        exact_ids, exact_sample_s = exact_rows_topk(xs, ys, rows, k=kk, classes=classes,
+                                                    threads=threads)  # fmt: skip
+        measured = data.get("exact_seconds")
+        if measured is not None and tuple(measured[:4]) == (size, dim, k, classes):
+            exact_s, how = measured[4], "measured (selfjoin benchmark)"
+        else:
+            exact_s = exact_sample_s * size / len(rows)
+            how = f"extrapolated from {len(rows)} query rows (cost is linear in queries)"
+        entry: dict[str, Any] = {"n": size, "exact_seconds": round(exact_s, 2), "exact_how": how,
+                                 "recall_rows": len(rows), "runs": []}  # fmt: skip
+        runs = (("ivf", {}), ("ivf", {"nprobe_scale": 2}), ("ivf-faiss", {}), ("hnsw", {}))
+        for kind, extra in runs:
+            if kind in ("hnsw", "ivf-faiss") and size > HNSW_MAX_N:
+                continue  # per-query FAISS searches take many minutes at this size
+            rec: dict[str, Any] = {"method": kind}
+            nprobe = None
+            if extra:
+                from moodshift.mining.neighbors import _ivf_nlist, default_nprobe
+
+                largest = int(np.bincount(ys, minlength=classes).max())
+                nprobe = min(_ivf_nlist(largest), 2 * default_nprobe(_ivf_nlist(largest)))
+                rec["nprobe"] = nprobe
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with stage(rec):
+                    nb = class_topk(embeddings=xs, labels=ys, k=k, n_classes=classes,
+                                    normalized=True, method=kind, nprobe=nprobe, seed=seed,
+                                    progress=progress)  # fmt: skip
+            rec["recall"] = round(_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
+            rec["speedup"] = round(exact_s / rec["wall_s"], 2)
+            rec["params"] = {str(c): v for c, v in (nb.info.get("approx") or {}).items()}
+            entry["runs"].append(rec)
+        out["sizes"].append(entry)
+    out["goal"] = "speedup >= 10 at recall >= 0.95 at large N"
+    return out
+
+
+# --------------------------------------------------------------------------- training
+def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progress: bool,
+                 **_: Any) -> dict[str, Any]:  # fmt: skip
+    from moodshift.synthetic import make_catalog
+    from moodshift.training.train import TrainConfig, train
+
+    cat = make_catalog(n=train_n, dim=dim, seed=seed)
+    cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed)
+    rec: dict[str, Any] = {"n_tracks": train_n, "dim": dim, "epochs": train_epochs,
+                           "batch_size": cfg.batch_size}  # fmt: skip
+    with stage(rec):
+        model = train(cat, config=cfg, progress=progress)
+    speeds = [float(e["samples_per_s"]) for e in model.log]
+    # The first epoch includes one-off warm-up (allocator, kernels); report both.
+    rec["samples_per_s_per_epoch"] = [round(s) for s in speeds]
+    rec["samples_per_s"] = round(float(np.median(speeds[1:] or speeds)))
+    rec["self_join_seconds"] = model.config.get("training", {}).get("self_join_seconds")
+    rec["device"] = model.config.get("training", {}).get("device")
+    rec["params"] = sum(p.numel() for p in model.net.parameters())
+    rec["goal"] = "samples_per_s >= 20000 on 2 CPU cores"
+    return rec
+
+
+# --------------------------------------------------------------------------- embedding
+def _bench_embed(*, seed: int, embed_seconds: float, **_: Any) -> dict[str, Any]:
+    try:
+        from moodshift.audio.embedders import get_embedder
+    except ImportError as exc:
+        raise _Skip(f"moodshift.audio.embedders is not importable: {exc}") from exc
+    sr = 22050
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(embed_seconds * sr)) / sr
+    # A chord with a slow tremolo plus noise: enough signal for every feature to be defined.
+    audio = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    audio = (0.5 * audio * (1 + 0.3 * np.sin(2 * np.pi * 2 * t))
+             + 0.02 * rng.standard_normal(t.size)).astype(np.float32)  # fmt: skip
+    out: dict[str, Any] = {"audio_seconds": embed_seconds, "sample_rate": sr, "embedders": {}}
+    for name in ("features", "musicnn"):
+        rec: dict[str, Any] = {}
+        try:
+            emb = get_embedder(name)
+            emb.embed(audio[: 5 * sr], sr)  # warm-up: weights, kernels, caches
+        except (MoodshiftError, ImportError, OSError) as exc:
+            out["embedders"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
+            continue
+        with stage(rec):
+            vec = emb.embed(audio, sr)
+        rec["dim"] = int(np.asarray(vec).shape[0])
+        rec["x_realtime"] = round(embed_seconds / rec["wall_s"], 1)
+        rec["x_realtime_per_cpu_s"] = round(embed_seconds / max(rec["cpu_s"], 1e-9), 1)
+        out["embedders"][name] = rec
+    return out
+
+
+# --------------------------------------------------------------------------- query latency
+def _ivf_index(x: np.ndarray, *, seed: int) -> Any:
+    """An IVF index over ``x`` with bounded training (a sample, 10 k-means rounds).
+
+    ``moodshift.retrieval.index.build_index(kind="ivf")`` trains on up to 256 points per list
+    with 25 rounds: about 10^14 flops at 10^6 x 512, too slow for a bounded benchmark
+    on 2 cores. The search path measured is still ``moodshift.retrieval.index.FaissIndex``'s.
+    """
+    import faiss
+
+    from moodshift.retrieval.index import FaissIndex
+
+    n, d = x.shape
+    nlist = int(max(1, min(n // 39, round(4 * math.sqrt(n)))))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    index.cp.seed = seed
+    index.cp.min_points_per_centroid = 1
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, 40 * nlist), replace=False))
+    index.train(x[rows])
+    for s in range(0, n, 100_000):
+        index.add(x[s : s + 100_000])
+    wrapped = FaissIndex(index, kind="ivf", meta={"params": {"nlist": nlist}})
+    wrapped.params = {"nlist": nlist}
+    return wrapped
+
+
+def _bench_query(
+    *,
+    dim: int,
+    classes: int,
+    seed: int,
+    data: dict[str, Any],
+    query_sizes: Sequence[int],
+    **_: Any,
+) -> dict[str, Any]:
+    from moodshift.retrieval.search import topk_cosine
+
+    out: dict[str, Any] = {"dim": dim, "k": 10, "sizes": []}
+    for size in query_sizes:
+        data.clear()
+        rec: dict[str, Any] = {"n": int(size)}
+        with stage(rec):
+            x, _ = synthetic_vectors(n=int(size), dim=dim, classes=classes, seed=seed)
+            t0 = time.perf_counter()
+            if size <= 50_000:
+                from moodshift.retrieval.index import build_index
+
+                index = build_index(x, kind="auto", seed=seed, progress=False)
+            else:
+                index = _ivf_index(x, seed=seed)
+            rec["build_seconds"] = round(time.perf_counter() - t0, 2)
+            rng = np.random.default_rng(seed + 1)
+            n_q = 1000
+            q = x[rng.choice(size, size=n_q)] + 0.05 * rng.standard_normal((n_q, dim)).astype(
+                np.float32)  # fmt: skip
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+            exact, _ = topk_cosine(q[:200], x, k=10)
+            # Tune nprobe on a separate query sample for recall@10 >= 0.95, as build_index does.
+            if index.kind == "ivf":
+                nlist = int(index._ivf.nlist)
+                for nprobe in (4, 8, 16, 32, 64, 128, 256, nlist):
+                    index.params["nprobe"] = min(nprobe, nlist)
+                    got, _ = index.search(q[:200], k=10)
+                    recall = np.mean([np.intersect1d(a, b).size / 10
+                                      for a, b in zip(got, exact, strict=True)])  # fmt: skip
+                    if recall >= 0.95:
+                        break
+                rec["nprobe"] = int(index.params["nprobe"])
+            got, _ = index.search(q[:200], k=10)
+            rec["recall_at_10"] = round(
+                float(
+                    np.mean(
+                        [np.intersect1d(a, b).size / 10 for a, b in zip(got, exact, strict=True)]
+                    )
+                ),
+                4,
+            )
+            rec["index"] = index.kind
+            lat = []
+            for i in range(200, n_q):
+                t1 = time.perf_counter()
+                index.search(q[i : i + 1], k=10)
+                lat.append(time.perf_counter() - t1)
+            lat_ms = np.array(lat) * 1e3
+            rec["queries"] = len(lat)
+            rec["p50_ms"] = round(float(np.percentile(lat_ms, 50)), 3)
+            rec["p99_ms"] = round(float(np.percentile(lat_ms, 99)), 3)
+            del x, index
+        out["sizes"].append(rec)
+    out["goal"] = "p99 < 5 ms at 10^6 tracks on CPU"
+    return out
+
+
+# --------------------------------------------------------------------------- serving
+def _bench_serve(**_: Any) -> dict[str, Any]:
+    try:
+        from moodshift.bench.serve import run_serve_bench
+    except ImportError as exc:
+        raise _Skip(f"moodshift.bench.serve is not available: {exc}") from exc
+    rec: dict[str, Any] = {}
+    with stage(rec):
+        rec["result"] = run_serve_bench()
+    return rec
+
+
+# --------------------------------------------------------------------------- mining effect
+def _bench_mining(*, dim: int, seed: int, train_n: int, mining_epochs: int, progress: bool,
+                  **_: Any) -> dict[str, Any]:  # fmt: skip
+    """Train with exact and with approximate (IVF) proxy mining; compare test metrics."""
+    from moodshift.evaluation.evaluate import evaluate_catalog
+    from moodshift.synthetic import make_catalog
+    from moodshift.training.train import TrainConfig, train
+
+    cat = make_catalog(n=train_n, dim=dim, seed=seed, interaction=True)
+    out: dict[str, Any] = {"n_tracks": train_n, "dim": dim, "epochs": mining_epochs, "runs": {}}
+    for mining in ("exact", "ivf"):
+        cfg = TrainConfig(epochs=mining_epochs, seed=seed, mining=mining, val_max_seeds=1000)
+        rec: dict[str, Any] = {}
+        with stage(rec):
+            model = train(cat, config=cfg, progress=progress)
+        report = evaluate_catalog(cat, model=model, part="test", seed=seed, max_seeds=2000)
+        rec["self_join_seconds"] = model.config["training"]["self_join_seconds"]
+        rec["best_epoch"] = model.config["training"].get("best_epoch")
+        rec["test"] = {key: round(float(v), 4) for key, v in report.methods["model"].items()
+                       if key.endswith("@1")}  # fmt: skip
+        out["runs"][mining] = rec
+    a, b = out["runs"]["exact"]["test"], out["runs"]["ivf"]["test"]
+    out["delta"] = {key: round(b[key] - a[key], 4) for key in a if key in b}
+    out["goal"] = "|delta mood_p@1| <= 0.01 and |delta genre_p@1| <= 0.01"
+    return out
+
+
+_BENCHES = {
+    "selfjoin": _bench_selfjoin,
+    "approx": _bench_approx,
+    "train": _bench_train,
+    "embed": _bench_embed,
+    "query": _bench_query,
+    "serve": _bench_serve,
+    "mining": _bench_mining,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin wrapper
+    """``python -m moodshift.bench.core WHAT`` (same as ``moodshift bench WHAT``)."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    what = args[0] if args else "selfjoin"
+    print(json.dumps(run_bench(what), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""Load benchmark of ``moodshift serve``: latency percentiles and throughput of ``POST /query``.
+
+:func:`run_serve_bench` builds a synthetic catalogue (default 100k tracks), trains
+a model for a couple of epochs (speed, not quality, is measured), builds the
+catalogue's index with ``moodshift index``'s code (HNSW at this size), then starts
+the real server as a subprocess (``python -m moodshift.cli serve``) on 127.0.0.1
+and runs closed-loop clients against it: each client sends its next request as
+soon as the previous answer arrived, so with ``c`` clients there are always
+``c`` requests in flight and, by Little's law, mean latency = c / throughput.
+
+The clients are a small asyncio HTTP/1.1 keep-alive loop (like ``wrk``) rather
+than httpx: they share the machine's cores with the server, and a cheaper
+client leaves more of them to the server. ``client="httpx"`` uses
+``httpx.AsyncClient`` instead, for comparison. Either way, on a small machine
+the numbers include the cost of generating the load: read them as a lower
+bound on what the server does alone. Every run records the CPU seconds the
+server and the client used and the machine's load average.
+
+Benchmarks measure; they are not tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moodshift.errors import MoodshiftError
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def run_serve_bench(
+    *,
+    n: int = 100_000,
+    dim: int = 256,
+    clients: Sequence[int] = (1, 8, 32),
+    requests: int = 3000,
+    duration_s: float = 15.0,
+    seed: int = 0,
+    epochs: int = 2,
+    k: int = 10,
+    filter_fraction: float = 0.2,
+    kind: str = "auto",
+    client: str = "raw",
+    warmup: int = 300,
+    workers: int = 1,
+    workdir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure ``POST /query`` latency and throughput at several client counts.
+
+    Parameters
+    ----------
+    n, dim : int
+        Size of the synthetic catalogue.
+    clients : sequence of int
+        Concurrent closed-loop clients, one run each.
+    requests, duration_s : int, float
+        Each run stops after this many requests or this many seconds, whichever
+        comes first (warm-up not counted).
+    seed : int
+        Seeds the catalogue, the model and the request mix.
+    epochs : int
+        Training epochs of the model (only its speed matters here).
+    k : int
+        Results per query.
+    filter_fraction : float
+        Fraction of queries that carry a genre filter (filtered search).
+    kind : str
+        Index kind passed to ``build_catalog_index``.
+    client : {"raw", "httpx"}
+        Load generator (see the module docstring).
+    warmup : int
+        Requests sent (with 8 clients) before the first measured run.
+    workers : int
+        Server processes (``serve(workers=...)``); 1 runs ``moodshift serve`` itself.
+    workdir : folder, optional
+        Where catalogue, model and index are written (default: a temporary folder).
+
+    Returns
+    -------
+    dict
+        ``setup`` (sizes and build timings, index recall), ``runs`` (one per client
+        count: p50/p90/p99/max latency in ms, requests per second, errors, CPU
+        seconds of server and client), ``machine`` (cores, load averages) and a note.
+    """
+    from moodshift.data.catalog import Catalog
+    from moodshift.retrieval.index import build_catalog_index
+    from moodshift.synthetic import make_catalog
+    from moodshift.training.train import TrainConfig, train
+
+    if client not in ("raw", "httpx"):
+        raise MoodshiftError(f"unknown client {client!r}; use 'raw' or 'httpx'.")
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="moodshift-bench-serve-")
+        workdir = tmp.name
+    work = Path(workdir)
+    setup: dict[str, Any] = {"n": n, "dim": dim, "k": k, "epochs": epochs, "client": client,
+                             "workers": workers, "filter_fraction": filter_fraction}  # fmt: skip
+    load_before = os.getloadavg()
+    try:
+        info = _reusable(work, n=n, dim=dim, kind=kind)
+        if info is None:
+            t0 = time.perf_counter()
+            cat = make_catalog(n=n, dim=dim, groups=True, seed=seed)
+            cat.save(work / "catalog")
+            setup["catalog_seconds"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            train(
+                cat, config=TrainConfig(epochs=epochs, seed=seed, val_max_seeds=500),
+                out=work / "model", progress=progress,
+            )  # fmt: skip
+            setup["train_seconds"] = round(time.perf_counter() - t0, 2)
+            del cat
+            info = build_catalog_index(work / "catalog", kind=kind, seed=seed, progress=progress)
+        else:
+            setup["reused"] = str(work)
+        setup["index"] = {
+            key: info.get(key)
+            for key in ("kind", "params", "recall_at_10", "recall_at_10_filtered",
+                        "filtered_fraction", "exact_filter_rows", "build_seconds",
+                        "total_seconds")
+        }  # fmt: skip
+        bodies = _request_bodies(Catalog.load(work / "catalog", mmap=True), seed=seed, k=k,
+                                 filter_fraction=filter_fraction)  # fmt: skip
+        port = _free_port()
+        t0 = time.perf_counter()
+        with _server(work, port, workers=workers) as proc:
+            setup["server_start_seconds"] = round(time.perf_counter() - t0, 2)
+            url = ("127.0.0.1", port)
+            asyncio.run(_load(url, bodies, clients=8, requests=warmup, duration_s=60.0,
+                              client=client))  # fmt: skip
+            runs = []
+            for c in clients:
+                cpu_server0 = _proc_cpu_seconds(proc.pid)
+                cpu_client0 = _self_cpu_seconds()
+                res = asyncio.run(
+                    _load(url, bodies, clients=c, requests=requests, duration_s=duration_s,
+                          client=client)
+                )  # fmt: skip
+                res["server_cpu_seconds"] = round(_proc_cpu_seconds(proc.pid) - cpu_server0, 2)
+                res["client_cpu_seconds"] = round(_self_cpu_seconds() - cpu_client0, 2)
+                res["load_average_1m"] = round(os.getloadavg()[0], 2)
+                runs.append(res)
+                if progress:
+                    print(
+                        f"clients={c:3d}  p50={res['p50_ms']:.2f} ms  p99={res['p99_ms']:.2f} ms  "
+                        f"{res['requests_per_s']:.0f} req/s  errors={res['errors']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            server_metrics = _server_query_histogram(url)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return {
+        "setup": setup,
+        "runs": runs,
+        "server_histogram_query": server_metrics,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        },
+        "note": (
+            "closed-loop clients on 127.0.0.1; the load generator runs on the same machine and "
+            "shares its cores with the server (see server/client CPU seconds per run); "
+            "latency is measured by the client from sending the request to the last byte."
+        ),
+    }
+
+
+def _reusable(work: Path, *, n: int, dim: int, kind: str) -> dict[str, Any] | None:
+    """The index metadata of an earlier run's artefacts in ``work`` if they fit, else None."""
+    try:
+        meta = json.loads((work / "catalog" / "index" / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (work / "model" / "config.json").is_file():
+        return None
+    if meta.get("n") != n or meta.get("dim") != dim or kind not in ("auto", meta.get("kind")):
+        return None
+    return meta
+
+
+# ---------------------------------------------------------------------- requests
+def _request_bodies(
+    catalog: Any, *, seed: int, k: int, filter_fraction: float, count: int = 4096
+) -> list[bytes]:
+    """A fixed, seeded mix of ``POST /query`` bodies (random seeds, moods, strengths)."""
+    rng = np.random.default_rng(seed + 1)
+    ids = catalog.labels["track_id"].to_numpy()
+    moods = sorted(set(catalog.labels["mood"]))
+    genres = sorted(set(catalog.labels["genre"]))
+    bodies = []
+    for _ in range(count):
+        body: dict[str, Any] = {
+            "track_id": str(ids[rng.integers(len(ids))]),
+            "target_mood": moods[rng.integers(len(moods))],
+            "strength": float(rng.choice([0.5, 0.75, 1.0])),
+            "k": k,
+        }
+        if rng.random() < filter_fraction:
+            body["filters"] = {"genre": genres[rng.integers(len(genres))]}
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+# ---------------------------------------------------------------------- load generator
+async def _load(
+    url: tuple[str, int],
+    bodies: list[bytes],
+    *,
+    clients: int,
+    requests: int,
+    duration_s: float,
+    client: str,
+) -> dict[str, Any]:
+    latencies: list[tuple[float, bool]] = []  # (seconds, had a filter)
+    errors: list[str] = []
+    counter = [0]
+    deadline = time.perf_counter() + duration_s
+
+    def take() -> int | None:
+        if counter[0] >= requests or time.perf_counter() >= deadline:
+            return None
+        counter[0] += 1
+        return counter[0]
+
+    worker = _raw_worker if client == "raw" else _httpx_worker
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(worker(url, bodies, take, latencies, errors, offset=i * 97) for i in range(clients))
+    )
+    wall = time.perf_counter() - t0
+    lat = np.asarray([t for t, _ in latencies]) * 1e3
+    filtered = np.asarray([f for _, f in latencies], dtype=bool)
+    pct = np.percentile(lat, [50, 90, 99]) if lat.size else np.full(3, np.nan)
+
+    def split(sel: np.ndarray) -> dict[str, Any]:
+        if not sel.any():
+            return {"requests": 0}
+        p50, p99 = np.percentile(lat[sel], [50, 99])
+        return {"requests": int(sel.sum()), "p50_ms": round(float(p50), 3),
+                "p99_ms": round(float(p99), 3)}  # fmt: skip
+
+    return {
+        "clients": clients,
+        "requests": int(lat.size),
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "seconds": round(wall, 3),
+        "requests_per_s": round(lat.size / wall, 1) if wall > 0 else 0.0,
+        "p50_ms": round(float(pct[0]), 3),
+        "p90_ms": round(float(pct[1]), 3),
+        "p99_ms": round(float(pct[2]), 3),
+        "max_ms": round(float(lat.max()), 3) if lat.size else None,
+        "mean_ms": round(float(lat.mean()), 3) if lat.size else None,
+        "unfiltered": split(~filtered),
+        "filtered": split(filtered),
+    }
+
+
+async def _raw_worker(
+    url: tuple[str, int],
+    bodies: list[bytes],
+    take: Any,
+    latencies: list[tuple[float, bool]],
+    errors: list[str],
+    *,
+    offset: int,
+) -> None:
+    host, port = url
+    head = (f"POST /query HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()  # fmt: skip
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while (i := take()) is not None:
+            body = bodies[(i + offset) % len(bodies)]
+            t = time.perf_counter()
+            writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            try:
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                payload = await reader.readexactly(length)
+            except (ConnectionError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            latencies.append((time.perf_counter() - t, b'"filters"' in body))
+            if not status_line.startswith(b"HTTP/1.1 200") or not payload.startswith(b'{"seed"'):
+                errors.append(f"{status_line.decode(errors='replace').strip()} {payload[:120]!r}")
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _httpx_worker(
+    url: tuple[str, int],
+    bodies: list[bytes],
+    take: Any,
+    latencies: list[tuple[float, bool]],
+    errors: list[str],
+    *,
+    offset: int,
+) -> None:
+    import httpx
+
+    host, port = url
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=30) as c:
+        while (i := take()) is not None:
+            body = bodies[(i + offset) % len(bodies)]
+            t = time.perf_counter()
+            try:
+                r = await c.post("/query", content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append((time.perf_counter() - t, b'"filters"' in body))
+            if r.status_code != 200:
+                errors.append(f"{r.status_code} {r.text[:120]}")
+
+
+# ---------------------------------------------------------------------- server process
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(work: Path, port: int, *, workers: int = 1) -> Any:
+    """``moodshift serve`` in a subprocess, bound to 127.0.0.1 only; stopped on exit."""
+    if workers == 1:  # exactly what a user runs
+        cmd = [sys.executable, "-m", "moodshift.cli", "serve",
+               "--catalog", str(work / "catalog"), "--model", str(work / "model"),
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    else:
+        code = (f"from moodshift.serving.launch import serve; "
+                f"serve(catalog={str(work / 'catalog')!r}, "
+                f"model={str(work / 'model')!r}, host='127.0.0.1', port={port}, "
+                f"workers={workers})")  # fmt: skip
+        cmd = [sys.executable, "-c", code]
+    log_path = work / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(port, proc, log_path)
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise MoodshiftError(
+                f"the benchmark server exited with code {proc.returncode}:\n"
+                f"{log_path.read_text(errors='replace')[-2000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise MoodshiftError(f"the benchmark server did not answer /healthz within {timeout:.0f} s")
+
+
+def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
+    """The server's own latency histogram of POST /query (cumulative counts per bucket)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"http://{url[0]}:{url[1]}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith('moodshift_request_duration_seconds_bucket{route="/query"'):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = int(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (Linux /proc).
+
+    NaN where /proc is missing. Worker processes of ``serve(workers=N)`` are
+    children of the server process, hence the walk.
+    """
+    stats: dict[int, tuple[int, float]] = {}
+    try:
+        entries = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return float("nan")
+    for entry in entries:
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    if pid not in stats:
+        return float("nan")
+    total, frontier = 0.0, [pid]
+    while frontier:
+        p = frontier.pop()
+        total += stats[p][1]
+        frontier += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def _self_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m moodshift.bench.serve [--n N] [--dim D] [--clients 1,8,32] [--json F]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--clients", default="1,8,32")
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--kind", default="auto")
+    p.add_argument("--client", default="raw", choices=["raw", "httpx"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--filter-fraction", type=float, default=0.2)
+    p.add_argument("--workdir", help="keep catalogue, model and index here (reused if present)")
+    p.add_argument("--json")
+    a = p.parse_args(argv)
+    result = run_serve_bench(
+        n=a.n, dim=a.dim, clients=[int(c) for c in a.clients.split(",")],
+        requests=a.requests, duration_s=a.duration, epochs=a.epochs, kind=a.kind,
+        client=a.client, seed=a.seed, workers=a.workers, filter_fraction=a.filter_fraction,
+        workdir=a.workdir,
+    )  # fmt: skip
+    text = json.dumps(result, indent=2)
+    print(text)
+    if a.json:
+        from moodshift._atomic import write_text
+
+        write_text(a.json, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Training-free baselines (METHOD.md, "Baselines").
+
+Query-vector baselines return unit-norm query embeddings that are then
+retrieved like the model's output; oracle and random baselines return ranked
+result rows directly, since they read labels (oracles) or ignore the seed.
+All take unit-norm seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moodshift.data.catalog import l2_normalize
+from moodshift.retrieval.search import topk_cosine
+from moodshift.training.model import slerp
+
+
+def class_centroids(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int) -> np.ndarray:
+    """Mean of the unit-norm embeddings of each class, shape (m, d) (not re-normalised)."""
+    x = l2_normalize(embeddings)
+    out = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
+    np.add.at(out, labels, x)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float32)
+    return out / np.maximum(counts, 1.0)[:, None]
+
+
+def seed_nn(seeds: np.ndarray) -> np.ndarray:
+    """No transform: the seed is the query (its nearest neighbours are returned)."""
+    return l2_normalize(seeds)
+
+
+def mood_shift(
+    seeds: np.ndarray,
+    *,
+    source: np.ndarray,
+    target: np.ndarray,
+    centroids: np.ndarray,
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """Average mood vector, shift form: x_s - alpha * (c(y_s) - c(y_t)), shape (q, d)."""
+    return l2_normalize(l2_normalize(seeds) + alpha * (centroids[target] - centroids[source]))
+
+
+def mood_centroid(target: np.ndarray, *, centroids: np.ndarray) -> np.ndarray:
+    """Average mood vector, replacement form: the query is c(y_t) whatever the seed."""
+    return l2_normalize(centroids[target])
+
+
+def centroid_interp(
+    seeds: np.ndarray, *, target: np.ndarray, centroids: np.ndarray, t: float
+) -> np.ndarray:
+    """Spherical interpolation from the seed (t = 0) to the target centroid (t = 1)."""
+    return slerp(l2_normalize(seeds), l2_normalize(centroids[target]), t)
+
+
+def random_results(
+    *, n_pool: int, exclude: np.ndarray, k: int, rng: np.random.Generator
+) -> np.ndarray:
+    """k distinct random pool rows per query, never the seed, shape (q, k)."""
+    q = exclude.shape[0]
+    keys = rng.random((q, n_pool))
+    rows = np.flatnonzero(exclude >= 0)
+    keys[rows, exclude[rows]] = np.inf
+    return np.argsort(keys, axis=1)[:, :k]
+
+
+def oracle_topk(
+    seeds: np.ndarray,
+    *,
+    target: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+) -> np.ndarray:
+    """Oracle Top-1 (and its top-k): the seed's nearest pool tracks *labelled* y_t.
+
+    Returns pool rows, shape (q, k); a class with fewer than k tracks is padded
+    with its best track repeated.
+    """
+    return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=None, rng=None)
+
+
+def oracle_rand(
+    seeds: np.ndarray,
+    *,
+    target: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+    big_k: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Oracle Rand-K: k random tracks (without replacement) of the seed's top-K in y_t.
+
+    This is the distribution the training targets come from.
+    """
+    return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=big_k, rng=rng)
+
+
+def _within_class(
+    seeds: np.ndarray,
+    target: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+    *,
+    pick: int | None,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    x = l2_normalize(seeds)
+    out = np.empty((x.shape[0], k), dtype=np.int64)
+    for c in np.unique(target):
+        q = np.flatnonzero(target == c)
+        members = np.flatnonzero(pool_labels == c)
+        # Position of each query's seed among the class members (-1 when not a member).
+        pos = np.full(q.size, -1, dtype=np.int64)
+        ex = exclude[q]
+        where = np.searchsorted(members, ex)
+        ok = (ex >= 0) & (where < members.size)
+        ok[ok] &= members[where[ok]] == ex[ok]
+        pos[ok] = where[ok]
+        depth = k if pick is None else max(k, pick)
+        idx, _ = topk_cosine(x[q], pool[members], k=depth, exclude=pos)
+        if pick is not None:
+            assert rng is not None
+            depth_avail = min(pick, idx.shape[1])
+            keys = rng.random((q.size, idx.shape[1]))
+            keys[:, depth_avail:] = np.inf
+            idx = np.take_along_axis(idx, np.argsort(keys, axis=1), axis=1)
+        if idx.shape[1] < k:
+            idx = np.concatenate([idx, np.repeat(idx[:, :1], k - idx.shape[1], axis=1)], axis=1)
+        out[q] = members[idx[:, :k]]
+    return out

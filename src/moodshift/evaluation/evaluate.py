@@ -1,0 +1,321 @@
+"""Evaluation protocol (METHOD.md, "Evaluation") and the paper-style results table.
+
+For every seed of the evaluated part and every target class other than its
+own: build a query (model or baseline), retrieve by cosine among that part's
+tracks with the seed itself excluded, and score with :mod:`moodshift.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from moodshift.data.catalog import Catalog
+from moodshift.errors import DataError, InputError
+from moodshift.evaluation import baselines, metrics
+from moodshift.retrieval.search import topk_cosine
+from moodshift.training.model import MoodshiftModel
+
+METHODS = (
+    "model", "random", "seed_nn", "mood_shift", "mood_centroid", "oracle_top1", "oracle_rand100",
+)  # fmt: skip
+KS = (1, 5, 10)
+
+
+@dataclass
+class QuerySet:
+    """Every (seed, target) pair scored: seeds are rows of the evaluated pool."""
+
+    seeds: np.ndarray
+    source: np.ndarray
+    target: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.seeds.size)
+
+
+def make_queries(
+    pool_classes: np.ndarray,
+    *,
+    n_classes: int,
+    max_seeds: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> QuerySet:
+    """Each seed paired with each class other than its own (optionally a seed sample)."""
+    seeds = np.arange(pool_classes.size)
+    if max_seeds is not None and seeds.size > max_seeds:
+        rng = rng or np.random.default_rng(0)
+        seeds = np.sort(rng.choice(seeds, size=max_seeds, replace=False))
+    s = np.repeat(seeds, n_classes - 1)
+    src = pool_classes[s]
+    offs = np.tile(np.arange(1, n_classes), seeds.size)
+    tgt = (src + offs) % n_classes
+    return QuerySet(seeds=s, source=src, target=tgt)
+
+
+class RetrievalEvaluator:
+    """Scores ranked results against the labels of one catalogue part.
+
+    Like a sentence-transformers evaluator, calling it returns a dict of figures
+    with a ``primary`` entry (the trade-off score used to pick checkpoints):
+    ``primary = min(mood_p@1 / mood_target, 1) + mean(preservation@1)``. Mood
+    success counts until it reaches ``mood_target``; past that only
+    preservation of the other labels (genre P@1, instrument J@1, ...) counts.
+
+    Parameters
+    ----------
+    pool : Catalog
+        The tracks retrieved from (e.g. the test split alone).
+    attribute : str
+    classes : list of str
+        The model's vocabulary; every pool track's attribute must be in it.
+    """
+
+    def __init__(
+        self,
+        pool: Catalog,
+        *,
+        attribute: str = "mood",
+        classes: Sequence[str] | None = None,
+        ks: Sequence[int] = KS,
+        max_seeds: int | None = None,
+        mood_target: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        self.pool = pool
+        self.attribute = attribute
+        # An evaluated part may hold a single track of some class: it can still be a seed.
+        vocab, y = pool.classes(attribute, min_count=1)
+        if classes is not None:
+            unknown = sorted(set(vocab) - set(classes))
+            if unknown:
+                raise DataError(
+                    f"the catalogue has {attribute} values {unknown} the model does not know "
+                    f"(model: {list(classes)}); retrain on this catalogue."
+                )
+            lookup = {c: i for i, c in enumerate(classes)}
+            y = np.array([lookup[vocab[v]] for v in y], dtype=np.int64)
+            vocab = list(classes)
+        self.classes = list(vocab)
+        self.y = y
+        self.ks = tuple(ks)
+        self.k_max = max(self.ks)
+        if len(pool) <= self.k_max:
+            raise DataError(
+                f"the evaluated part has {len(pool)} tracks; need more than k={self.k_max}."
+            )
+        self.mood_target = mood_target
+        self.x = pool.normalized
+        self.queries = make_queries(
+            y, n_classes=len(self.classes), max_seeds=max_seeds, rng=np.random.default_rng(seed)
+        )
+        self.preserved = [c for c in pool.label_columns() if c != attribute]
+        self.label_sets = {c: pool.value_sets(c) for c in self.preserved}
+        self.ids = pool.track_ids.astype(str)
+        self.counterfactual = self._counterfactuals()
+
+    def _counterfactuals(self) -> np.ndarray | None:
+        """Pool row of the seed's group-mate in the target class (-1: none), or None."""
+        if "group" not in self.pool.labels.columns:
+            return None
+        groups = self.pool.labels["group"].astype(str).to_numpy()
+        if (groups == "").all():
+            return None
+        where = {(g, int(c)): i for i, (g, c) in enumerate(zip(groups, self.y, strict=True))}
+        q = self.queries
+        return np.array(
+            [where.get((groups[s], int(t)), -1) for s, t in zip(q.seeds, q.target, strict=True)],
+            dtype=np.int64,
+        )
+
+    # ---------------------------------------------------------------- retrieval
+    def retrieve(self, queries: np.ndarray) -> np.ndarray:
+        """Top-k pool rows for query vectors (one per pair), the seed excluded."""
+        idx, _ = topk_cosine(queries, self.x, k=self.k_max, exclude=self.queries.seeds)
+        return idx
+
+    def score(self, rows: np.ndarray) -> dict[str, float]:
+        """Metrics of ranked pool rows, shape (Q, k_max)."""
+        q = self.queries
+        if rows.shape != (len(q), self.k_max):
+            raise InputError(f"expected results of shape {(len(q), self.k_max)}, got {rows.shape}")
+        if np.any(rows == q.seeds[:, None]):
+            raise InputError("a seed was returned as its own result; exclude it")
+        target = q.target.tolist()
+        retrieved_attr = self.y[rows].tolist()
+        seed_labels = {c: [s[i] for i in q.seeds] for c, s in self.label_sets.items()}
+        retrieved = {c: [[s[j] for j in r] for r in rows] for c, s in self.label_sets.items()}
+        cf = self.counterfactual
+        out = metrics.evaluate(
+            target=target, retrieved_attribute=retrieved_attr, seed_labels=seed_labels,
+            retrieved_labels=retrieved, ks=self.ks, attribute=self.attribute,
+        )  # fmt: skip
+        if cf is not None and (cf >= 0).any():
+            has = cf >= 0
+            for k in self.ks:
+                out[f"cf@{k}"] = metrics.counterfactual_hit(
+                    cf[has].tolist(), rows[has].tolist(), k=k
+                )
+        out["primary"] = self.primary(out)
+        return out
+
+    def primary(self, scores: dict[str, float]) -> float:
+        mood = scores[f"{self._attr_name()}_p@1"]
+        keep = [scores[k] for k in self.preservation_keys() if k in scores]
+        return float(min(mood / self.mood_target, 1.0) + (np.mean(keep) if keep else 0.0))
+
+    def preservation_keys(self, k: int = 1) -> list[str]:
+        keys = []
+        for c in self.preserved:
+            keys.append(
+                {"instruments": f"inst_j@{k}", "genre": f"genre_p@{k}"}.get(c, f"{c}_p@{k}")
+            )
+        return keys
+
+    def _attr_name(self) -> str:
+        return "mood" if self.attribute == "mood" else self.attribute
+
+    def __call__(self, model: MoodshiftModel, *, strength: float = 1.0) -> dict[str, float]:
+        return self.score(self.retrieve(self.model_queries(model, strength=strength)))
+
+    def model_queries(self, model: MoodshiftModel, *, strength: float = 1.0) -> np.ndarray:
+        q = self.queries
+        return model.transform(self.x[q.seeds], source=q.source, target=q.target, strength=strength)
+
+
+@dataclass
+class Report:
+    """Figures per method, plus what was evaluated."""
+
+    methods: dict[str, dict[str, float]]
+    n_queries: int
+    catalog: str = ""
+    model: str = ""
+    part: str = "test"
+    extras: dict[str, Any] = field(default_factory=dict)
+    queries: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    results: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "methods": {
+                m: {k: v for k, v in s.items() if k != "primary"} for m, s in self.methods.items()
+            },
+            "n_queries": self.n_queries,
+            "catalog": self.catalog,
+            "model": self.model,
+            "part": self.part,
+        }
+        out.update(self.extras)
+        return out
+
+
+def baseline_results(
+    ev: RetrievalEvaluator,
+    *,
+    centroids: np.ndarray,
+    big_k: int = 100,
+    seed: int = 0,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, np.ndarray]:
+    """Ranked pool rows of every training-free baseline, shape (Q, k_max) each."""
+    q = ev.queries
+    rng = np.random.default_rng(seed)
+    seeds = ev.x[q.seeds]
+    makers: dict[str, Callable[[], np.ndarray]] = {
+        "random": lambda: baselines.random_results(
+            n_pool=len(ev.pool), exclude=q.seeds, k=ev.k_max, rng=rng),
+        "seed_nn": lambda: ev.retrieve(baselines.seed_nn(seeds)),
+        "mood_shift": lambda: ev.retrieve(baselines.mood_shift(
+            seeds, source=q.source, target=q.target, centroids=centroids)),
+        "mood_centroid": lambda: ev.retrieve(
+            baselines.mood_centroid(q.target, centroids=centroids)),
+        "oracle_top1": lambda: baselines.oracle_topk(
+            seeds, target=q.target, pool=ev.x, pool_labels=ev.y, exclude=q.seeds, k=ev.k_max),
+        f"oracle_rand{big_k}": lambda: baselines.oracle_rand(
+            seeds, target=q.target, pool=ev.x, pool_labels=ev.y, exclude=q.seeds, k=ev.k_max,
+            big_k=big_k, rng=rng),
+    }  # fmt: skip
+    wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
+    return {m: makers[m]() for m in wanted if m in makers}
+
+
+def evaluate_catalog(
+    catalog: Catalog,
+    *,
+    model: MoodshiftModel | None = None,
+    part: str = "test",
+    methods: Sequence[str] = METHODS,
+    ks: Sequence[int] = KS,
+    big_k: int = 100,
+    seed: int = 0,
+    max_seeds: int | None = None,
+    attribute: str | None = None,
+) -> Report:
+    """Run the protocol on one split of ``catalog``: the model and every baseline.
+
+    Centroids for the average-mood-vector baselines come from the training split.
+    """
+    attribute = attribute or (model.attribute if model else "mood")
+    if model is not None:
+        catalog.check_compatible(model.embedder, what="model")
+    pool = catalog.subset(catalog.split_indices(part))
+    classes = model.classes if model is not None else None
+    ev = RetrievalEvaluator(
+        pool, attribute=attribute, classes=classes, ks=ks, max_seeds=max_seeds, seed=seed
+    )
+    train = catalog.subset(catalog.split_indices("train"))
+    lookup = {c: i for i, c in enumerate(ev.classes)}
+    tv, ty = train.classes(attribute)
+    ty = np.array([lookup.get(tv[v], -1) for v in ty])
+    keep = ty >= 0
+    centroids = baselines.class_centroids(
+        train.embeddings[keep], ty[keep], n_classes=len(ev.classes)
+    )
+    results: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    for name in methods:
+        t0 = time.perf_counter()
+        if name == "model":
+            if model is None:
+                continue
+            results[name] = ev.retrieve(ev.model_queries(model))
+            # The strength chosen on validation is what queries get by default: show it too.
+            if model.default_strength != 1.0:
+                results["model_default_strength"] = ev.retrieve(
+                    ev.model_queries(model, strength=model.default_strength)
+                )
+        else:
+            results.update(baseline_results(ev, centroids=centroids, big_k=big_k, seed=seed,
+                                            methods=[name]))  # fmt: skip
+        timings[name] = time.perf_counter() - t0
+    scores = {name: ev.score(rows) for name, rows in results.items()}
+    return Report(
+        methods=scores,
+        n_queries=len(ev.queries),
+        part=part,
+        extras={"seconds": timings},
+        queries={"seeds": ev.queries.seeds, "source": ev.queries.source,
+                 "target": ev.queries.target},
+        results=results,
+    )  # fmt: skip
+
+
+def format_table(report: Report, *, k_values: Sequence[int] = (1, 10)) -> str:
+    """The paper-style table: methods x metrics, as plain text."""
+    first = next(iter(report.methods.values()))
+    cols = [c for k in k_values for c in first if c.endswith(f"@{k}") and c != "primary"]
+    width = max(len(m) for m in report.methods) + 2
+    header = "method".ljust(width) + "".join(c.rjust(max(10, len(c) + 2)) for c in cols)
+    lines = [header, "-" * len(header)]
+    for name, s in report.methods.items():
+        row = name.ljust(width) + "".join(
+            f"{s.get(c, float('nan')):.3f}".rjust(max(10, len(c) + 2)) for c in cols
+        )
+        lines.append(row)
+    lines.append(f"({report.n_queries} queries on the {report.part} split)")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""Retrieval metrics, one pure function each, in the style of mir_eval.
+
+Every metric is called as ``metric(reference, estimated, *, k)``:
+
+- ``reference`` has one entry per query (the target mood, the seed's genre set, ...);
+- ``estimated`` has one ranked list per query (the labels of the retrieved
+  tracks, best first); only the first ``k`` entries count.
+
+Inputs are validated first (:func:`validate`). The seed itself must already be
+excluded from ``estimated`` by the caller (see :mod:`moodshift.evaluation.evaluate`).
+Definitions follow Wilkins et al., "Controllable Embedding Transformation for
+Mood-Guided Music Retrieval" (arXiv 2510.20759, 2025), section "Evaluation".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from moodshift.errors import InputError
+
+LabelSet = frozenset
+
+
+def validate(reference: Sequence[Any], estimated: Sequence[Sequence[Any]], *, k: int) -> None:
+    """Check a metric's inputs: equal query counts, k >= 1, at least k results per query.
+
+    Raises
+    ------
+    InputError
+    """
+    if not isinstance(k, int | np.integer) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    if len(reference) != len(estimated):
+        raise InputError(
+            f"reference has {len(reference)} queries but estimated has {len(estimated)}"
+        )
+    if len(reference) == 0:
+        raise InputError("no queries to score")
+    for i, row in enumerate(estimated):
+        if len(row) < k:
+            raise InputError(f"query {i} has {len(row)} results, fewer than k={k}")
+
+
+def precision_at_k(
+    reference: Sequence[Hashable], estimated: Sequence[Sequence[Hashable]], *, k: int
+) -> float:
+    """P@k: the fraction of the first k results equal to the reference, averaged over queries.
+
+    P@k = (1/Q) sum_q (1/k) |{j <= k : est_q[j] == ref_q}|.
+    """
+    validate(reference, estimated, k=k)
+    hits = [
+        sum(1 for e in row[:k] if e == ref) / k
+        for ref, row in zip(reference, estimated, strict=True)
+    ]
+    return float(np.mean(hits))
+
+
+def mood_precision(
+    reference: Sequence[Hashable], estimated: Sequence[Sequence[Hashable]], *, k: int
+) -> float:
+    """Mood P@k: fraction of retrieved tracks whose mood is the target mood.
+
+    ``reference[q]`` is query q's target mood; ``estimated[q]`` the moods of its results.
+    """
+    return precision_at_k(reference, estimated, k=k)
+
+
+def genre_precision(
+    reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
+) -> float:
+    """Genre P@k: fraction of retrieved tracks whose genre *set* equals the seed's.
+
+    Exact set match, as the paper's random row (0.01 on MTG-Jamendo) implies; see
+    :func:`genre_any_precision` for the looser "shares a genre".
+    """
+    return precision_at_k([frozenset(r) for r in reference],
+                          [[frozenset(e) for e in row] for row in estimated], k=k)  # fmt: skip
+
+
+def genre_any_precision(
+    reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
+) -> float:
+    """Genre-any P@k: fraction of retrieved tracks sharing at least one genre with the seed.
+
+    Two empty sets count as a match (both unlabelled).
+    """
+    validate(reference, estimated, k=k)
+    hits = []
+    for ref, row in zip(reference, estimated, strict=True):
+        ref = frozenset(ref)
+        hits.append(sum(1 for e in row[:k] if (ref & frozenset(e)) or (not ref and not e)) / k)
+    return float(np.mean(hits))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a & b| / |a | b|, and 0 when both are empty (METHOD.md)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def instrument_jaccard(
+    reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
+) -> float:
+    """Instrument J@k: mean Jaccard overlap of instrument sets, seed vs each of the k results.
+
+    J@k = (1/Q) sum_q (1/k) sum_{j <= k} |I_q & I_j| / |I_q | I_j| (0 when both empty).
+    """
+    validate(reference, estimated, k=k)
+    vals = [
+        np.mean([jaccard(frozenset(ref), frozenset(e)) for e in row[:k]])
+        for ref, row in zip(reference, estimated, strict=True)
+    ]
+    return float(np.mean(vals))
+
+
+def label_preservation(
+    reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
+) -> float:
+    """Preservation P@k of any other label column: exact set match with the seed's value."""
+    return genre_precision(reference, estimated, k=k)
+
+
+def counterfactual_hit(
+    reference: Sequence[Hashable], estimated: Sequence[Sequence[Hashable]], *, k: int
+) -> float:
+    """CF@k: fraction of queries whose known counterfactual is among the first k results.
+
+    ``reference[q]`` is the id of the seed's group-mate in the target mood (the same
+    piece rendered in that mood); ``estimated[q]`` the ranked result ids.
+    """
+    validate(reference, estimated, k=k)
+    return float(np.mean([ref in row[:k] for ref, row in zip(reference, estimated, strict=True)]))
+
+
+def evaluate(
+    *,
+    target: Sequence[Hashable],
+    retrieved_attribute: Sequence[Sequence[Hashable]],
+    seed_labels: Mapping[str, Sequence[frozenset[str]]],
+    retrieved_labels: Mapping[str, Sequence[Sequence[frozenset[str]]]],
+    counterfactual: Sequence[Hashable] | None = None,
+    retrieved_ids: Sequence[Sequence[Hashable]] | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+    attribute: str = "mood",
+) -> dict[str, float]:
+    """Every metric at every k, as a name -> score mapping.
+
+    Names: ``mood_p@k`` (the transformed attribute; ``{attribute}_p@k`` if not mood),
+    ``genre_p@k``, ``genre_any_p@k``, ``inst_j@k`` (from an ``instruments`` column),
+    ``{column}_p@k`` for any other preserved column, and ``cf@k`` when counterfactuals
+    are given.
+    """
+    scores: dict[str, float] = {}
+    attr_name = "mood" if attribute == "mood" else attribute
+    for k in ks:
+        scores[f"{attr_name}_p@{k}"] = mood_precision(target, retrieved_attribute, k=k)
+        for col, ref in seed_labels.items():
+            est = retrieved_labels[col]
+            if col == "instruments":
+                scores[f"inst_j@{k}"] = instrument_jaccard(ref, est, k=k)
+            elif col == "genre":
+                scores[f"genre_p@{k}"] = genre_precision(ref, est, k=k)
+                scores[f"genre_any_p@{k}"] = genre_any_precision(ref, est, k=k)
+            else:
+                scores[f"{col}_p@{k}"] = label_preservation(ref, est, k=k)
+        if counterfactual is not None and retrieved_ids is not None:
+            scores[f"cf@{k}"] = counterfactual_hit(counterfactual, retrieved_ids, k=k)
+    return scores

@@ -1,0 +1,463 @@
+"""Trade-off curves: every method as mood success against what it keeps of the seed.
+
+Changing the mood is easy (jump to the target mood's centroid) and keeping
+everything else is easy (return the seed's neighbours); a single number per
+method hides where a method sits between the two. :func:`run_sweep` turns each
+method into a curve by moving its one knob:
+
+- ``model``: the trained transformation at strength ``s`` in [0, 1] (slerp
+  between the seed and the model's output, :meth:`MoodshiftModel.transform`);
+- ``mood_shift``: the centroid shift ``x_s + alpha * (c(y_t) - c(y_s))`` for
+  ``alpha`` in [0, 2] (:func:`moodshift.evaluation.baselines.mood_shift`);
+- ``centroid_interp``: slerp from the seed (``t = 0``) to the target mood's
+  centroid (``t = 1``) (:func:`moodshift.evaluation.baselines.centroid_interp`);
+- ``oracle_top1`` and ``oracle_rand100``: single points (they read the labels).
+
+Each point holds Mood P@1, Genre P@1, Instrument J@1 and CF@1 (``None`` where
+the catalogue lacks the label or the ``group`` column). Each method also gets
+its best preservation at Mood P@1 >= 0.9 and >= 0.95 (:func:`best_at_level`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from moodshift.data.catalog import Catalog
+from moodshift.errors import InputError
+from moodshift.evaluation import baselines
+from moodshift.evaluation.evaluate import RetrievalEvaluator, baseline_results
+from moodshift.training.model import MoodshiftModel
+
+#: Figures stored per curve point (``None`` when the catalogue cannot score one).
+POINT_KEYS = ("mood_p@1", "genre_p@1", "inst_j@1", "cf@1")
+#: Preservation figures summarised "at mood level".
+PRESERVATION_KEYS = ("genre_p@1", "inst_j@1", "cf@1")
+LEVELS = (0.9, 0.95)
+DEFAULT_STRENGTHS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
+DEFAULT_ALPHAS = tuple(np.round(np.linspace(0.0, 2.0, 21), 4).tolist())
+DEFAULT_TS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
+CURVE_METHODS = ("model", "mood_shift", "centroid_interp")
+POINT_METHODS = ("oracle_top1", "oracle_rand100")
+
+
+class SweepError(InputError):
+    """A sweep was asked for with unusable knob values."""
+
+
+def level_key(metric: str, level: float) -> str:
+    """Name of a summary figure, e.g. ``genre_p@1_at_mood_0.9``."""
+    return f"{metric}_at_mood_{level:g}"
+
+
+def best_at_level(
+    curve: Sequence[dict[str, Any]], *, level: float, metric: str = "genre_p@1"
+) -> float | None:
+    """Best ``metric`` reached anywhere on the curve where Mood P@1 >= ``level``.
+
+    The rule: the curve is the polyline through its points in knob order (not
+    sorted by mood), every figure linear in between two consecutive points. The
+    result is the maximum of ``metric`` over the part of that polyline whose
+    Mood P@1 is at least ``level``. Because both figures are linear on a
+    segment, that maximum lies at a point whose own Mood P@1 >= ``level`` or at
+    a crossing, where a segment's Mood P@1 equals ``level`` exactly and
+    ``metric`` is interpolated (``m0 + (level - mood0) / (mood1 - mood0) *
+    (m1 - m0)``). A single-point curve counts only its point.
+
+    Returns
+    -------
+    float or None
+        ``None`` when no part of the curve reaches ``level`` or the metric is
+        missing there.
+    """
+    pts = [(p.get("mood_p@1"), p.get(metric)) for p in curve]
+    best: float | None = None
+
+    def consider(value: float | None) -> None:
+        nonlocal best
+        if value is not None and not math.isnan(value) and (best is None or value > best):
+            best = float(value)
+
+    for mood, value in pts:
+        if mood is not None and mood >= level:
+            consider(value)
+    for (m0, v0), (m1, v1) in itertools.pairwise(pts):
+        if None in (m0, m1, v0, v1) or (m0 >= level) == (m1 >= level):
+            continue
+        frac = (level - m0) / (m1 - m0)
+        consider(v0 + frac * (v1 - v0))
+    return best
+
+
+def summarise(curve: list[dict[str, Any]], *, levels: Sequence[float] = LEVELS) -> dict[str, Any]:
+    """A method's entry: its curve and, per level, the best preservation at that level."""
+    entry: dict[str, Any] = {"curve": curve}
+    for level in levels:
+        for metric in PRESERVATION_KEYS:
+            entry[level_key(metric, level)] = best_at_level(curve, level=level, metric=metric)
+    return entry
+
+
+def _point(param: float | None, scores: dict[str, float]) -> dict[str, Any]:
+    return {"param": param, **{k: scores.get(k) for k in POINT_KEYS}}
+
+
+def train_centroids(catalog: Catalog, ev: RetrievalEvaluator, *, attribute: str) -> np.ndarray:
+    """Class centroids of the training split in ``ev``'s class order (as evaluate_catalog)."""
+    train = catalog.subset(catalog.split_indices("train"))
+    lookup = {c: i for i, c in enumerate(ev.classes)}
+    vocab, y = train.classes(attribute)
+    y = np.array([lookup.get(vocab[v], -1) for v in y], dtype=np.int64)
+    keep = y >= 0
+    return baselines.class_centroids(train.embeddings[keep], y[keep], n_classes=len(ev.classes))
+
+
+def _check_knobs(name: str, values: Sequence[float], *, low: float, high: float) -> list[float]:
+    vals = [float(v) for v in values]
+    if len(vals) < 2 or any(not (low <= v <= high) for v in vals):
+        raise SweepError(f"{name} must hold at least 2 values in [{low}, {high}], got {vals}.")
+    return vals
+
+
+def model_curve(
+    ev: RetrievalEvaluator, model: MoodshiftModel, *, strengths: Sequence[float]
+) -> list[dict[str, Any]]:
+    """The model's curve on an evaluator's pool: one point per strength."""
+    return [_point(s, ev(model, strength=s)) for s in strengths]
+
+
+def strength_curve(
+    ev: RetrievalEvaluator, model: MoodshiftModel, *, strengths: Sequence[float] = DEFAULT_STRENGTHS
+) -> list[dict[str, Any]]:
+    """Every figure of the model at each strength, plus ``param`` and ``preservation``.
+
+    ``preservation`` is the mean of the evaluator's preservation figures
+    (Genre P@1, Instrument J@1, other labels' P@1), as in its ``primary``.
+    """
+    keys = ev.preservation_keys()
+    curve = []
+    for s in strengths:
+        scores = ev(model, strength=s)
+        vals = [scores[k] for k in keys if k in scores]
+        curve.append({"param": s, **scores, "preservation": float(np.mean(vals)) if vals else 0.0})
+    return curve
+
+
+#: Least fraction of the seed's preservation (above the collapse) a usable point keeps.
+MIN_KEPT = 0.25
+
+
+def collapse_bounds(ev: RetrievalEvaluator, *, centroids: np.ndarray) -> tuple[float, float]:
+    """Preservation of the collapse and of the seed on ``ev``'s pool.
+
+    Returns
+    -------
+    collapse : float
+        Mean preservation of the target-mood centroid baseline (every query
+        answered by its mood's centroid): what a model that forgot the seed keeps.
+    seed : float
+        Mean preservation of the seed's own neighbours (no transform).
+    """
+    q = ev.queries
+    keys = ev.preservation_keys()
+
+    def pres(queries: np.ndarray) -> float:
+        scores = ev.score(ev.retrieve(queries))
+        vals = [scores[k] for k in keys if k in scores]
+        return float(np.mean(vals)) if vals else 0.0
+
+    return (
+        pres(baselines.mood_centroid(q.target, centroids=centroids)),
+        pres(baselines.seed_nn(ev.x[q.seeds])),
+    )
+
+
+def operating_point(
+    curve: Sequence[dict[str, Any]],
+    *,
+    mood_target: float,
+    bounds: tuple[float, float] | None = None,
+    min_kept: float = MIN_KEPT,
+) -> tuple[dict[str, Any], int]:
+    """The strength a model is used at by default, chosen on a validation curve.
+
+    Every point (a :func:`strength_curve` entry) gets ``kept`` = (preservation -
+    collapse) / (seed - collapse) with ``bounds = (collapse, seed)`` from
+    :func:`collapse_bounds` (1 without bounds), ``primary`` = min(Mood P@1 /
+    mood_target, 1) + preservation, and a tier:
+
+    - 2: Mood P@1 >= ``mood_target`` and ``kept >= min_kept``;
+    - 1: ``kept >= min_kept`` only;
+    - 0: collapsed (it keeps less than ``min_kept`` of what separates the seed's
+      neighbours from the target-mood centroid: METHOD.md's "failed" model).
+
+    The chosen point is in the highest tier present; within tier 2 it has the
+    highest preservation, within tiers 1 and 0 the highest ``primary`` (ties:
+    higher Mood P@1, then larger strength).
+
+    Returns
+    -------
+    point : dict
+        The chosen point of ``curve`` (``param`` is the strength), with
+        ``kept``, ``primary``, ``tier`` and ``score`` (what it was ranked by) added.
+    tier : int
+    """
+    if not curve:
+        raise SweepError("an empty curve has no operating point.")
+    pts = []
+    for p in curve:
+        kept = 1.0
+        if bounds is not None:
+            collapse, seed = bounds
+            kept = (p["preservation"] - collapse) / max(seed - collapse, 1e-9)
+        primary = min(p["mood_p@1"] / mood_target, 1.0) + p["preservation"]
+        tier = 0 if kept < min_kept else (2 if p["mood_p@1"] >= mood_target else 1)
+        score = p["preservation"] if tier == 2 else primary
+        pts.append({**p, "kept": kept, "primary": primary, "tier": tier, "score": score})
+    best = max(pts, key=lambda p: (p["tier"], p["score"], p["mood_p@1"], p["param"]))
+    return best, best["tier"]
+
+
+def run_sweep(
+    catalog: Catalog,
+    *,
+    model: MoodshiftModel | None,
+    part: str = "test",
+    seed: int = 0,
+    max_seeds: int | None = None,
+    strengths: Sequence[float] = DEFAULT_STRENGTHS,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    ts: Sequence[float] = DEFAULT_TS,
+    levels: Sequence[float] = LEVELS,
+    big_k: int = 100,
+    attribute: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every method as a curve of (Mood P@1, preservation) on one split.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Must carry a split; centroids come from its training part.
+    model : MoodshiftModel or None
+        Without a model only the baselines are swept.
+    part : str
+        The split retrieved from and scored (``test``; ``val`` when choosing).
+    seed, max_seeds
+        Seed sample of the evaluator (as :func:`moodshift.evaluation.evaluate.evaluate_catalog`).
+    strengths : sequence of float in [0, 1]
+        Model strengths (default 21 steps).
+    alphas : sequence of float in [0, 2]
+        Centroid-shift scales (default 21 steps; ``alpha = 1`` is the plain shift).
+    ts : sequence of float in [0, 1]
+        Seed-to-target-centroid interpolation fractions (default 21 steps).
+    levels : sequence of float
+        Mood P@1 levels of the summary figures.
+
+    Returns
+    -------
+    dict
+        ``{method: {"curve": [{"param", "mood_p@1", "genre_p@1", "inst_j@1",
+        "cf@1"}, ...], "genre_p@1_at_mood_0.9": ..., "genre_p@1_at_mood_0.95":
+        ..., "inst_j@1_at_mood_0.9": ..., "cf@1_at_mood_0.9": ..., ...}}`` for
+        ``model`` (when given), ``mood_shift``, ``centroid_interp``,
+        ``oracle_top1`` and ``oracle_rand100`` (single-point curves, ``param``
+        None). The model's entry also holds ``default_strength``, the strength
+        stored in the model (1.0 unless chosen on validation).
+    """
+    strengths = _check_knobs("strengths", strengths, low=0.0, high=1.0)
+    alphas = _check_knobs("alphas", alphas, low=0.0, high=2.0)
+    ts = _check_knobs("ts", ts, low=0.0, high=1.0)
+    attribute = attribute or (model.attribute if model is not None else "mood")
+    if model is not None:
+        catalog.check_compatible(model.embedder, what="model")
+    pool = catalog.subset(catalog.split_indices(part))
+    ev = RetrievalEvaluator(
+        pool, attribute=attribute, classes=model.classes if model is not None else None,
+        ks=(1,), max_seeds=max_seeds, seed=seed,
+    )  # fmt: skip
+    centroids = train_centroids(catalog, ev, attribute=attribute)
+    q = ev.queries
+    seeds = ev.x[q.seeds]
+    n_steps = (len(strengths) if model is not None else 0) + len(alphas) + len(ts) + 1
+    bar = tqdm(total=n_steps, desc="sweep", unit="point", disable=not progress, leave=False)
+    out: dict[str, Any] = {}
+    if model is not None:
+        out["model"] = summarise(model_curve(ev, model, strengths=strengths), levels=levels)
+        bar.update(len(strengths))
+        out["model"]["default_strength"] = model.default_strength
+    curve = []
+    for a in alphas:
+        query = baselines.mood_shift(
+            seeds, source=q.source, target=q.target, centroids=centroids, alpha=a
+        )
+        curve.append(_point(a, ev.score(ev.retrieve(query))))
+        bar.update(1)
+    out["mood_shift"] = summarise(curve, levels=levels)
+    curve = []
+    for t in ts:
+        query = baselines.centroid_interp(seeds, target=q.target, centroids=centroids, t=t)
+        curve.append(_point(t, ev.score(ev.retrieve(query))))
+        bar.update(1)
+    out["centroid_interp"] = summarise(curve, levels=levels)
+    oracles = baseline_results(
+        ev, centroids=centroids, big_k=big_k, seed=seed, methods=POINT_METHODS
+    )
+    for name, rows in oracles.items():
+        key = "oracle_rand100" if name.startswith("oracle_rand") else name
+        out[key] = summarise([_point(None, ev.score(rows))], levels=levels)
+    bar.update(1)
+    bar.close()
+    return out
+
+
+def dominates(
+    sweep: dict[str, Any],
+    *,
+    method: str = "model",
+    other: str,
+    metric: str = "genre_p@1",
+    levels: Sequence[float] = tuple(np.round(np.arange(0.80, 0.951, 0.01), 4).tolist()),
+    tol: float = 1e-9,
+) -> dict[str, Any]:
+    """Does ``method``'s curve keep at least as much as ``other``'s at every mood level?
+
+    At each level, both curves' :func:`best_at_level` are compared; a curve that
+    never reaches a level keeps nothing there (counted as -inf). ``dominates``
+    is True when ``method`` is >= ``other`` at every level (within ``tol``) and
+    strictly greater at one level at least.
+
+    Returns
+    -------
+    dict
+        ``dominates`` (bool), ``levels`` and both curves' figures per level.
+    """
+    mine, theirs = [], []
+    for level in levels:
+        mine.append(best_at_level(sweep[method]["curve"], level=level, metric=metric))
+        theirs.append(best_at_level(sweep[other]["curve"], level=level, metric=metric))
+
+    def val(v: float | None) -> float:
+        return -math.inf if v is None else v
+
+    at_least = all(val(a) >= val(b) - tol for a, b in zip(mine, theirs, strict=True))
+    strictly = any(val(a) > val(b) + tol for a, b in zip(mine, theirs, strict=True))
+    return {
+        "dominates": bool(at_least and strictly),
+        "levels": list(levels),
+        method: mine,
+        other: theirs,
+    }
+
+
+# ---------------------------------------------------------------------- plots
+_STYLE = {
+    "model": {"color": "C0", "marker": "o"},
+    "mood_shift": {"color": "C1", "marker": "s"},
+    "centroid_interp": {"color": "C2", "marker": "^"},
+    "oracle_top1": {"color": "k", "marker": "*"},
+    "oracle_rand100": {"color": "C7", "marker": "P"},
+}
+
+
+def _xy(curve: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(p["mood_p@1"], p.get(key)) for p in curve if p.get(key) is not None]
+    if not pts:
+        return np.array([]), np.array([])
+    arr = np.asarray(pts, dtype=float)
+    return arr[:, 0], arr[:, 1]
+
+
+def plot_sweep(sweep: dict[str, Any], *, out_dir: str | Path) -> list[Path]:
+    """Write ``sweep_frontier.png`` and ``sweep_summary.png`` into ``out_dir``.
+
+    The frontier plot has Mood P@1 on x and Genre P@1 on y, one curve per
+    method (oracles as single markers); a second panel shows Instrument J@1
+    (solid) and CF@1 (dashed) where the sweep has them. The summary figure
+    shows each method's best Genre P@1 (and Instrument J@1, CF@1) at Mood P@1
+    >= 0.9 and >= 0.95; a missing bar means the method never reaches the level.
+
+    Returns
+    -------
+    list of Path
+        The written files.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moodshift.evaluation.plots import _save
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    methods = list(sweep)
+    has_second = any(
+        p.get("inst_j@1") is not None or p.get("cf@1") is not None
+        for m in methods
+        for p in sweep[m]["curve"]
+    )
+    fig, axes = plt.subplots(1, 2 if has_second else 1, figsize=(13 if has_second else 7, 5.2))
+    axes = np.atleast_1d(axes)
+    for m in methods:
+        style = _STYLE.get(m, {"marker": "x"})
+        single = len(sweep[m]["curve"]) == 1
+        x, y = _xy(sweep[m]["curve"], "genre_p@1")
+        axes[0].plot(x, y, label=m, linestyle="none" if single else "-",
+                     markersize=12 if single else 4, **style)  # fmt: skip
+        if has_second:
+            for key, ls in (("inst_j@1", "-"), ("cf@1", "--")):
+                x2, y2 = _xy(sweep[m]["curve"], key)
+                if x2.size:
+                    axes[1].plot(x2, y2, linestyle="none" if single else ls,
+                                 markersize=12 if single else 3, label=f"{m} {key}",
+                                 **style)  # fmt: skip
+    for level in LEVELS:
+        for ax in axes:
+            ax.axvline(level, color="0.6", linewidth=0.8, linestyle=":")
+    axes[0].set_xlabel("Mood P@1 (target mood reached)")
+    axes[0].set_ylabel("Genre P@1 (genre kept)")
+    axes[0].set_title("mood / genre trade-off (up and right is better)")
+    axes[0].legend(fontsize=8, loc="lower left")
+    if has_second:
+        axes[1].set_xlabel("Mood P@1")
+        axes[1].set_ylabel("Instrument J@1 (solid), CF@1 (dashed)")
+        axes[1].set_title("other preservation")
+        axes[1].legend(fontsize=7, loc="lower left", ncol=2)
+    for ax in axes:
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    written = [_save(fig, out / "sweep_frontier.png")]
+
+    first = level_key("{}", LEVELS[0])
+    metrics = [
+        k
+        for k in PRESERVATION_KEYS
+        if any(sweep[m].get(first.format(k)) is not None for m in methods)
+    ]
+    metrics = metrics or ["genre_p@1"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    width = 0.8 / len(LEVELS)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for j, level in enumerate(LEVELS):
+            vals = [sweep[m].get(level_key(metric, level)) for m in methods]
+            heights = [np.nan if v is None else v for v in vals]
+            pos = np.arange(len(methods)) + j * width
+            ax.bar(pos, heights, width, label=f"Mood P@1 >= {level:g}")
+            for p, v in zip(pos, vals, strict=True):
+                ax.text(p, 0.01 if v is None else v + 0.01, "n/a" if v is None else f"{v:.2f}",
+                        ha="center", fontsize=7, rotation=90 if v is None else 0)  # fmt: skip
+        ax.set_xticks(np.arange(len(methods)) + width * (len(LEVELS) - 1) / 2, methods,
+                      rotation=30, ha="right")  # fmt: skip
+        ax.set_ylim(0, 1.1)
+        ax.set_title(f"best {metric} at Mood P@1 >= level")
+        ax.legend(fontsize=7)
+    written.append(_save(fig, out / "sweep_summary.png"))
+    return written

@@ -1,0 +1,369 @@
+"""Serving state: everything a request touches, precomputed at start-up.
+
+See :mod:`moodshift.serving.app` for the request path.
+"""
+
+from __future__ import annotations
+
+# functions' annotations at runtime, and they name classes local to create_app.
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+
+from moodshift.data.catalog import SEPARATOR, Catalog, l2_normalize, parse_values
+from moodshift.errors import (
+    InputError,
+    UnknownLabelError,
+    UnknownTrackError,
+)
+from moodshift.retrieval.engine import FastTransform
+from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
+from moodshift.training.model import MoodshiftModel
+
+log = logging.getLogger(__name__)
+
+
+#: Upper bounds (seconds) of the latency histogram's buckets.
+MAP_SAMPLE = 2000
+PCA_SAMPLE = 20_000
+
+
+# ---------------------------------------------------------------------- state
+class ServingState:
+    """Everything the request path needs, computed once at startup.
+
+    Parameters
+    ----------
+    catalog : Catalog
+    model : MoodshiftModel
+    index : FaissIndex or VectorIndex, optional
+        Without one, an exact in-memory FAISS index is built (fine up to
+        :data:`EXACT_MAX_ROWS` tracks; above, build one with ``moodshift index``).
+    max_k : int
+    """
+
+    def __init__(
+        self, *, catalog: Catalog, model: MoodshiftModel, index: Any | None, max_k: int
+    ) -> None:
+        catalog.check_compatible(model.embedder, what="model")
+        self.catalog = catalog
+        self.model = model
+        self.max_k = int(max_k)
+        self.n = len(catalog)
+        self.dim = catalog.dim
+        labels = catalog.labels
+        self.attribute = model.attribute
+        if self.attribute not in labels.columns:
+            raise InputError(
+                f"the model transforms {self.attribute!r} but the catalogue has no such column "
+                f"(columns: {list(labels.columns)}); serve a model trained on this catalogue."
+            )
+        self.moods = list(model.classes)
+        self._mood_index = {m: i for i, m in enumerate(self.moods)}
+        self.track_ids = labels["track_id"].astype(str).to_numpy(dtype=object)
+        self.id_to_row = {t: i for i, t in enumerate(self.track_ids)}
+        self.label_columns = catalog.label_columns()
+        show = [c for c in ("title", "artist") if c in labels.columns]
+        self.columns: dict[str, np.ndarray] = {
+            c: labels[c].fillna("").astype(str).to_numpy(dtype=object)
+            for c in [*self.label_columns, *show]
+        }
+        # Columns holding several values per cell are returned as lists.
+        self.multi = {
+            c
+            for c in self.label_columns
+            if c in ("genre", "instruments")
+            or labels[c].astype(str).str.contains(SEPARATOR, regex=False).any()
+        }
+        self.has_audio = (
+            labels["audio_path"].fillna("").astype(str).str.len().to_numpy() > 0
+            if "audio_path" in labels.columns
+            else np.zeros(self.n, dtype=bool)
+        )
+        if self.attribute not in self.columns:
+            self.columns[self.attribute] = labels[self.attribute].astype(str).to_numpy(object)
+        # Seed moods as model class codes (-1: a value the model does not know).
+        self.source_codes = np.array(
+            [self._mood_index.get(v, -1) for v in self.columns[self.attribute]], dtype=np.int64
+        )
+
+        t0 = time.perf_counter()
+        if index is None:
+            if self.n > EXACT_MAX_ROWS:
+                log.warning(
+                    "no index for %d tracks: exact search on every query is slow; build one "
+                    "with `moodshift index --catalog ...`",
+                    self.n,
+                )
+            index = build_index(catalog.normalized, kind="flat", progress=False, recall_sample=50)
+        if isinstance(index, FaissIndex) and (index.n != self.n or index.dim != self.dim):
+            raise InputError(
+                f"the index holds {index.n} x {index.dim} vectors but the catalogue "
+                f"{self.n} x {self.dim}; rebuild it with `moodshift index --catalog ...`."
+            )
+        self.index = index
+        self.index_kind = getattr(index, "kind", type(index).__name__)
+        self.index_meta = {
+            k: v
+            for k, v in getattr(index, "meta", {}).items()
+            if k in ("kind", "params", "recall_at_10", "recall_at_10_filtered", "build_seconds")
+        }
+        postings = getattr(index, "postings", None)
+        self.postings: LabelPostings = postings or LabelPostings.from_frame(
+            labels, self.label_columns
+        )
+        self.inline = self.n <= EXACT_MAX_ROWS or self.index_kind in ("hnsw", "ivf")
+        self._parsed: dict[str, list[str]] = {}
+        self.transform = FastTransform.build(model)
+        self._fit_map()
+        self._search_text: Any = None
+        self._search_lock = threading.Lock()
+        log.info("serving state ready in %.2f s", time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ vectors
+    def unit_row(self, rows: np.ndarray | int) -> np.ndarray:
+        """Unit-norm embedding(s) of catalogue rows, read from the (mapped) matrix."""
+        x = np.asarray(self.catalog.embeddings[rows], dtype=np.float32)
+        if x.ndim == 1:  # one row: skip np.linalg.norm's overhead
+            return x / max(math.sqrt(float(x @ x)), 1e-12)
+        return l2_normalize(x)
+
+    def _fit_map(self) -> None:
+        """A fixed PCA (2 components) of a seeded sample of the catalogue's unit vectors."""
+        rng = np.random.default_rng(0)
+        sample = np.sort(rng.choice(self.n, size=min(self.n, PCA_SAMPLE), replace=False))
+        x = self.unit_row(sample).astype(np.float64)
+        self.pca_mean = x.mean(axis=0)
+        xc = x - self.pca_mean
+        cov = xc.T @ xc / max(1, len(xc) - 1)
+        vals, vecs = np.linalg.eigh(cov)
+        comp = vecs[:, ::-1][:, :2].T
+        if comp.shape[0] < 2:  # a 1-d catalogue: second axis is flat
+            comp = np.vstack([comp, np.zeros_like(comp)])
+        # Fix signs so that the map does not flip between runs or machines.
+        signs = np.sign(comp[np.arange(2), np.abs(comp).argmax(axis=1)])
+        self.pca_components = (comp * signs[:, None]).astype(np.float32)
+        self.pca_mean = self.pca_mean.astype(np.float32)
+        total = float(np.trace(cov)) or 1.0
+        self.pca_explained = [float(v) / total for v in vals[::-1][:2]]
+        map_rows = sample if len(sample) <= MAP_SAMPLE else np.sort(
+            rng.choice(sample, size=MAP_SAMPLE, replace=False)
+        )  # fmt: skip
+        pts = self.project(self.unit_row(map_rows))
+        self.map_points = {
+            "moods": self.moods,
+            "explained_variance": [round(v, 4) for v in self.pca_explained],
+            "points": [
+                [round(float(a), 4), round(float(b), 4), int(self.source_codes[r])]
+                for (a, b), r in zip(pts, map_rows, strict=True)
+            ],
+        }
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """2-D map coordinates, shape (m, 2), of unit vectors of shape (m, d)."""
+        return (np.atleast_2d(vectors) - self.pca_mean) @ self.pca_components.T
+
+    # ------------------------------------------------------------------ records
+    def record(self, row: int) -> dict[str, Any]:
+        """JSON-ready description of one track (labels, title, audio URL)."""
+        tid = self.track_ids[row]
+        out: dict[str, Any] = {"track_id": tid}
+        for c, arr in self.columns.items():
+            v = arr[row]
+            if c in self.multi:
+                # Few distinct cells (label combinations): parse each once.
+                parsed = self._parsed.get(v)
+                if parsed is None:
+                    parsed = self._parsed[v] = sorted(parse_values(v))
+                v = list(parsed)
+            out[c] = v
+        out["audio_url"] = f"/audio/{quote(tid, safe='')}" if self.has_audio[row] else None
+        return out
+
+    def row_of(self, track_id: str) -> int:
+        row = self.id_to_row.get(track_id)
+        if row is None:
+            raise UnknownTrackError(
+                f"unknown track id {track_id!r}; search for one with GET /tracks?q=..."
+            )
+        return row
+
+    def mood_code(self, mood: str, *, field: str) -> int:
+        code = self._mood_index.get(mood)
+        if code is None:
+            raise UnknownMoodError(field=field, value=mood, known=self.moods)
+        return code
+
+    # ------------------------------------------------------------------ track search
+    def search_tracks(
+        self, *, q: str | None, filters: Mapping[str, str], page: int, page_size: int
+    ) -> dict[str, Any]:
+        mask = self.postings.mask(filters) if filters else None
+        exact_row = -1
+        if q:
+            text = self._text()
+            needle = q.strip().lower()
+            hit = text.str.contains(needle, regex=False).to_numpy()
+            mask = hit if mask is None else mask & hit
+            exact_row = self.id_to_row.get(q.strip(), -1)
+        rows = np.flatnonzero(mask) if mask is not None else None
+        total = self.n if rows is None else int(rows.size)
+        if rows is not None and exact_row >= 0 and mask is not None and mask[exact_row]:
+            # An exact id match is what the user most likely wants: list it first.
+            rows = np.concatenate([[exact_row], rows[rows != exact_row]])
+        start = (page - 1) * page_size
+        if rows is None:
+            page_rows = np.arange(start, min(self.n, start + page_size))
+        else:
+            page_rows = rows[start : start + page_size]
+        return {
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+            "pages": max(1, math.ceil(total / page_size)),
+            "items": [self.record(int(r)) for r in page_rows],
+        }
+
+    def _text(self) -> Any:
+        """Lower-case searchable text per track (built on first use: ~100 B per track)."""
+        if self._search_text is None:
+            with self._search_lock:
+                if self._search_text is None:
+                    import pandas as pd
+
+                    parts = [pd.Series(self.track_ids)]
+                    parts += [pd.Series(self.columns[c]) for c in self.columns]
+                    text = parts[0]
+                    for p in parts[1:]:
+                        text = text + "\n" + p
+                    self._search_text = text.str.lower()
+        return self._search_text
+
+    # ------------------------------------------------------------------ query
+    def query(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a validated ``POST /query`` body (see :class:`QueryRequest`)."""
+        t0 = time.perf_counter()
+        target = self.mood_code(body["target_mood"], field="target_mood")
+        k = int(body["k"])
+        raw = body.get("strength")
+        strength = self.model.default_strength if raw is None else float(raw)
+        track_id, embedding = body.get("track_id"), body.get("embedding")
+        if (track_id is None) == (embedding is None):
+            raise BodyFieldError("body", "give exactly one of track_id or embedding")
+        if track_id is not None:
+            row = self.row_of(track_id)
+            seed = self.unit_row(row)
+            source = int(self.source_codes[row])
+            if source < 0:
+                raise BodyFieldError(
+                    "track_id",
+                    f"the seed's {self.attribute} {self.columns[self.attribute][row]!r} is not "
+                    f"one the model knows ({', '.join(self.moods)})",
+                )
+        else:
+            row = -1
+            seed = self._check_embedding(embedding)
+            src = body.get("source_mood")
+            if src is None:
+                raise BodyFieldError(
+                    "source_mood",
+                    f"with an embedding, give its source_mood (one of {', '.join(self.moods)})",
+                )
+            source = self.mood_code(src, field="source_mood")
+        qvec = self.transform(seed, source=source, target=target, strength=strength)
+        filters = body.get("filters") or None
+        if filters:
+            try:
+                allowed = self.postings.mask(filters)
+            except UnknownLabelError as exc:
+                raise BodyFieldError("filters", str(exc)) from None
+            if row >= 0:
+                allowed[row] = False
+            idx, sc = self.index.search(qvec[None, :], k=k, allowed=allowed)
+        else:
+            # The seed is the only row to leave out: fetch one more instead of
+            # building an n-sized mask.
+            idx, sc = self.index.search(qvec[None, :], k=k + (row >= 0))
+        idx, sc = idx[0], sc[0]
+        keep = (idx >= 0) & (idx != row)
+        idx, sc = idx[keep][:k], sc[keep][:k]
+        results = []
+        for rank, (i, s) in enumerate(zip(idx.tolist(), sc.tolist(), strict=True), start=1):
+            rec = self.record(i)
+            rec["rank"] = rank
+            rec["score"] = round(s, 5)
+            results.append(rec)
+        pts = self.project(np.vstack([seed, qvec, self.unit_row(idx)]) if len(idx) else
+                           np.vstack([seed, qvec]))  # fmt: skip
+        pts = np.round(pts.astype(np.float64), 4).tolist()
+        return {
+            "seed": self.record(row) if row >= 0 else None,
+            "source_mood": self.moods[source],
+            "target_mood": self.moods[target],
+            "strength": strength,
+            "k": k,
+            "filters": filters or {},
+            "results": results,
+            "map": {"seed": pts[0], "query": pts[1], "results": pts[2:]},
+            "index": self.index_kind,
+            "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
+        }
+
+    def _check_embedding(self, embedding: Any) -> np.ndarray:
+        vec = np.asarray(embedding, dtype=np.float32)
+        if vec.ndim != 1 or vec.size != self.dim:
+            raise BodyFieldError(
+                "embedding",
+                f"dimension mismatch: the catalogue's embeddings are {self.dim}-d but the "
+                f"embedding has {vec.size} values; embed with the catalogue's embedder "
+                f"({self.catalog.provenance.get('name')})",
+            )
+        if not np.isfinite(vec).all():
+            raise BodyFieldError(
+                "embedding", "embedding contains NaN or infinity; send finite numbers"
+            )
+        if not np.any(vec):
+            raise BodyFieldError(
+                "embedding", "embedding is all zeros; cosine similarity is undefined"
+            )
+        return l2_normalize(vec[None, :])[0]
+
+    def info(self) -> dict[str, Any]:
+        filters = {}
+        for c in self.postings.columns():
+            vals = self.postings.values(c)
+            filters[c] = vals[:500]
+        return {
+            "n_tracks": self.n,
+            "dim": self.dim,
+            "attribute": self.attribute,
+            "moods": self.moods,
+            "filters": filters,
+            "max_k": self.max_k,
+            "default_strength": self.model.default_strength,
+            "index": {"kind": self.index_kind, **self.index_meta},
+            "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
+            "has_audio": bool(self.has_audio.any()),
+        }
+
+
+class BodyFieldError(InputError):
+    """A request-body field is invalid (answered with 422 naming the field)."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__(msg)
+        self.field = field
+        self.msg = msg
+
+
+class UnknownMoodError(UnknownLabelError):
+    def __init__(self, *, field: str, value: str, known: list[str]) -> None:
+        super().__init__(f"unknown {field.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
+        self.field = field
+        self.known = known

@@ -1,0 +1,114 @@
+"""``moodshift bench``: the JSON's structure on tiny sizes (timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moodshift.bench import core as bench
+from moodshift.errors import InputError
+
+TINY = {"n": 1200, "dim": 16, "k": 10, "classes": 3, "progress": False}
+STAGE_KEYS = {"wall_s", "cpu_s", "peak_rss_mb", "peak_rss_scope"}
+
+
+def _roundtrip(result: dict) -> dict:
+    # Everything must be plain JSON (the CLI prints it with json.dumps).
+    return json.loads(json.dumps(result))
+
+
+def test_selfjoin_reports_peak_and_ratio():
+    r = _roundtrip(bench.run_bench("selfjoin", **TINY))
+    assert {"machine", "note", "params", "selfjoin"} <= set(r)
+    sj = r["selfjoin"]
+    assert set(sj) >= STAGE_KEYS
+    for key in ("sgemm_peak_gflops", "selfjoin_gflops", "ratio_to_peak",
+                "ratio_to_peak_per_cpu_s", "flops_definition", "backend"):  # fmt: skip
+        assert key in sj, key
+    ratio = sj["selfjoin_gflops"] / sj["sgemm_peak_gflops"]
+    assert sj["ratio_to_peak"] == pytest.approx(ratio, abs=0.01)
+    assert r["machine"]["cores"] >= 1 and "torch_threads" in r["machine"]
+
+
+def test_approx_reports_recall_and_speedup_per_size():
+    r = _roundtrip(bench.run_bench("approx", approx_sample=100, **TINY))
+    sizes = r["approx"]["sizes"]
+    assert [s["n"] for s in sizes] == sorted(s["n"] for s in sizes) and sizes[-1]["n"] == 1200
+    for entry in sizes:
+        assert entry["runs"], entry
+        for run in entry["runs"]:
+            assert run["method"] in ("ivf", "ivf-faiss", "hnsw")
+            assert 0.0 <= run["recall"] <= 1.0
+            assert run["speedup"] >= 0 and set(run) >= STAGE_KEYS
+
+
+def test_train_reports_samples_per_second():
+    r = _roundtrip(bench.run_bench("train", train_n=600, train_epochs=2, **TINY))
+    t = r["train"]
+    assert t["samples_per_s"] > 0 and len(t["samples_per_s_per_epoch"]) == 2
+    assert set(t) >= STAGE_KEYS
+
+
+def test_embed_reports_realtime_factor_or_a_reason():
+    r = _roundtrip(bench.run_bench("embed", embed_seconds=2.0, **TINY))
+    embedders = r["embed"]["embedders"]
+    assert set(embedders) == {"features", "musicnn"}
+    for rec in embedders.values():
+        assert "skipped" in rec or (rec["x_realtime"] > 0 and rec["dim"] > 0)
+
+
+def test_query_reports_latency_percentiles():
+    r = _roundtrip(bench.run_bench("query", query_sizes=(1500,), **TINY))
+    (size,) = r["query"]["sizes"]
+    assert size["n"] == 1500 and size["p50_ms"] <= size["p99_ms"]
+    assert 0.0 <= size["recall_at_10"] <= 1.0 and set(size) >= STAGE_KEYS
+
+
+def test_ivf_index_used_for_large_catalogues_searches_through_faiss_index():
+    x, _ = bench.synthetic_vectors(n=3000, dim=16, classes=2, seed=0)
+    index = bench._ivf_index(x, seed=0)
+    ids, _ = index.search(x[:5], k=3)
+    assert ids.shape == (5, 3) and (ids[:, 0] == np.arange(5)).mean() >= 0.8
+
+
+def test_all_runs_every_stage(monkeypatch):
+    # The serving benchmark starts a server on 100k tracks: stand it in with a stub here.
+    monkeypatch.setitem(bench._BENCHES, "serve", lambda **_: {"stub": True})
+    r = _roundtrip(bench.run_bench("all", query_sizes=(1200,), train_n=600, train_epochs=1,
+                                   embed_seconds=1.0, approx_sample=64, **TINY))  # fmt: skip
+    assert set(bench.ALL) <= set(r)
+    assert r["serve"] == {"stub": True}
+    # approx reuses the self-join's measured time for the full size.
+    full = r["approx"]["sizes"][-1]
+    assert full["exact_how"].startswith("measured")
+
+
+def test_mining_compares_exact_and_ivf_training():
+    r = _roundtrip(bench.run_bench("mining", train_n=600, mining_epochs=1, **TINY))
+    m = r["mining"]
+    assert set(m["runs"]) == {"exact", "ivf"}
+    for rec in m["runs"].values():
+        assert "mood_p@1" in rec["test"] and "genre_p@1" in rec["test"]
+    assert set(m["delta"]) >= {"mood_p@1", "genre_p@1"}
+
+
+def test_synthetic_vectors_are_unit_and_labelled():
+    x, y = bench.synthetic_vectors(n=2500, dim=24, classes=4, seed=3, chunk=1000)
+    assert x.shape == (2500, 24) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    assert set(np.unique(y)) == {0, 1, 2, 3}
+    x2, y2 = bench.synthetic_vectors(n=2500, dim=24, classes=4, seed=3, chunk=1000)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
+@pytest.mark.parametrize(
+    ("what", "kwargs", "match"),
+    [("nope", {}, "unknown benchmark"), ("selfjoin", {"n": 3}, "too small"),
+     ("selfjoin", {"dim": 0}, "dim")],
+)  # fmt: skip
+def test_bad_arguments(what, kwargs, match):
+    args = {**TINY, **kwargs}
+    with pytest.raises(InputError, match=match):
+        bench.run_bench(what, **args)

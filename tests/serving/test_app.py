@@ -1,0 +1,383 @@
+"""The HTTP API, against a real uvicorn server on 127.0.0.1 (``live_server`` fixture)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from moodshift.errors import InputError
+from moodshift.retrieval.search import Searcher
+
+MAX_K = 50  # live_server's create_app(max_k=...)
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        yield c
+
+
+def _ids(cat, rows):
+    return [cat.labels["track_id"].iat[r] for r in rows]
+
+
+def test_healthz_and_docs(client, serve_catalog):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "tracks": len(serve_catalog), "index": "flat"}
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert {"/query", "/tracks", "/audio/{track_id}", "/metrics"} <= set(spec["paths"])
+
+
+def test_info_lists_moods_and_filters(client, serve_model):
+    info = client.get("/api/info").json()
+    assert info["moods"] == serve_model.classes
+    assert "genre0" in info["filters"]["genre"] and info["max_k"] == MAX_K
+    m = client.get("/map").json()
+    assert len(m["points"]) == 400 and all(len(p) == 3 for p in m["points"])
+
+
+# ---------------------------------------------------------------------- /tracks
+def test_tracks_search_by_id_title_and_label(client, serve_catalog):
+    tid = serve_catalog.labels["track_id"].iat[42]
+    r = client.get("/tracks", params={"q": tid}).json()
+    assert r["items"][0]["track_id"] == tid
+    r = client.get("/tracks", params={"q": "tune 04", "page_size": 100}).json()
+    titles = [it["title"] for it in r["items"]]
+    assert r["total"] == 10 and all(t.startswith("Tune 04") for t in titles)
+    r = client.get("/tracks", params={"mood": "sad", "genre": "genre1", "page_size": 100}).json()
+    labels = serve_catalog.labels
+    expected = int(((labels["mood"] == "sad") & (labels["genre"] == "genre1")).sum())
+    assert r["total"] == expected > 0
+    assert all(it["mood"] == "sad" and it["genre"] == ["genre1"] for it in r["items"])
+
+
+def test_tracks_pagination(client, serve_catalog):
+    pages = [client.get("/tracks", params={"page": p, "page_size": 7}).json() for p in (1, 2)]
+    assert pages[0]["total"] == len(serve_catalog) and pages[0]["pages"] == 58
+    assert [len(p["items"]) for p in pages] == [7, 7]
+    ids = [it["track_id"] for p in pages for it in p["items"]]
+    assert ids == _ids(serve_catalog, range(14))
+    last = client.get("/tracks", params={"page": 58, "page_size": 7}).json()
+    assert len(last["items"]) == 400 - 57 * 7
+    assert client.get("/tracks", params={"page": 99}).json()["items"] == []
+    assert client.get("/tracks", params={"page_size": 101}).status_code == 422
+    assert client.get("/tracks", params={"page": 0}).status_code == 422
+
+
+def test_tracks_unknown_label_is_422(client):
+    r = client.get("/tracks", params={"mood": "melancholic"})
+    assert r.status_code == 422 and "known values" in r.text
+
+
+def test_one_track(client, serve_catalog):
+    tid = serve_catalog.labels["track_id"].iat[2]
+    r = client.get(f"/tracks/{tid}")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["track_id"] == tid and body["title"] == "Tune 002"
+    assert body["audio_url"] == f"/audio/{tid}" and len(body["map"]) == 2
+    assert (
+        client.get(f"/tracks/{serve_catalog.labels['track_id'].iat[3]}").json()["audio_url"] is None
+    )
+    r = client.get("/tracks/no_such_track")
+    assert r.status_code == 404 and "unknown track id" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------------- /query
+def test_query_by_id_matches_the_library(client, serve_catalog, serve_model):
+    tid = serve_catalog.labels["track_id"].iat[10]
+    r = client.post("/query", json={"track_id": tid, "target_mood": "happy", "k": 8})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["seed"]["track_id"] == tid and body["target_mood"] == "happy"
+    results = body["results"]
+    assert [x["rank"] for x in results] == list(range(1, 9))
+    assert tid not in {x["track_id"] for x in results}
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    assert {"mood", "genre", "instruments", "title", "audio_url"} <= set(results[0])
+    lib, _ = Searcher(catalog=serve_catalog, model=serve_model).query(
+        track_id=tid, target_mood="happy", k=8
+    )
+    assert [x["track_id"] for x in results] == [x.track_id for x in lib]
+    np.testing.assert_allclose(scores, [x.score for x in lib], atol=1e-4)
+    assert len(body["map"]["results"]) == 8
+    assert len(body["map"]["seed"]) == 2 and len(body["map"]["query"]) == 2
+
+
+def test_query_strength_zero_keeps_the_seed_neighbourhood(client, serve_catalog):
+    cat = serve_catalog
+    row = 20
+    tid = cat.labels["track_id"].iat[row]
+    body = client.post(
+        "/query", json={"track_id": tid, "target_mood": "calm", "strength": 0}
+    ).json()
+    sims = cat.normalized @ cat.normalized[row]
+    sims[row] = -np.inf
+    assert [x["track_id"] for x in body["results"]] == _ids(cat, np.argsort(-sims)[:10])
+    assert body["map"]["query"] == pytest.approx(body["map"]["seed"], abs=1e-3)
+
+
+def test_query_by_embedding(client, serve_catalog):
+    row = 7
+    emb = serve_catalog.embeddings[row].astype(float).tolist()
+    mood = serve_catalog.labels["mood"].iat[row]
+    r = client.post(
+        "/query",
+        json={"embedding": emb, "source_mood": mood, "target_mood": "sad", "strength": 0, "k": 3},
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["seed"] is None and body["source_mood"] == mood
+    # Not excluded: with strength 0 the track itself is the best match.
+    assert body["results"][0]["track_id"] == serve_catalog.labels["track_id"].iat[row]
+    assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_query_filters(client, serve_catalog):
+    tid = serve_catalog.labels["track_id"].iat[0]
+    r = client.post(
+        "/query",
+        json={"track_id": tid, "target_mood": "happy", "k": 20,
+              "filters": {"genre": "genre2", "mood": ["happy", "calm"]}},
+    )  # fmt: skip
+    assert r.status_code == 200
+    results = r.json()["results"]
+    labels = serve_catalog.labels
+    n_allowed = int(
+        ((labels["genre"] == "genre2") & labels["mood"].isin(["happy", "calm"])).sum()
+        - ((labels["track_id"] == tid) & (labels["genre"] == "genre2")).sum()
+    )
+    assert len(results) == min(20, n_allowed) > 0
+    assert all(x["genre"] == ["genre2"] and x["mood"] in ("happy", "calm") for x in results)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"track_id": "nope", "target_mood": "happy"}, 404, "unknown track id"),
+        ({"track_id": "syn_000001", "target_mood": "ecstatic"}, 422, "known: calm"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "k": 0}, 422, "greater than"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "k": MAX_K + 1}, 422, "less than"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "strength": -0.1}, 422, "greater"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "strength": 1.5}, 422, "less than"),
+        ({"target_mood": "happy"}, 422, "exactly one of track_id or embedding"),
+        ({"embedding": [0.1] * 32, "target_mood": "happy"}, 422, "source_mood"),
+        ({"embedding": [0.1] * 31, "source_mood": "sad", "target_mood": "happy"}, 422,
+         "dimension mismatch"),
+        ({"embedding": [0.0] * 32, "source_mood": "sad", "target_mood": "happy"}, 422, "zeros"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "filters": {"tempo": "fast"}}, 422,
+         "filterable columns"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "filters": {"genre": "polka"}}, 422,
+         "known values"),
+        ({"track_id": "syn_000001", "target_mood": "happy", "colour": "red"}, 422, "xtra"),
+    ],
+)  # fmt: skip
+def test_query_validation(client, body, status, needle):
+    r = client.post("/query", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_unknown_mood_lists_known_moods(client, serve_model):
+    r = client.post("/query", json={"track_id": "syn_000001", "target_mood": "ecstatic"})
+    assert r.status_code == 422
+    assert r.json()["known_moods"] == serve_model.classes
+
+
+def test_query_k_at_the_cap_is_fine(client):
+    r = client.post("/query", json={"track_id": "syn_000001", "target_mood": "sad", "k": MAX_K})
+    assert r.status_code == 200 and len(r.json()["results"]) == MAX_K
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_query_rejects_non_finite_embeddings(client, token):
+    values = ["0.1"] * 32
+    values[5] = token
+    raw = '{"embedding": [' + ",".join(values) + '], "source_mood": "sad", "target_mood": "happy"}'
+    r = client.post("/query", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "NaN or infinity" in r.text
+
+
+def test_big_bodies_are_413(client):
+    big = json.dumps({"track_id": "syn_000001", "target_mood": "happy", "pad": "x" * 70_000})
+    r = client.post("/query", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: the limit must hold while streaming too
+        for _ in range(20):
+            yield b"x" * 8192
+
+    r = client.post("/query", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    # The server is still fine afterwards.
+    assert client.get("/healthz").status_code == 200
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/query", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+# ---------------------------------------------------------------------- /audio
+def test_audio_full_and_range(client, serve_catalog):
+    tid = serve_catalog.labels["track_id"].iat[4]
+    data = serve_catalog.audio_path(4).read_bytes()
+    r = client.get(f"/audio/{tid}")
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-type"].startswith("audio/")
+    r = client.get(f"/audio/{tid}", headers={"Range": "bytes=10-99"})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes 10-99/{len(data)}"
+    assert r.content == data[10:100]
+    r = client.get(f"/audio/{tid}", headers={"Range": "bytes=-16"})
+    assert r.status_code == 206 and r.content == data[-16:]
+    r = client.get(f"/audio/{tid}", headers={"Range": f"bytes={len(data) + 5}-"})
+    assert r.status_code == 416
+
+
+def test_audio_missing_is_404(client, serve_catalog):
+    assert client.get(f"/audio/{serve_catalog.labels['track_id'].iat[1]}").status_code == 404
+    assert client.get("/audio/no_such_track").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/audio/..%2F..%2Fetc%2Fpasswd",
+        "/audio/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/audio/%2Fetc%2Fpasswd",
+        "/audio//etc/passwd",
+        "/audio/etc/passwd",
+        "/audio/..%5C..%5Cetc%5Cpasswd",
+        "/audio/audio%2Fsyn_000000.wav",  # a registered file's own relative path
+        "/audio/%2E%2E/%2E%2E/etc/passwd",
+    ],
+)
+def test_audio_never_serves_paths_from_the_request(client, serve_catalog, path):
+    r = client.get(path)
+    assert r.status_code == 404
+    assert b"root:" not in r.content and b"RIFF" not in r.content
+
+
+def test_audio_absolute_path_of_a_real_file_is_refused(client, serve_catalog):
+    absolute = str(serve_catalog.audio_path(0))
+    r = client.get("/audio/" + absolute.replace("/", "%2F"))
+    assert r.status_code == 404 and b"RIFF" not in r.content
+
+
+# ---------------------------------------------------------------------- /metrics
+_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? \S+$')
+
+
+def test_metrics_prometheus_format(client):
+    client.post("/query", json={"track_id": "syn_000002", "target_mood": "calm"})
+    client.post("/query", json={"track_id": "syn_000002", "target_mood": "nope"})
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    lines = r.text.strip().splitlines()
+    for line in lines:
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or _SAMPLE.match(line), line
+    text = r.text
+    assert "# TYPE moodshift_requests_total counter" in text
+    assert "# TYPE moodshift_request_duration_seconds histogram" in text
+    ok = re.search(r'requests_total\{method="POST",route="/query",status="200"\} (\d+)', text)
+    bad = re.search(r'requests_total\{method="POST",route="/query",status="422"\} (\d+)', text)
+    assert ok and int(ok.group(1)) >= 1 and bad and int(bad.group(1)) >= 1
+    buckets = [
+        int(v)
+        for v in re.findall(r'duration_seconds_bucket\{route="/query",le="[^"]+"\} (\d+)', text)
+    ]
+    assert buckets == sorted(buckets) and len(buckets) >= 5
+    count = re.search(r'duration_seconds_count\{route="/query"\} (\d+)', text)
+    assert count and int(count.group(1)) == buckets[-1]
+    # Arbitrary unmatched paths do not create new series.
+    client.get("/definitely/not/a/route")
+    assert "/definitely" not in client.get("/metrics").text
+
+
+def test_threadpool_route_answers_like_the_fast_path(client, serve_catalog, serve_model):
+    """With ``inline=False`` queries go through FastAPI's route: same answers."""
+    import asyncio
+
+    from moodshift.serving.app import create_app
+
+    app = create_app(catalog=serve_catalog, model=serve_model, max_k=MAX_K, inline=False)
+    bodies = [
+        {"track_id": "syn_000004", "target_mood": "happy", "k": 5, "strength": 0.6},
+        {"track_id": "syn_000004", "target_mood": "sad", "filters": {"genre": "genre1"}},
+        {"track_id": "nope", "target_mood": "happy"},
+        {"track_id": "syn_000004", "target_mood": "ecstatic"},
+        {"track_id": "syn_000004", "target_mood": "happy", "k": MAX_K + 1},
+        {"embedding": [0.1] * 31, "source_mood": "sad", "target_mood": "happy"},
+    ]
+
+    async def in_process() -> tuple[list[httpx.Response], str]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as slow:
+            answers = [await slow.post("/query", json=body) for body in bodies]
+            return answers, (await slow.get("/metrics")).text
+
+    answers, metrics = asyncio.run(in_process())
+    for body, b in zip(bodies, answers, strict=True):
+        a = client.post("/query", json=body)
+        assert a.status_code == b.status_code, body
+        ja, jb = a.json(), b.json()
+        if a.status_code == 200:
+            ja.pop("took_ms"), jb.pop("took_ms")
+        assert ja == jb, body
+    assert 'route="/query",status="200"' in metrics
+
+
+def test_tracks_search_by_label_text(client, serve_catalog):
+    r = client.get("/tracks", params={"q": "inst7", "page_size": 100}).json()
+    expected = int(serve_catalog.labels["instruments"].str.contains("inst7").sum())
+    assert r["total"] == expected > 0
+    assert all("inst7" in it["instruments"] for it in r["items"])
+
+
+def test_stale_index_is_refused_at_startup(tmp_path, serve_model):
+    from moodshift.data.catalog import Catalog
+    from moodshift.errors import StaleArtifactError
+    from moodshift.retrieval.index import build_catalog_index
+    from moodshift.serving.app import create_app
+    from moodshift.serving.launch import serve
+    from moodshift.synthetic import make_catalog
+
+    make_catalog(n=300, dim=32, seed=11, groups=True).save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", progress=False)
+    other = make_catalog(n=300, dim=32, seed=12, groups=True)  # same size, other vectors
+    with pytest.raises(StaleArtifactError, match="moodshift index --catalog"):
+        create_app(catalog=other, model=serve_model, index=tmp_path / "cat" / "index")
+    app = create_app(
+        catalog=Catalog.load(tmp_path / "cat"), model=serve_model, index=tmp_path / "cat" / "index"
+    )
+    assert app.state.moodshift.index_kind == "flat"
+    with pytest.raises(InputError, match="folders"):
+        serve(catalog=other, model=serve_model, workers=2)
+
+
+@pytest.mark.slow
+def test_serve_benchmark_runs_end_to_end(tmp_path):
+    """The load benchmark on a tiny catalogue: it works and counts (no timing asserted)."""
+    from moodshift.bench.serve import run_serve_bench
+
+    out = run_serve_bench(
+        n=3000, dim=32, clients=(1, 4), requests=60, duration_s=20, epochs=1, warmup=10,
+        workdir=tmp_path, progress=False,
+    )  # fmt: skip
+    assert out["setup"]["index"]["kind"] == "flat"
+    assert [r["clients"] for r in out["runs"]] == [1, 4]
+    for r in out["runs"]:
+        assert r["errors"] == 0, r["error_examples"]
+        assert r["requests"] == 60 and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["unfiltered"]["requests"] + r["filtered"]["requests"] == 60
+    assert sum(out["server_histogram_query"].values()) > 0

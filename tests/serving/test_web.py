@@ -1,0 +1,123 @@
+"""The web page in headless Chromium (Playwright's Python package, Debian's chromium).
+
+Skipped, with the reason, where /usr/bin/chromium or playwright is missing
+(``bash scripts/test.sh`` installs both). The screenshot goes to
+``test-artifacts/web.png`` at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("MOODSHIFT_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install playwright; no `playwright install`)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    ctx = browser.new_context(viewport={"width": 1360, "height": 940})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    outside: list[str] = []
+    pg.on("request", lambda r: None if r.url.startswith(live_server) else outside.append(r.url))
+    pg.errors = errors  # type: ignore[attr-defined]
+    pg.outside = outside  # type: ignore[attr-defined]
+    yield pg
+    ctx.close()
+
+
+def test_search_seed_choose_mood_results_and_audio(page, live_server, serve_catalog):
+    seed_id = serve_catalog.labels["track_id"].iat[12]  # an even row: it has audio
+    page.goto(live_server + "/", wait_until="networkidle")
+    page.wait_for_selector("#mood-chips .chip")
+    # Search the seed by id and pick it.
+    page.fill("#search", seed_id)
+    first = page.locator(f'#search-results li[data-track-id="{seed_id}"]')
+    first.wait_for()
+    first.click()
+    page.wait_for_selector("#seed-card audio")
+    # Its player loads the audio's metadata (range requests against /audio).
+    page.wait_for_function(
+        "() => { const a = document.querySelector('#seed-audio'); return a && a.readyState >= 1; }",
+        timeout=15_000,
+    )
+    duration = page.evaluate("document.querySelector('#seed-audio').duration")
+    assert duration == pytest.approx(0.25, abs=0.02)
+    # Choose a target mood and a strength: results appear.
+    page.locator('#mood-chips .chip[data-mood="happy"]').click()
+    page.wait_for_selector("#results li.result")
+    n = page.locator("#results li.result").count()
+    assert n == 10
+    ids = page.locator("#results li.result").evaluate_all("els => els.map(e => e.dataset.trackId)")
+    assert seed_id not in ids and len(set(ids)) == 10
+    assert "happy" in page.inner_text("#status")
+    page.fill("#strength", "0.5")
+    page.wait_for_function(
+        "() => document.querySelector('#status').textContent.includes('results')"
+    )
+    # Results carry players, labels and similarities; the map is drawn.
+    assert page.locator("#results li.result .badge").count() == 10
+    assert page.locator("#results li.result .sim").count() == 10
+    assert page.locator("#results audio").count() >= 1
+    painted = page.evaluate(
+        """() => { const c = document.querySelector('#map');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+                   return n; }"""
+    )
+    assert painted > 1000
+    page.wait_for_timeout(300)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web.png"), full_page=True)
+    assert not page.errors, page.errors
+    assert not page.outside, f"the page fetched from elsewhere: {page.outside}"
+
+
+def test_page_shows_api_errors(page, live_server):
+    page.goto(live_server + "/", wait_until="networkidle")
+    page.fill("#search", "no track has this text")
+    page.wait_for_selector("#search-results li.empty")
+    assert "no tracks match" in page.inner_text("#search-results")
+
+
+def test_static_files_are_local(live_server):
+    import httpx
+
+    html = httpx.get(live_server + "/").text
+    assert "/static/app.js" in html and "http://" not in html and "https://" not in html
+    for name in ("app.js", "style.css"):
+        r = httpx.get(f"{live_server}/static/{name}")
+        assert r.status_code == 200
+        assert "https://" not in r.text and "http://" not in r.text
+    assert shutil.which  # keep the import used where Chromium is absent
