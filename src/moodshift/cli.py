@@ -216,6 +216,30 @@ def cmd_query(a: argparse.Namespace) -> None:
         print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  [{r.mood}: {why}]  {labels}")
 
 
+def cmd_playlist(a: argparse.Namespace) -> None:
+    from moodshift.retrieval.playlist import write_m3u
+    from moodshift.retrieval.search import Searcher
+    from moodshift.training.model import MoodshiftModel
+
+    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    cap = None if a.max_per_artist == 0 else a.max_per_artist
+    tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
+                               max_per_artist=cap)  # fmt: skip
+    if a.m3u:
+        write_m3u(a.m3u, tracks)
+    if a.json:
+        print(json.dumps({"tracks": tracks}, indent=2))
+        return
+    for i, t in enumerate(tracks, 1):
+        why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"
+        print(
+            f"{i:3d}. {t['track_id']}  {t['artist'] or '':<18} {t['mood']} ({why})  "
+            f"strength {t['strength']:.2f}  p({t['toward']}) {t['p_target']:.2f}"
+        )
+    if a.m3u:
+        print(f"wrote {a.m3u}")
+
+
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
     from moodshift.errors import InputError
 
@@ -393,6 +417,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-artist", type=int, help="at most this many results per artist")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
+
+    p = sub.add_parser("playlist", help="a mood-journey playlist from a seed to a target mood")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--track", required=True, help="seed track id (never in the list)")
+    p.add_argument("--to", required=True, help="target mood")
+    p.add_argument("--via", help="a mood to pass through half-way")
+    p.add_argument("--length", type=int, default=12)
+    p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
+    p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_playlist)
 
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
