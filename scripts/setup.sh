@@ -30,7 +30,4 @@ $PIP install -q --upgrade pip
 $PIP install -q torch==2.13.0
 # MOODSHIFT_EXTRAS: optional extras (the test run adds "ray" for the Ray engine tests).
 $PIP install -q -e ".[${MOODSHIFT_EXTRAS:-dev}]"
-# musicnn ships the pretrained MusiCNN weights; its TensorFlow dependency is not
-# needed (moodshift runs the network in PyTorch), hence --no-deps.
-$PIP install -q --no-deps musicnn==0.1.0
 echo "setup: done ($(.venv/bin/python -c 'import moodshift; print("moodshift", moodshift.__version__)'))"
