@@ -3,6 +3,7 @@
     moodshift import   --embeddings emb.npy --labels tracks.csv --out CATALOG
     moodshift corpus   --out DIR --n N                (built-in rendered audio)
     moodshift embed    --labels DIR/labels.csv --embedder musicnn --out CATALOG
+    moodshift embed    --audio-dir ~/Music --out CATALOG      (tags, incremental)
     moodshift train    --catalog CATALOG --out MODEL
     moodshift tune     --catalog CATALOG --out MODEL
     moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
@@ -70,6 +71,8 @@ def cmd_corpus(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(a: argparse.Namespace) -> None:
+    if a.audio_dir:
+        return cmd_embed_library(a)
     from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
@@ -82,6 +85,27 @@ def cmd_embed(a: argparse.Namespace) -> None:
           f"({cat.dim}-d); {len(report)} files skipped")  # fmt: skip
     for path, reason in report[:20]:
         print(f"  skipped {path}: {reason}")
+
+
+def cmd_embed_library(a: argparse.Namespace) -> None:
+    from moodshift.audio.library import embed_library
+    from moodshift.errors import InputError
+
+    if a.engine != "local":
+        raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
+    labels = a.labels
+    if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
+        labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
+        print(f"labels from {labels}")
+    cat, report = embed_library(
+        audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
+        cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+    )  # fmt: skip
+    print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
+          f"({cat.dim}-d)")  # fmt: skip
+    print(report.summary())
+    for path, reason in report.failed[:20]:
+        print(f"  unreadable {path}: {reason}")
 
 
 # ---------------------------------------------------------------------- train
@@ -287,9 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"))
     p.set_defaults(func=cmd_corpus)
 
-    p = sub.add_parser("embed", help="embed audio files into a catalogue")
-    p.add_argument("--labels", help="labels CSV with an audio_path column")
-    p.add_argument("--audio-dir", help="or a folder of audio files (labels from a CSV inside)")
+    p = sub.add_parser("embed", help="embed audio files (a music folder or a CSV) into a catalogue")
+    p.add_argument("--labels", help="labels CSV with an audio_path column; with --audio-dir: "
+                   "rows that add or override tags, by audio_path or track_id")  # fmt: skip
+    p.add_argument("--audio-dir", help="a music folder, walked recursively: tags give the labels "
+                   "(mood may be missing); re-runs embed only new or changed files")  # fmt: skip
     p.add_argument("--embedder", default="musicnn")
     p.add_argument("--cache-dir")
     p.add_argument("--workers", type=int)
