@@ -11,6 +11,7 @@
     moodshift index    --catalog CATALOG
     moodshift serve    --catalog CATALOG --model MODEL
     moodshift bench    selfjoin|train|serve|all
+    moodshift bench    embed [--audio-dir ~/Music]      (files/s and x real time per embedder)
     moodshift demo     [--out DIR]
 
 Errors the user can fix exit with code 2 and a one-line message, no traceback.
@@ -237,13 +238,30 @@ def cmd_serve(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from moodshift.bench.core import run_bench
 
-    result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
+    if a.what == "embed":
+        result = _bench_embed(a)
+    else:
+        result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
+
+
+def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
+    from moodshift.bench.core import NOTE, _load_avg, machine_info
+    from moodshift.bench.embed import bench_embed
+
+    result: dict[str, Any] = {"what": "embed", "machine": machine_info(), "note": NOTE}
+    result["embed"] = bench_embed(
+        audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
+        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
+        workers=a.workers, seed=a.seed,
+    )  # fmt: skip
+    result["machine"]["load_avg_after"] = _load_avg()
+    return result
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -395,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
+    g = p.add_argument_group("bench embed")
+    g.add_argument("--audio-dir", help="measure on this music folder (default: make a library)")
+    g.add_argument("--files", type=int, default=12, help="files in the made library")
+    g.add_argument("--clip-seconds", type=float, default=30.0, help="length of each made file")
+    g.add_argument("--embedders", default="features,musicnn")
+    g.add_argument("--workers", type=int, help="embedding worker processes")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")
