@@ -48,7 +48,7 @@ TRACKS: dict[str, tuple[dict[str, object], int]] = {
         2,
     ),
     "Bo Diddle/03 Up.flac": (
-        {"title": "Up", "artist": "Bo Diddle", "genre": ["Rock"], "mood": "happy"},
+        {"title": "Up", "artist": "Bo Diddle", "genre": ["Rock"], "mood": ["happy", "Energetic"]},
         3,
     ),
     "Bo Diddle/04 Down.m4a": (
@@ -150,7 +150,7 @@ def test_tags_of_every_container(library: Path) -> None:
         "mood": ["Happy"],
     }
     assert read_tags(library / "Ann Arbor/First/02 Rain.ogg")["mood"] == ["sad"]
-    assert read_tags(library / "Bo Diddle/03 Up.flac")["mood"] == ["happy"]
+    assert read_tags(library / "Bo Diddle/03 Up.flac")["mood"] == ["happy", "Energetic"]
     m4a = read_tags(library / "Bo Diddle/04 Down.m4a")
     assert m4a["mood"] == ["sad"] and m4a["genre"] == ["Jazz"]
     assert "mood" not in read_tags(library / "Cy/05 Untagged mood.mp3")
@@ -181,6 +181,7 @@ def test_embed_library_counts_labels_and_reruns_incrementally(
     assert [Path(p).name for p, _ in rep.failed] == ["corrupt.mp3"]
     assert (len(rep.empty), len(rep.hidden), len(rep.non_audio)) == (1, 1, 1)
     assert "4 labelled, 2 without a mood" in rep.summary()
+    assert rep.several_moods == 1 and "several mood tags: kept the first" in rep.summary()
     loaded = Catalog.load(out)
     labels = loaded.labels.set_index("track_id")
     assert list(labels.index) == sorted(TRACKS)
@@ -193,11 +194,14 @@ def test_embed_library_counts_labels_and_reruns_incrementally(
         "happy",
     )
     assert labels.loc["Bo Diddle/04 Down.m4a", "mood"] == "sad"  # MP4 freeform atom
+    assert labels.loc["Bo Diddle/03 Up.flac", "mood"] == "happy"  # the first of two
     assert labels.loc["Cy/05 Untagged mood.mp3", "mood"] == ""
     assert labels.loc["Cy/06 No tags at all.opus", "title"] == "06 No tags at all"
     assert float(labels.loc["Bo Diddle/03 Up.flac", "duration"]) == pytest.approx(2.5, abs=0.1)
     assert loaded.audio_path(0).is_file() and loaded.embeddings.shape == (6, 72)
     assert np.isfinite(loaded.embeddings).all()
+    # Unlabelled tracks do not prevent the stored split (they are a stratum of their own).
+    assert rep.split.startswith("train") and set(loaded.split) <= {"train", "val", "test"}
     raw_before = _raw(cache)
 
     # Same command again, after adding one file and deleting another.

@@ -314,6 +314,8 @@ class LibraryReport:
         Files skipped by the scan.
     labels_unmatched : int
         ``--labels`` rows that matched no file.
+    several_moods : int
+        Tracks with several mood tags (the first is the track's mood).
     split : str
         The stored split, or why there is none.
     """
@@ -330,6 +332,7 @@ class LibraryReport:
     non_audio: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     labels_unmatched: int = 0
+    several_moods: int = 0
     split: str = ""
 
     def summary(self) -> str:
@@ -345,6 +348,8 @@ class LibraryReport:
             + (f" ({kinds})" if kinds else "")
             + (f", {len(self.unreadable)} not listable" if self.unreadable else ""),
         ]
+        if self.several_moods:
+            lines.append(f"{self.several_moods} tracks have several mood tags: kept the first")
         if self.labels_unmatched:
             lines.append(f"--labels: {self.labels_unmatched} rows matched no file")
         lines.append(f"split: {self.split}")
@@ -510,6 +515,7 @@ def embed_library(
     provenance["library"] = {"root": str(root), "failed": len(report.failed),
                              "empty": len(report.empty)}  # fmt: skip
     cat = Catalog(embeddings=x, labels=rows, provenance=provenance, root=root)
+    report.several_moods = sum(len((files[r].get("tags") or {}).get("mood", [])) > 1 for r in ok)
     labelled = rows[attribute].astype(str).str.strip() != ""
     report.n_tracks, report.n_labelled = len(rows), int(labelled.sum())
     report.n_unlabelled = report.n_tracks - report.n_labelled
@@ -535,7 +541,8 @@ def _row(rel: str, entry: dict[str, Any], sep: str) -> dict[str, str]:
         "meta_album": (tags.get("album") or [""])[0],
         # Label values are compared as sets of words: one case for "Rock" and "rock".
         "genre": sep.join(dict.fromkeys(g.lower() for g in tags.get("genre", []))),
-        "mood": sep.join(dict.fromkeys(m.lower() for m in tags.get("mood", []))),
+        # One mood per track (the catalogue's attribute is single-valued): the first tag.
+        "mood": next(iter(m.lower() for m in tags.get("mood", [])), ""),
         "duration": f"{duration:.1f}" if duration else "",
         "audio_path": rel,
     }
