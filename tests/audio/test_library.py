@@ -253,6 +253,16 @@ def test_labels_csv_adds_and_overrides(library: Path, tmp_path: Path) -> None:
     assert (rep.n_labelled, rep.n_unlabelled, rep.labels_unmatched) == (6, 0, 1)
 
 
+def test_out_never_replaces_a_folder_that_is_not_a_catalogue(library: Path, tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="not a catalogue"):
+        embed_library(audio_dir=library, out=tmp_path / "docs", embedder="features")
+    with pytest.raises(InputError, match="replace the music folder"):
+        embed_library(audio_dir=library / "Cy", out=library, embedder="features")
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "precious"
+
+
 def test_nothing_usable_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "music").mkdir()
     (tmp_path / "music" / "broken.flac").write_bytes(b"fLaC" + b"\x00" * 200)

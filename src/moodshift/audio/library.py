@@ -423,6 +423,9 @@ def embed_library(
     root = scan.root
     if out == root or root.is_relative_to(out):
         raise InputError(f"--out {out} would replace the music folder; write it elsewhere.")
+    if out.is_dir() and any(out.iterdir()) and not (out / "catalog.json").is_file():
+        # The catalogue replaces its folder whole: never let that be someone's documents.
+        raise InputError(f"--out {out} is a folder that is not a catalogue; give a new folder.")
     overrides = _read_overrides(Path(labels)) if labels else None
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
     provenance = emb.provenance()
