@@ -294,8 +294,13 @@ class MoodEvidence:
         self._cache[mode] = (candidate, logp, by_label)
         return self._cache[mode]
 
-    def describe(self, rows: np.ndarray, *, classes: list[str]) -> list[dict[str, Any]]:
+    def describe(
+        self, rows: np.ndarray, *, classes: list[str], mode: str = "auto"
+    ) -> list[dict[str, Any]]:
         """Each track's mood and where it came from, for results.
+
+        With ``mode="probe"`` the tagger's prediction is reported even where a
+        label exists (it is what ranked the track); otherwise the label wins.
 
         Returns
         -------
@@ -304,7 +309,7 @@ class MoodEvidence:
         """
         out = []
         for r in np.asarray(rows).tolist():
-            lab = int(self.labels[r])
+            lab = int(self.labels[r]) if mode != "probe" else -1
             p = None if self.proba is None else self.proba[r]
             if lab >= 0:
                 out.append({"mood": classes[lab], "mood_source": "label",
@@ -316,6 +321,21 @@ class MoodEvidence:
             else:
                 out.append({"mood": None, "mood_source": None, "mood_probability": None})
         return out
+
+
+class UnitRows:
+    """Unit-norm rows of a (memory-mapped) matrix, normalised on access.
+
+    Large catalogues are searched through the index, and only the rows the
+    index returns are re-ranked: this avoids a normalised copy of the whole matrix.
+    """
+
+    def __init__(self, embeddings: np.ndarray) -> None:
+        self.embeddings = embeddings
+        self.shape = embeddings.shape
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return l2_normalize(np.asarray(self.embeddings[rows], dtype=np.float32))
 
 
 # ---------------------------------------------------------------------- engine
@@ -334,6 +354,9 @@ class QueryEngine:
         above :data:`EXACT_LIMIT` tracks; below it every track is scored exactly.
     settings : EvidenceSettings, optional
         Default: the model's (:meth:`EvidenceSettings.of`).
+    artists : np.ndarray, shape (n,), int64, optional
+        Artist code per track (``-1``: unknown, each such track its own artist),
+        for ``max_per_artist``.
     """
 
     def __init__(
@@ -345,6 +368,7 @@ class QueryEngine:
         index: Any | None = None,
         settings: EvidenceSettings | None = None,
         exact_limit: int = EXACT_LIMIT,
+        artists: np.ndarray | None = None,
     ) -> None:
         if len(evidence) != vectors.shape[0]:
             raise InputError(
@@ -359,6 +383,7 @@ class QueryEngine:
         self.settings = settings or EvidenceSettings.of(model)
         self.exact = index is None or vectors.shape[0] <= exact_limit
         self.transform = NumpyTransform.build(model)
+        self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
 
     @property
     def n(self) -> int:
@@ -431,6 +456,7 @@ class QueryEngine:
         weight: float | None = None,
         exclude: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
+        max_per_artist: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ranked rows for a batch of seeds.
 
@@ -446,6 +472,9 @@ class QueryEngine:
             A row to leave out per query (the seed itself); ``-1`` for none.
         allowed : np.ndarray, shape (n,), bool, optional
             Rows that may be returned (label filters).
+        max_per_artist : int, optional
+            At most this many results per artist (needs ``artists``); the list
+            is filled from further down the ranking.
 
         Returns
         -------
@@ -467,11 +496,46 @@ class QueryEngine:
                                         strength=strength)  # fmt: skip
         tiers = self.evidence.tiers(evidence)
         ex = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
-        if self.exact:
-            rows, scores = self._exact(q_label, q_probe, target, k, tiers, w, ex, allowed)
-        else:
-            rows, scores = self._indexed(q_label, q_probe, target, k, tiers, w, ex, allowed)
-        return rows, scores, q_label
+        run = self._exact if self.exact else self._indexed
+        if max_per_artist is None or self.artists is None:
+            rows, scores = run(q_label, q_probe, target, k, tiers, w, ex, allowed)
+            return rows, scores, q_label
+        if max_per_artist < 1:
+            raise InputError(f"max_per_artist must be >= 1, got {max_per_artist}.")
+        # Fetch deeper until the capped list is full or the catalogue is exhausted.
+        depth = k * 4
+        while True:
+            rows, scores = run(q_label, q_probe, target, min(depth, self.n), tiers, w, ex, allowed)
+            rows, scores, short = self._cap(rows, scores, k, max_per_artist)
+            if not short or depth >= self.n:
+                return rows, scores, q_label
+            depth *= 4
+
+    def _cap(
+        self, rows: np.ndarray, scores: np.ndarray, k: int, cap: int
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Keep at most ``cap`` rows per artist, in rank order; pad to ``k`` with -1."""
+        assert self.artists is not None
+        out_r = np.full((rows.shape[0], k), -1, dtype=np.int64)
+        out_s = np.zeros((rows.shape[0], k), dtype=np.float32)
+        short = False
+        for i in range(rows.shape[0]):
+            seen: dict[int, int] = {}
+            j = 0
+            for r, sc in zip(rows[i].tolist(), scores[i].tolist(), strict=True):
+                if r < 0:
+                    break
+                a = int(self.artists[r])
+                key = a if a >= 0 else -1 - r
+                if seen.get(key, 0) >= cap:
+                    continue
+                seen[key] = seen.get(key, 0) + 1
+                out_r[i, j], out_s[i, j] = r, sc
+                j += 1
+                if j == k:
+                    break
+            short |= j < k
+        return out_r, out_s, short
 
     def _scores(
         self,
@@ -588,3 +652,43 @@ class QueryEngine:
                 out_r[i, : merged.shape[1]] = merged[0].astype(np.int64)
                 out_s[i, : merged.shape[1]] = merged[1]
         return out_r, out_s
+
+
+def catalog_evidence(
+    catalog: Any, model: MoodshiftModel, *, proba: np.ndarray | None = None
+) -> MoodEvidence:
+    """The evidence of a whole catalogue: its labels and the model's tagger on every track.
+
+    Parameters
+    ----------
+    catalog : Catalog
+    model : MoodshiftModel
+    proba : np.ndarray, shape (n, m), optional
+        Stored tagger probabilities (e.g. from the index folder); computed when absent.
+
+    Returns
+    -------
+    MoodEvidence
+        A label the model does not know counts as no label.
+    """
+    lookup = {c: i for i, c in enumerate(model.classes)}
+    if model.attribute in catalog.labels.columns:
+        values = catalog.labels[model.attribute].fillna("").astype(str).str.strip().to_numpy()
+        labels = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64,
+                             count=len(values))  # fmt: skip
+    else:
+        labels = np.full(len(catalog), -1, dtype=np.int64)
+    if proba is None and model.tagger is not None:
+        proba = model.tagger.predict_proba(catalog.embeddings)
+    return MoodEvidence(labels=labels, proba=proba)
+
+
+def artist_codes(catalog: Any) -> np.ndarray | None:
+    """Artist code per track (``-1`` where unknown), or None without an artist column."""
+    if "artist" not in catalog.labels.columns:
+        return None
+    import pandas as pd
+
+    values = catalog.labels["artist"].fillna("").astype(str).str.strip()
+    codes, _ = pd.factorize(values.where(values != "", None))
+    return codes.astype(np.int64)
