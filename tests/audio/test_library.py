@@ -226,6 +226,22 @@ def test_embed_library_counts_labels_and_reruns_incrementally(
     assert (rep3.n_embedded, rep3.n_reused) == (0, 6)
 
 
+def test_every_format_decodes_to_the_clip(library: Path) -> None:
+    from moodshift.audio.embedders.pipeline import load_audio
+
+    flac, sr = load_audio(library / "Bo Diddle/03 Up.flac")
+    original = (_clip(3) + _clip(53)) / 2  # stereo -> mono is the channel mean
+    assert sr == SR and np.abs(flac - original).max() < 1e-4  # lossless, 16-bit
+    for rel in TRACKS:  # lossy codecs: the same length (+ encoder padding) and loudness
+        y, sr = load_audio(library / rel)
+        assert 2.5 <= len(y) / sr <= 2.6, rel
+        assert np.sqrt(np.mean(y**2)) == pytest.approx(np.sqrt(np.mean(original**2)), rel=0.1)
+    from moodshift.errors import AudioError
+
+    with pytest.raises(AudioError, match="Invalid data"):  # FFmpeg's reason is the one shown
+        load_audio(library / "Cy/corrupt.mp3")
+
+
 def test_labels_csv_adds_and_overrides(library: Path, tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text(

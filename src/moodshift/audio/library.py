@@ -413,7 +413,12 @@ def embed_library(
         No audio file could be embedded, or the labels file cannot be used.
     """
     from moodshift.audio.embedders.base import get_embedder
-    from moodshift.audio.embedders.pipeline import _Cache, embed_files, file_sha256
+    from moodshift.audio.embedders.pipeline import (
+        _Cache,
+        embed_files,
+        file_sha256,
+        provenance_key,
+    )
     from moodshift.audio.embedders.standardize import fit_standardizer
     from moodshift.data.catalog import SEPARATOR, Catalog
 
@@ -470,9 +475,12 @@ def embed_library(
     # 2. Embeddings: from the cache by content hash, else computed (and cached at once).
     vectors: dict[str, np.ndarray] = {}
     todo: list[str] = []
+    key = provenance_key(provenance)
     for rel, entry in files.items():
-        if entry.get("failed"):
-            continue  # unchanged since it failed: not retried
+        if entry.get("failed") and entry.get("failed_with") == key:
+            continue  # unchanged since it failed with this embedder: not retried
+        entry.pop("failed", None)
+        entry.pop("failed_with", None)
         vec = store.get(entry["sha256"])
         if vec is None:
             todo.append(rel)
@@ -488,7 +496,7 @@ def embed_library(
         report.n_reused += run.n_cached
         for path, reason in run.failures:
             rel = Path(path).relative_to(root).as_posix()
-            files[rel]["failed"] = reason
+            files[rel]["failed"], files[rel]["failed_with"] = reason, key
     report.failed = [(str(root / r), e["failed"]) for r, e in files.items() if e.get("failed")]
 
     # 3. The catalogue: one row per embedded file, sorted by path.
