@@ -344,3 +344,21 @@ def test_a_killed_run_keeps_every_finished_embedding(tmp_path: Path) -> None:
                            progress=False)  # fmt: skip
     assert rep.n_tracks == 10 and rep.n_reused >= done_before_kill
     assert rep.n_embedded == 10 - rep.n_reused
+
+
+def test_bench_embed_on_a_folder(library: Path, tmp_path: Path) -> None:
+    import json
+
+    music = tmp_path / "music"
+    for rel in ("Bo Diddle/04 Down.m4a", "Ann Arbor/First/01 Sun.mp3"):
+        (music / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(library / rel, music / rel)
+    out = tmp_path / "bench.json"
+    argv = ["bench", "embed", "--audio-dir", str(music), "--embedders", "features",
+            "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    r = json.loads(out.read_text())["embed"]
+    assert set(r["decode"]) == {".m4a", ".mp3"} and r["library"]["files"] == 2
+    rec = r["embedders"]["features"]
+    assert rec["files"] == 2 and rec["files_per_s"] > 0 and rec["x_realtime"] > 0
+    assert r["library"]["audio_s"] == pytest.approx(5.0, abs=0.2)

@@ -482,7 +482,8 @@ def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, **_: Any
     # `moodshift bench embed` has the options: --audio-dir, --files, --clip-seconds).
     from moodshift.bench.embed import bench_embed
 
-    return bench_embed(n_files=8, clip_seconds=embed_seconds, seed=seed, progress=progress)
+    return bench_embed(n_files=4, clip_seconds=embed_seconds, seed=seed, render=False,
+                       progress=progress)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- query latency

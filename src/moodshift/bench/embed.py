@@ -43,11 +43,12 @@ _SNDFILE_FORMATS = {".mp3": ("MP3", "MPEG_LAYER_III"), ".ogg": ("OGG", "VORBIS")
                     ".flac": ("FLAC", "PCM_16")}  # fmt: skip
 
 
-def _sources(tmp: Path, *, n: int, seconds: float, seed: int, progress: bool) -> list[Path]:
-    """``n`` WAV clips of ``seconds`` each: rendered music if FluidSynth is here."""
+def _sources(tmp: Path, *, n: int, seconds: float, seed: int, render: bool,
+             progress: bool) -> list[Path]:  # fmt: skip
+    """``n`` WAV clips of ``seconds`` each: rendered music if asked and FluidSynth is here."""
     from moodshift.audio.corpus.render import default_soundfonts
 
-    if shutil.which("fluidsynth") and default_soundfonts():
+    if render and shutil.which("fluidsynth") and default_soundfonts():
         from moodshift.audio.corpus import build_corpus
 
         build_corpus(tmp / "corpus", n=n, seed=seed, clip_seconds=(seconds, seconds),
@@ -71,9 +72,12 @@ def _sources(tmp: Path, *, n: int, seconds: float, seed: int, progress: bool) ->
 
 def make_bench_library(
     folder: str | Path, *, n_files: int = 12, seconds: float = 30.0, seed: int = 0,
-    progress: bool = True,
+    render: bool = True, progress: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """Write ``n_files`` compressed clips (formats in turn) under ``folder``.
+
+    ``render=False`` encodes synthetic chords instead of rendered music (seconds
+    faster to make; the throughput figures barely depend on the content).
 
     Returns
     -------
@@ -86,7 +90,8 @@ def make_bench_library(
     use_ffmpeg = shutil.which("ffmpeg") is not None
     formats = FORMATS if use_ffmpeg else tuple(_SNDFILE_FORMATS)
     with tempfile.TemporaryDirectory(prefix="moodshift-bench-src-") as tmp:
-        srcs = _sources(Path(tmp), n=n_files, seconds=seconds, seed=seed, progress=progress)
+        srcs = _sources(Path(tmp), n=n_files, seconds=seconds, seed=seed, render=render,
+                        progress=progress)  # fmt: skip
         source = "rendered" if "corpus" in str(srcs[0]) else "synthetic"
         counts: dict[str, int] = {}
         for i, src in enumerate(srcs):
@@ -137,6 +142,7 @@ def bench_embed(
     embedders: Sequence[str] = ("features", "musicnn"),
     workers: int | None = None,
     seed: int = 0,
+    render: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Embed a library of compressed files with each embedder and time it.
@@ -151,6 +157,8 @@ def bench_embed(
     workers : int, optional
         Worker processes, as ``moodshift embed --workers``.
     seed : int
+    render : bool
+        Make the library from rendered music (FluidSynth) rather than synthetic chords.
     progress : bool
 
     Returns
@@ -176,7 +184,7 @@ def bench_embed(
         tmp = Path(tmp_s)
         if audio_dir is None:
             info = make_bench_library(tmp / "music", n_files=n_files, seconds=clip_seconds,
-                                      seed=seed, progress=progress)  # fmt: skip
+                                      seed=seed, render=render, progress=progress)  # fmt: skip
             audio_dir = tmp / "music"
         else:
             info = {"source": str(audio_dir)}
