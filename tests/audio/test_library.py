@@ -157,6 +157,35 @@ def test_tags_of_every_container(library: Path) -> None:
     assert read_tags(library / "Cy/06 No tags at all.opus") == {}
 
 
+def test_tags_of_wma_and_wavpack(tmp_path: Path) -> None:
+    import mutagen
+    from mutagen.asf import ASF
+
+    from moodshift.audio.embedders.pipeline import load_audio
+
+    wma, wv = tmp_path / "a.wma", tmp_path / "b.wv"
+    sf.write(tmp_path / "src.wav", _clip(9, seconds=1.0), SR)
+    for dst in (wma, wv):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "src.wav"),
+                        "-map_metadata", "-1", "-fflags", "+bitexact", str(dst)],
+                       check=True)  # fmt: skip
+    f = ASF(wma)
+    f["Title"], f["Author"], f["WM/Genre"], f["WM/Mood"] = ["T"], ["A"], ["Rock;Pop"], ["Calm"]
+    f.save()
+    g = mutagen.File(wv)
+    if g.tags is None:
+        g.add_tags()
+    g["Mood"], g["Genre"] = "sad", "Jazz\x00Blues"  # APEv2: several values, NUL-separated
+    g.save()
+    assert read_tags(wma) == {"title": ["T"], "artist": ["A"], "genre": ["Rock", "Pop"],
+                              "mood": ["Calm"]}  # fmt: skip
+    wv_tags = read_tags(wv)
+    assert wv_tags["mood"] == ["sad"] and wv_tags["genre"] == ["Jazz", "Blues"]
+    for p in (wma, wv):  # FFmpeg (PyAV) decodes both
+        y, sr = load_audio(p)
+        assert sr == SR and 0.95 <= len(y) / sr <= 1.1
+
+
 def test_scan_sorts_the_folder(library: Path, tmp_path: Path) -> None:
     scan = scan_library(root=library)
     rel = [p.relative_to(library).as_posix() for p in scan.audio]

@@ -60,6 +60,9 @@ STATE_FILE = "library.json"
 STATE_VERSION = 1
 #: Columns of a library catalogue, in order (``meta_*`` columns are shown, not scored).
 COLUMNS = ("track_id", "title", "artist", "meta_album", "genre", "mood", "duration", "audio_path")
+# WMA (ASF) attribute names of the tags read (Title is "Title" already).
+_ASF_KEYS = {"author": "artist", "wm/albumtitle": "album", "wm/genre": "genre",
+             "wm/mood": "mood"}  # fmt: skip
 # Several values in one tag (ID3 v2.3 taggers, "Rock; Pop") are split on these.
 _VALUE_SEPARATORS = (";", "|", "\x00")
 
@@ -214,9 +217,10 @@ def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
         for atom, values in tags.items():
             if atom.lower() == "----:com.apple.itunes:mood":
                 raw["mood"] = [bytes(v) for v in values]
-    else:  # Vorbis comments (FLAC, Ogg, Opus), APEv2, ...: text keys, any case
+    else:  # Vorbis comments (FLAC, Ogg, Opus), APEv2, ASF (WMA): text keys, any case
         for key, values in tags.items():
             k = str(key).lower()
+            k = _ASF_KEYS.get(k, k)
             if k in ("title", "artist", "album", "genre", "mood"):
                 vals = values if isinstance(values, list) else [values]
                 raw.setdefault(k, []).extend(str(v) for v in vals)
