@@ -13,8 +13,9 @@ rules keep it a journey rather than a jump:
   remaining track's does.
 
 Within the rules, step ``i`` takes the candidate maximising its similarity to
-the step's query minus ``3 (p - aim_i)`` above the aim or ``aim_i - p`` below it, where ``aim_i`` rises evenly from the
-seed's ``p(target)`` to 1: the list moves gradually instead of jumping.
+the step's query minus ``3 (p - aim_i)`` above the aim or ``aim_i - p`` below
+it, where ``aim_i`` rises evenly from the seed's ``p(target)`` to 1: the list
+moves gradually instead of jumping.
 
 With ``via``, the first half travels from the seed to ``via`` and the second
 half from the last item of the first half to the target.
