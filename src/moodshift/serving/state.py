@@ -69,10 +69,9 @@ class ServingState:
         labels = catalog.labels
         self.attribute = model.attribute
         if self.attribute not in labels.columns:
-            raise InputError(
-                f"the model transforms {self.attribute!r} but the catalogue has no such column "
-                f"(columns: {list(labels.columns)}); serve a model trained on this catalogue."
-            )
+            # A catalogue without the column (an untagged music folder) is all unlabelled:
+            # the model's tagger judges every track.
+            labels = labels.assign(**{self.attribute: ""})
         self.moods = list(model.classes)
         self._mood_index = {m: i for i, m in enumerate(self.moods)}
         self.track_ids = labels["track_id"].astype(str).to_numpy(dtype=object)
@@ -96,7 +95,9 @@ class ServingState:
             else np.zeros(self.n, dtype=bool)
         )
         if self.attribute not in self.columns:
-            self.columns[self.attribute] = labels[self.attribute].astype(str).to_numpy(object)
+            self.columns[self.attribute] = (
+                labels[self.attribute].fillna("").astype(str).to_numpy(object)
+            )
         # Seed moods as model class codes (-1: a value the model does not know).
         self.source_codes = np.array(
             [self._mood_index.get(v, -1) for v in self.columns[self.attribute]], dtype=np.int64
