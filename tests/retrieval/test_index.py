@@ -265,7 +265,7 @@ def test_catalog_index_built_checked_and_refused_when_stale(tmp_path):
     assert info["recall_at_10"] == 1.0 and "build_seconds" in info
     meta = json.loads((tmp_path / "cat" / "index" / "index.json").read_text())
     assert meta["provenance"]["name"] == "synthetic"
-    assert set(meta["fingerprint"]) >= {"n", "dim", "track_ids_hash", "embeddings_hash"}
+    assert set(meta["fingerprint"]["hashes"]) >= {"track_ids", "embeddings", "labels"}
 
     loaded = Catalog.load(tmp_path / "cat")
     index = load_catalog_index(loaded, catalog_path=tmp_path / "cat")

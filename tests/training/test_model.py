@@ -91,7 +91,7 @@ def test_load_rejects_non_model(tmp_path):
     m = _model()
     m.save(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(FileFormatError, match="corrupt"):
+    with pytest.raises(FileFormatError, match="not a readable safetensors"):
         MoodshiftModel.load(tmp_path / "m")
 
 
