@@ -176,7 +176,9 @@ def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
-    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
+    model = MoodshiftModel.load(a.model)
+    model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
+    searcher = Searcher(catalog=cat, model=model)
     filters = dict(f.split("=", 1) for f in a.filter) if a.filter else None
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
                                 strength=a.strength, filters=filters)  # fmt: skip

@@ -52,6 +52,8 @@ class ServingState:
         self, *, catalog: Catalog, model: MoodshiftModel, index: Any | None, max_k: int
     ) -> None:
         catalog.check_compatible(model.embedder, what="model")
+        model.check_servable()
+        model.check_catalog(catalog)
         self.catalog = catalog
         self.model = model
         self.max_k = int(max_k)
