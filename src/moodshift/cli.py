@@ -208,7 +208,13 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from moodshift.serving.launch import serve
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
-          workers=a.workers, max_k=a.max_k)  # fmt: skip
+          workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
+          cors_origins=_split(a.cors_origin), audio_roots=a.audio_root or ())  # fmt: skip
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Comma lists, possibly given several times, as one list."""
+    return [v.strip() for text in values or () for v in text.split(",") if v.strip()]
 
 
 # ---------------------------------------------------------------------- bench / demo
@@ -356,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
+                   help="Host header names to answer, comma-separated, '*' for any "
+                        "(default: loopback names and --host)")  # fmt: skip
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed to call the API (CORS is off by default)",
+    )
+    p.add_argument(
+        "--audio-root",
+        action="append",
+        metavar="FOLDER",
+        help="further folder audio may be served from (default: the catalogue's)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmarks (they measure; they are not tests)")

@@ -77,7 +77,7 @@ def test_validation_rejects_bad_input(reference, estimated, k):
 )
 def test_set_metrics_refuse_strings_as_label_sets(call):
     """A string label set was split into characters: "rock" and "cork" matched."""
-    with pytest.raises(InputError, match="set of labels|must be strings"):
+    with pytest.raises(InputError, match=r"set of labels|must be strings"):
         call()
 
 

@@ -164,7 +164,8 @@ def create_app(
         # The length is documented here but checked by ServingState, whose message
         # names the catalogue's embedder.
         embedding: list[float] | None = Field(
-            None, strict=True, description=f"Seed embedding, {state.dim} numbers (or give track_id)",
+            None, strict=True,
+            description=f"Seed embedding, {state.dim} numbers (or give track_id)",
             json_schema_extra={"minItems": state.dim, "maxItems": state.dim},
         )  # fmt: skip
         source_mood: str | None = Field(

@@ -174,8 +174,10 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            if not self.any_host and host is not None and (
-                host_name(host) not in self.allowed_hosts
+            if (
+                not self.any_host
+                and host is not None
+                and (host_name(host) not in self.allowed_hosts)
             ):
                 scope["route_name"] = "<bad host>"
                 await send_json(
