@@ -11,9 +11,9 @@ import time
 import httpx
 import numpy as np
 import pytest
+from helpers import running
 
 from audio_helpers import write_tone
-from helpers import running
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError
 from moodshift.serving.app import create_app
