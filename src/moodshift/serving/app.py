@@ -282,7 +282,9 @@ def create_app(
     @app.get("/tracks", tags=["tracks"])
     def tracks(
         q: Annotated[str | None, Query(max_length=200, description="id/title/label text")] = None,
-        mood: Annotated[str | None, Query(description="only this mood")] = None,
+        mood: Annotated[
+            str | None, Query(description="only this mood", json_schema_extra={"enum": moods})
+        ] = None,
         genre: Annotated[str | None, Query(description="only this genre")] = None,
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,

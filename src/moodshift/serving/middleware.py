@@ -278,7 +278,10 @@ def error_payload(exc: MoodshiftError) -> tuple[int, dict[str, Any]]:
         return 422, {"detail": [{"loc": loc, "msg": exc.msg, "type": "value_error"}]}
     if isinstance(exc, UnknownTrackError):
         return 404, {"detail": str(exc)}
-    return (422 if isinstance(exc, InputError) else 500), {"detail": str(exc)}
+    if isinstance(exc, InputError):
+        # The same shape as every other 422 (FastAPI's HTTPValidationError).
+        return 422, {"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}
+    return 500, {"detail": str(exc)}
 
 
 async def send_json(send: Any, status: int, payload: Any) -> None:

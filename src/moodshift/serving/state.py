@@ -367,7 +367,8 @@ class ServingState:
         }
 
     def _check_embedding(self, embedding: Any) -> np.ndarray:
-        vec = np.asarray(embedding, dtype=np.float32)
+        with np.errstate(over="ignore"):  # above float32's range: inf, refused below
+            vec = np.asarray(embedding, dtype=np.float32)
         if vec.ndim != 1 or vec.size != self.dim:
             raise BodyFieldError(
                 "embedding",
