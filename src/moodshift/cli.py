@@ -219,11 +219,19 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    from moodshift.bench.core import run_bench
+    if a.what == "soak":
+        from moodshift.bench.soak import format_soak, run_soak
 
-    result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
+        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=a.clients,
+                          duration_s=a.duration, seed=a.seed)  # fmt: skip
+        print(format_soak(result))
+    else:
+        from moodshift.bench.core import run_bench
+
+        result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
+                           classes=a.classes, seed=a.seed)  # fmt: skip
+        print(json.dumps(result, indent=2, default=str))
     text = json.dumps(result, indent=2, default=str)
-    print(text)
     if a.json:
         from moodshift._atomic import write_text
 
@@ -384,10 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining or all",
+        help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
     )
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--n", type=int, help="tracks (default 200,000; soak: 5,000)")
+    p.add_argument("--dim", type=int, help="dimensions (default 512; soak: 64)")
+    p.add_argument("--clients", type=int, default=32, help="soak: concurrent clients")
+    p.add_argument("--duration", type=float, default=60.0, help="soak: seconds of load")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
