@@ -74,6 +74,7 @@ def jail(tmp_path_factory, serve_catalog, serve_model):
     write_tone(outside / "secret.wav", freq=330.0)
     write_tone(root / "audio" / "ok.wav", freq=440.0)
     write_tone(extra / "more.wav", freq=550.0)
+    write_tone(root / "audio" / "big.wav", freq=660.0, seconds=150.0)  # 2.4 MB: streamed
     (root / "audio" / "notes.txt").write_text("not audio")
     (root / "audio" / "folder.wav").mkdir()
     os.symlink(outside / "secret.wav", root / "audio" / "escape.wav")
@@ -88,6 +89,7 @@ def jail(tmp_path_factory, serve_catalog, serve_model):
         "directory": ("audio/folder.wav", 404),
         "etc": ("/etc/passwd", 404),
         "extra_root": (str(extra / "more.wav"), 200),
+        "big": ("audio/big.wav", 200),
     }
     labels = serve_catalog.labels.copy()
     labels["audio_path"] = ""
@@ -104,7 +106,7 @@ def jail(tmp_path_factory, serve_catalog, serve_model):
 
 @pytest.mark.parametrize(
     "case", ["inside", "symlink_inside", "symlink_out", "dotdot", "absolute_out", "not_audio",
-             "directory", "etc", "extra_root"],
+             "directory", "etc", "extra_root", "big"],
 )  # fmt: skip
 def test_audio_is_confined_to_regular_audio_files_under_the_roots(jail, case):
     c, cases = jail
@@ -284,3 +286,15 @@ def test_query_and_serve_cli_refuse_unusable_models(tmp_path, serve_catalog, ser
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     rc = main(["evaluate", "--catalog", str(tmp_path / "cat"), "--model", str(tmp_path / "m")])
     assert rc == 2 and "outside [0, 1]" in capsys.readouterr().err
+
+
+def test_audio_large_files_and_ranges_are_exact(jail, tmp_path_factory):
+    c, cases = jail
+    tid, _ = cases["big"]
+    whole = c.get(f"/audio/{tid}")
+    data = whole.content
+    assert whole.status_code == 200 and len(data) > 2 * 1024 * 1024
+    assert int(whole.headers["content-length"]) == len(data)
+    for lo, hi in [(0, 99), (1024 * 1024 - 10, 1024 * 1024 + 10), (5, 1024 * 1024 + 500_000)]:
+        r = c.get(f"/audio/{tid}", headers={"Range": f"bytes={lo}-{hi}"})
+        assert r.status_code == 206 and r.content == data[lo : hi + 1], (lo, hi)
