@@ -53,7 +53,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -184,6 +184,14 @@ def create_app(
         )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
             None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
+        )
+        evidence: Literal["auto", "labels", "probe", "none"] = Field(
+            "auto",
+            description="Mood evidence in ranking: labels where known and the model's tagger "
+            "elsewhere (auto), labels only, the tagger only (probe), or none",
+        )
+        max_per_artist: int | None = Field(
+            None, ge=1, le=max_k, description="At most this many results per artist"
         )
 
     app = FastAPI(
