@@ -167,7 +167,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         from moodshift.evaluation.sweep import run_sweep
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
-                                           max_seeds=a.max_seeds)  # fmt: skip
+                                           max_seeds=a.max_seeds,
+                                           label_fraction=a.label_fraction)  # fmt: skip
     print(format_table(report))
     if a.json:
         from moodshift._atomic import write_text
@@ -235,7 +236,12 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
 def cmd_index(a: argparse.Namespace) -> None:
     from moodshift.retrieval.index import build_catalog_index
 
-    info = build_catalog_index(a.catalog, kind=a.kind, out=a.out)
+    model = None
+    if a.model:
+        from moodshift.training.model import MoodshiftModel
+
+        model = MoodshiftModel.load(a.model)
+    info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)
     print(json.dumps(info, indent=2, default=str))
 
 
@@ -407,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
+    p.add_argument("--model", help="also store this model's tagger p(mood | track) per track")
     p.add_argument("--out")
     p.set_defaults(func=cmd_index)
 

@@ -692,3 +692,16 @@ def artist_codes(catalog: Any) -> np.ndarray | None:
     values = catalog.labels["artist"].fillna("").astype(str).str.strip()
     codes, _ = pd.factorize(values.where(values != "", None))
     return codes.astype(np.int64)
+
+
+def stored_proba(index: Any, model: MoodshiftModel) -> np.ndarray | None:
+    """The index's stored tagger probabilities, if they were made by this model's tagger."""
+    proba = getattr(index, "mood_proba", None)
+    if proba is None or model.tagger is None:
+        return None
+    if getattr(index, "meta", {}).get("tagger") != model.tagger.fingerprint():
+        log.info("the index's mood probabilities come from another tagger; recomputing them")
+        return None
+    if proba.shape[1] != len(model.classes):
+        return None
+    return proba

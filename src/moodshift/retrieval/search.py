@@ -16,7 +16,7 @@ import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
 from moodshift.errors import InputError, UnknownLabelError
-from moodshift.retrieval.engine import QueryEngine, artist_codes, catalog_evidence
+from moodshift.retrieval.engine import QueryEngine, artist_codes, catalog_evidence, stored_proba
 from moodshift.training.model import MoodshiftModel
 
 
@@ -146,10 +146,11 @@ class Searcher:
         self.catalog.check_compatible(self.model.embedder, what="model")
         if self.index is None:
             self.index = ExactIndex(self.catalog.normalized)
+        proba = self.proba if self.proba is not None else stored_proba(self.index, self.model)
         self.engine = QueryEngine(
             model=self.model,
             vectors=self.catalog.normalized,
-            evidence=catalog_evidence(self.catalog, self.model, proba=self.proba),
+            evidence=catalog_evidence(self.catalog, self.model, proba=proba),
             index=self.index,
             artists=artist_codes(self.catalog),
         )

@@ -34,6 +34,7 @@ from moodshift.retrieval.engine import (
     UnitRows,
     artist_codes,
     catalog_evidence,
+    stored_proba,
 )
 from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
 from moodshift.training.model import MoodshiftModel
@@ -154,7 +155,7 @@ class ServingState:
         self._parsed: dict[str, list[str]] = {}
         # One query engine for every consumer (CLI, Searcher, API, evaluation).
         vectors = catalog.normalized if self.n <= EXACT_LIMIT else UnitRows(catalog.embeddings)
-        self.evidence = catalog_evidence(catalog, model, proba=getattr(index, "mood_proba", None))
+        self.evidence = catalog_evidence(catalog, model, proba=stored_proba(index, model))
         self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
                                   index=index, artists=artist_codes(catalog))  # fmt: skip
         self.transform = self.engine.transform

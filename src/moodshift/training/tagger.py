@@ -176,6 +176,16 @@ class MoodTagger:
         tagger.report.update(temperature=tagger.temperature, n_train=len(train_y))
         return tagger
 
+    def fingerprint(self) -> str:
+        """A hash of the weights and temperature (stored probabilities must match it)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.weight, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.bias, dtype=np.float32).tobytes())
+        h.update(repr(float(self.temperature)).encode())
+        return h.hexdigest()[:16]
+
     # ------------------------------------------------------------------ persistence
     def write_into(self, folder: Path) -> None:
         """Write ``tagger.safetensors`` and ``tagger.json`` into a model folder."""
