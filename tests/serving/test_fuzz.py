@@ -23,7 +23,7 @@ EXAMPLES = 150
 OPERATIONS = [
     ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/info"), ("get", "/map"),
     ("get", "/tracks"), ("get", "/tracks/{track_id}"), ("post", "/query"),
-    ("get", "/audio/{track_id}"),
+    ("get", "/audio/{track_id}"), ("post", "/playlist"),
 ]  # fmt: skip
 
 json_values = st.recursive(

@@ -191,20 +191,29 @@ def create_app(
             "elsewhere (auto), labels only, the tagger only (probe), or none",
         )
         max_per_artist: int | None = Field(
-            None, ge=1, le=max_k, description="At most this many results per artist"
+            None, strict=True, ge=1, le=max_k, description="At most this many results per artist"
         )
 
     class PlaylistRequest(BaseModel):
         """A mood journey from ``track_id``'s mood to ``to``."""
 
         model_config = ConfigDict(extra="forbid")
-        track_id: str = Field(..., description="Seed track id (never in the list)")
-        to: str = Field(..., description=f"Target mood, one of {moods}")
-        via: str | None = Field(None, description="A mood to pass through half-way")
-        length: int = Field(12, ge=1, le=max_k, description=f"Items, 1..{max_k}")
-        max_per_artist: int | None = Field(
-            1, ge=1, le=max_k, description="At most this many items per artist (null: no cap)"
+        track_id: str = Field(
+            ..., strict=True, max_length=1000, description="Seed track id (never in the list)"
         )
+        to: str = Field(
+            ..., strict=True, description=f"Target mood, one of {moods}",
+            json_schema_extra={"enum": moods},
+        )  # fmt: skip
+        via: str | None = Field(
+            None, strict=True, description="A mood to pass through half-way",
+            json_schema_extra={"enum": [*moods, None]},
+        )  # fmt: skip
+        length: int = Field(12, strict=True, ge=1, le=max_k, description=f"Items, 1..{max_k}")
+        max_per_artist: int | None = Field(
+            1, strict=True, ge=1, le=max_k,
+            description="At most this many items per artist (null: no cap)",
+        )  # fmt: skip
 
     app = FastAPI(
         title="moodshift",
