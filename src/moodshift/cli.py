@@ -171,13 +171,28 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- query
+def _parse_filters(items: Sequence[str] | None) -> dict[str, str] | None:
+    """``--filter label=value`` options as a dict (None when none was given)."""
+    from moodshift.errors import InputError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise InputError(f"--filter wants label=value, e.g. genre=rock; got {item!r}.")
+        out[name.strip()] = value.strip()
+    return out
+
+
 def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.retrieval.search import Searcher
     from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
     searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
-    filters = dict(f.split("=", 1) for f in a.filter) if a.filter else None
+    filters = _parse_filters(a.filter)
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
                                 strength=a.strength, filters=filters)  # fmt: skip
     if a.json:
@@ -237,7 +252,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, help="triplet margin (absolute, or gamma if relative)")
     p.add_argument("--margin-mode", choices=["fixed", "relative"])
     p.add_argument("--bce-on", choices=["target", "seed"])
-    p.add_argument("--k", type=int, help="proxy-target list length K (default 100)")
+    p.add_argument(
+        "--k", type=int, help="proxy-target list length K (default 1; the paper uses 100)"
+    )
     p.add_argument("--k-fraction", type=float, help="K as a fraction of the smallest class")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)

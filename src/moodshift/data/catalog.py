@@ -91,7 +91,7 @@ class Catalog:
         if int(self.provenance["dim"]) != self.dim:
             raise EmbedderMismatchError(
                 f"provenance says dim {self.provenance['dim']} but the embeddings have "
-                f"{self.dim} columns; re-import with the right --embedder-dim."
+                f"{self.dim} columns; rebuild the catalogue (`moodshift import` or `embed`)."
             )
         self._id_index: dict[str, int] | None = None
         self._normed: np.ndarray | None = None

@@ -1,4 +1,4 @@
-"""Training-free baselines (METHOD.md, "Baselines").
+"""Training-free baselines (docs/method.md, "Baselines").
 
 Query-vector baselines return unit-norm query embeddings that are then
 retrieved like the model's output; oracle and random baselines return ranked
@@ -8,20 +8,78 @@ All take unit-norm seeds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from moodshift.data.catalog import l2_normalize
 from moodshift.retrieval.search import topk_cosine
 from moodshift.training.model import slerp
 
+if TYPE_CHECKING:
+    from moodshift.data.catalog import Catalog
+
 
 def class_centroids(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int) -> np.ndarray:
-    """Mean of the unit-norm embeddings of each class, shape (m, d) (not re-normalised)."""
+    """Mean of the unit-norm embeddings of each class (not re-normalised).
+
+    Parameters
+    ----------
+    embeddings : np.ndarray, shape (n, d)
+        Any norm; each row is normalised first.
+    labels : np.ndarray of int, shape (n,)
+        Class index of each row, in ``[0, n_classes)``.
+    n_classes : int
+        Number of classes m; a class without rows gets a zero centroid.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (m, d)
+    """
     x = l2_normalize(embeddings)
     out = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
     np.add.at(out, labels, x)
     counts = np.bincount(labels, minlength=n_classes).astype(np.float32)
     return out / np.maximum(counts, 1.0)[:, None]
+
+
+def training_centroids(
+    catalog: Catalog, *, attribute: str, classes: Sequence[str], part: str = "train"
+) -> np.ndarray:
+    """Class centroids of one split (the training split) in a given class order.
+
+    The single source of the centroids that the average-mood-vector baselines,
+    the sweep's collapse bound and the model's centroid shift all use. Tracks
+    whose class is not in ``classes`` are left out.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Must carry a split.
+    attribute : str
+        Label column whose classes are averaged (``mood``).
+    classes : sequence of str, length m
+        Class order of the result (a model's or an evaluator's vocabulary).
+    part : str
+        The split the centroids come from.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (m, d)
+        Row ``i`` is the mean unit-norm embedding of class ``classes[i]``.
+
+    Raises
+    ------
+    DataError
+        When the catalogue has no split or the column is missing.
+    """
+    train = catalog.subset(catalog.split_indices(part))
+    lookup = {c: i for i, c in enumerate(classes)}
+    vocab, y = train.classes(attribute)
+    y = np.array([lookup.get(vocab[v], -1) for v in y], dtype=np.int64)
+    keep = y >= 0
+    return class_centroids(train.embeddings[keep], y[keep], n_classes=len(classes))
 
 
 def seed_nn(seeds: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Evaluation protocol (METHOD.md, "Evaluation") and the paper-style results table.
+"""Evaluation protocol (docs/method.md, "Evaluation") and the paper-style results table.
 
 For every seed of the evaluated part and every target class other than its
 own: build a query (model or baseline), retrieve by cosine among that part's
@@ -268,14 +268,7 @@ def evaluate_catalog(
     ev = RetrievalEvaluator(
         pool, attribute=attribute, classes=classes, ks=ks, max_seeds=max_seeds, seed=seed
     )
-    train = catalog.subset(catalog.split_indices("train"))
-    lookup = {c: i for i, c in enumerate(ev.classes)}
-    tv, ty = train.classes(attribute)
-    ty = np.array([lookup.get(tv[v], -1) for v in ty])
-    keep = ty >= 0
-    centroids = baselines.class_centroids(
-        train.embeddings[keep], ty[keep], n_classes=len(ev.classes)
-    )
+    centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     results: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for name in methods:

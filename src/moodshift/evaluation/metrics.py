@@ -97,7 +97,7 @@ def genre_any_precision(
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """|a & b| / |a | b|, and 0 when both are empty (METHOD.md)."""
+    """|a & b| / |a | b|, and 0 when both are empty (docs/method.md, "Metrics")."""
     union = len(a | b)
     return len(a & b) / union if union else 0.0
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import InputError
+from moodshift.errors import SweepError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, baseline_results
 from moodshift.training.model import MoodshiftModel
@@ -45,10 +44,6 @@ DEFAULT_ALPHAS = tuple(np.round(np.linspace(0.0, 2.0, 21), 4).tolist())
 DEFAULT_TS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
 CURVE_METHODS = ("model", "mood_shift", "centroid_interp")
 POINT_METHODS = ("oracle_top1", "oracle_rand100")
-
-
-class SweepError(InputError):
-    """A sweep was asked for with unusable knob values."""
 
 
 def level_key(metric: str, level: float) -> str:
@@ -108,16 +103,6 @@ def _point(param: float | None, scores: dict[str, float]) -> dict[str, Any]:
     return {"param": param, **{k: scores.get(k) for k in POINT_KEYS}}
 
 
-def train_centroids(catalog: Catalog, ev: RetrievalEvaluator, *, attribute: str) -> np.ndarray:
-    """Class centroids of the training split in ``ev``'s class order (as evaluate_catalog)."""
-    train = catalog.subset(catalog.split_indices("train"))
-    lookup = {c: i for i, c in enumerate(ev.classes)}
-    vocab, y = train.classes(attribute)
-    y = np.array([lookup.get(vocab[v], -1) for v in y], dtype=np.int64)
-    keep = y >= 0
-    return baselines.class_centroids(train.embeddings[keep], y[keep], n_classes=len(ev.classes))
-
-
 def _check_knobs(name: str, values: Sequence[float], *, low: float, high: float) -> list[float]:
     vals = [float(v) for v in values]
     if len(vals) < 2 or any(not (low <= v <= high) for v in vals):
@@ -151,6 +136,24 @@ def strength_curve(
 
 #: Least fraction of the seed's preservation (above the collapse) a usable point keeps.
 MIN_KEPT = 0.25
+
+
+def _grid_text(values: Sequence[float]) -> str:
+    return f"{values[0]:g}, {values[1]:g}, ..., {values[-1]:g}"
+
+
+#: The operating-point rule of :func:`operating_point` in one paragraph: stored with
+#: every tuned model (``selection.json``) and printed by ``moodshift tune``.
+OPERATING_POINT_RULE = (
+    f"On the validation split, sweep the model's strength over {_grid_text(DEFAULT_STRENGTHS)}. "
+    "A point is collapsed when its preservation (mean of genre_p@1, inst_j@1 and other "
+    f"preserved labels' P@1) keeps less than {MIN_KEPT:g} of the gap between the target-mood "
+    "centroid baseline and the seed's neighbours. Operating point: the non-collapsed strength "
+    "with the highest preservation among those with mood_p@1 >= mood_target (tier 2, "
+    "feasible); else the non-collapsed strength with the highest primary = "
+    "min(mood_p@1 / mood_target, 1) + preservation (tier 1); else the highest primary "
+    "(tier 0); ties go to the higher mood_p@1, then the larger strength."
+)
 
 
 def collapse_bounds(ev: RetrievalEvaluator, *, centroids: np.ndarray) -> tuple[float, float]:
@@ -195,7 +198,8 @@ def operating_point(
     - 2: Mood P@1 >= ``mood_target`` and ``kept >= min_kept``;
     - 1: ``kept >= min_kept`` only;
     - 0: collapsed (it keeps less than ``min_kept`` of what separates the seed's
-      neighbours from the target-mood centroid: METHOD.md's "failed" model).
+      neighbours from the target-mood centroid: the "failed" model of
+      docs/method.md, whose genre is no better than the centroid's).
 
     The chosen point is in the highest tier present; within tier 2 it has the
     highest preservation, within tiers 1 and 0 the highest ``primary`` (ties:
@@ -282,7 +286,7 @@ def run_sweep(
         pool, attribute=attribute, classes=model.classes if model is not None else None,
         ks=(1,), max_seeds=max_seeds, seed=seed,
     )  # fmt: skip
-    centroids = train_centroids(catalog, ev, attribute=attribute)
+    centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     q = ev.queries
     seeds = ev.x[q.seeds]
     n_steps = (len(strengths) if model is not None else 0) + len(alphas) + len(ts) + 1
@@ -354,110 +358,3 @@ def dominates(
         method: mine,
         other: theirs,
     }
-
-
-# ---------------------------------------------------------------------- plots
-_STYLE = {
-    "model": {"color": "C0", "marker": "o"},
-    "mood_shift": {"color": "C1", "marker": "s"},
-    "centroid_interp": {"color": "C2", "marker": "^"},
-    "oracle_top1": {"color": "k", "marker": "*"},
-    "oracle_rand100": {"color": "C7", "marker": "P"},
-}
-
-
-def _xy(curve: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [(p["mood_p@1"], p.get(key)) for p in curve if p.get(key) is not None]
-    if not pts:
-        return np.array([]), np.array([])
-    arr = np.asarray(pts, dtype=float)
-    return arr[:, 0], arr[:, 1]
-
-
-def plot_sweep(sweep: dict[str, Any], *, out_dir: str | Path) -> list[Path]:
-    """Write ``sweep_frontier.png`` and ``sweep_summary.png`` into ``out_dir``.
-
-    The frontier plot has Mood P@1 on x and Genre P@1 on y, one curve per
-    method (oracles as single markers); a second panel shows Instrument J@1
-    (solid) and CF@1 (dashed) where the sweep has them. The summary figure
-    shows each method's best Genre P@1 (and Instrument J@1, CF@1) at Mood P@1
-    >= 0.9 and >= 0.95; a missing bar means the method never reaches the level.
-
-    Returns
-    -------
-    list of Path
-        The written files.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from moodshift.evaluation.plots import _save
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    methods = list(sweep)
-    has_second = any(
-        p.get("inst_j@1") is not None or p.get("cf@1") is not None
-        for m in methods
-        for p in sweep[m]["curve"]
-    )
-    fig, axes = plt.subplots(1, 2 if has_second else 1, figsize=(13 if has_second else 7, 5.2))
-    axes = np.atleast_1d(axes)
-    for m in methods:
-        style = _STYLE.get(m, {"marker": "x"})
-        single = len(sweep[m]["curve"]) == 1
-        x, y = _xy(sweep[m]["curve"], "genre_p@1")
-        axes[0].plot(x, y, label=m, linestyle="none" if single else "-",
-                     markersize=12 if single else 4, **style)  # fmt: skip
-        if has_second:
-            for key, ls in (("inst_j@1", "-"), ("cf@1", "--")):
-                x2, y2 = _xy(sweep[m]["curve"], key)
-                if x2.size:
-                    axes[1].plot(x2, y2, linestyle="none" if single else ls,
-                                 markersize=12 if single else 3, label=f"{m} {key}",
-                                 **style)  # fmt: skip
-    for level in LEVELS:
-        for ax in axes:
-            ax.axvline(level, color="0.6", linewidth=0.8, linestyle=":")
-    axes[0].set_xlabel("Mood P@1 (target mood reached)")
-    axes[0].set_ylabel("Genre P@1 (genre kept)")
-    axes[0].set_title("mood / genre trade-off (up and right is better)")
-    axes[0].legend(fontsize=8, loc="lower left")
-    if has_second:
-        axes[1].set_xlabel("Mood P@1")
-        axes[1].set_ylabel("Instrument J@1 (solid), CF@1 (dashed)")
-        axes[1].set_title("other preservation")
-        axes[1].legend(fontsize=7, loc="lower left", ncol=2)
-    for ax in axes:
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    written = [_save(fig, out / "sweep_frontier.png")]
-
-    first = level_key("{}", LEVELS[0])
-    metrics = [
-        k
-        for k in PRESERVATION_KEYS
-        if any(sweep[m].get(first.format(k)) is not None for m in methods)
-    ]
-    metrics = metrics or ["genre_p@1"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
-    width = 0.8 / len(LEVELS)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for j, level in enumerate(LEVELS):
-            vals = [sweep[m].get(level_key(metric, level)) for m in methods]
-            heights = [np.nan if v is None else v for v in vals]
-            pos = np.arange(len(methods)) + j * width
-            ax.bar(pos, heights, width, label=f"Mood P@1 >= {level:g}")
-            for p, v in zip(pos, vals, strict=True):
-                ax.text(p, 0.01 if v is None else v + 0.01, "n/a" if v is None else f"{v:.2f}",
-                        ha="center", fontsize=7, rotation=90 if v is None else 0)  # fmt: skip
-        ax.set_xticks(np.arange(len(methods)) + width * (len(LEVELS) - 1) / 2, methods,
-                      rotation=30, ha="right")  # fmt: skip
-        ax.set_ylim(0, 1.1)
-        ax.set_title(f"best {metric} at Mood P@1 >= level")
-        ax.legend(fontsize=7)
-    written.append(_save(fig, out / "sweep_summary.png"))
-    return written

@@ -1,4 +1,4 @@
-"""The three training objectives of METHOD.md, one class each.
+"""The three training objectives of docs/method.md ("Losses"), one class each.
 
 Every loss is called as ``loss(output, seed, target, same)`` with
 ``output``, ``seed``, ``target`` of shape (B, d) and ``same`` a (B,) bool mask
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from moodshift.errors import InputError
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -37,7 +39,7 @@ class TripletLoss(nn.Module):
         The fixed margin (paper: 0.3), or with ``relative=True`` the fraction
         ``gamma`` of the pair's own gap: margin_i = gamma * (1 - cos(x_s, x_t)).
         A fixed margin larger than that gap can only be met far from both seed
-        and target (the collapse onto the mood centroid measured in METHOD.md);
+        and target (the collapse onto the mood centroid described in docs/method.md);
         the relative one is met at the target itself whenever gamma <= 1.
     """
 
@@ -62,7 +64,7 @@ class CosineBCELoss(nn.Module):
 
     label = 1 for identity pairs and 0.5 for mood-changing ones. ``ref`` is the
     proxy target (``on="target"``, as the paper is summarised) or the seed
-    (``on="seed"``, the variant METHOD.md asks to compare). As written, for
+    (``on="seed"``, the variant docs/method.md compares). As written, for
     mood-changing pairs the target form is smallest at cos = 0, pulling against
     the cosine loss; the ablation reports what it does.
     """
@@ -70,7 +72,7 @@ class CosineBCELoss(nn.Module):
     def __init__(self, scale: float = 3.0, *, on: str = "target") -> None:
         super().__init__()
         if on not in ("target", "seed"):
-            raise ValueError(f"on must be 'target' or 'seed', got {on!r}")
+            raise InputError(f"bce_on must be 'target' or 'seed', got {on!r}; use --bce-on target.")
         self.scale = float(scale)
         self.on = on
 
@@ -93,9 +95,29 @@ def build_losses(
     relative_margin: bool = False,
     bce_on: str = "target",
 ) -> dict[str, nn.Module]:
-    """Instantiate the named losses (``cos``, ``triplet``, ``cosbce``)."""
-    from moodshift.errors import InputError
+    """Instantiate the named losses (``cos``, ``triplet``, ``cosbce``).
 
+    Parameters
+    ----------
+    names : sequence of str
+        Losses to build, each one of :data:`LOSS_NAMES`.
+    margin : float
+        Triplet margin (absolute, or the fraction ``gamma`` with ``relative_margin``).
+    relative_margin : bool
+        Scale the triplet margin by each pair's own gap ``1 - cos(x_s, x_t)``.
+    bce_on : {"target", "seed"}
+        What the cosine BCE compares the output with.
+
+    Returns
+    -------
+    dict of str to nn.Module
+        One loss per name, in the order given.
+
+    Raises
+    ------
+    InputError
+        For an empty list, an unknown name or an unknown ``bce_on``.
+    """
     unknown = [n for n in names if n not in LOSS_NAMES]
     if unknown or not names:
         raise InputError(
