@@ -169,3 +169,22 @@ def test_default_model_beats_the_centroid_shift_with_interaction():
     # The stored default strength is an operating point that reaches the target on test too.
     point = min(sweep["model"]["curve"], key=lambda p: abs(p["param"] - model.default_strength))
     assert point["mood_p@1"] >= 0.85
+
+
+def test_strength_is_swept_once_per_configuration(tmp_path, catalog, monkeypatch):
+    import moodshift.evaluation.sweep as sweep_mod
+
+    calls = []
+    real_curve = sweep_mod.strength_curve
+
+    def counting_curve(*args, **kwargs):
+        calls.append(1)
+        return real_curve(*args, **kwargs)
+
+    # train() imports strength_curve from the sweep module when it chooses a strength;
+    # tune() holds its own reference: count both.
+    monkeypatch.setattr(sweep_mod, "strength_curve", counting_curve)
+    monkeypatch.setattr(tune_mod, "strength_curve", counting_curve)
+    model = tune(catalog=catalog, out=tmp_path / "m", grid=GRID, progress=False, verbose=False)
+    assert len(calls) == len(GRID)
+    assert model.default_strength == model.selection["default_strength"]
