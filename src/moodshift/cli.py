@@ -240,8 +240,11 @@ def cmd_bench(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from moodshift.demo import run_demo
 
+    kwargs: dict[str, Any] = {}
+    if a.clip_seconds:
+        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
-             epochs=a.epochs)  # fmt: skip
+             epochs=a.epochs, **kwargs)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- parser
@@ -394,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedders", default="musicnn,features")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="clip length range of the corpus (default 10 12)")  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 
