@@ -236,3 +236,68 @@ def test_cmd_bench_prints_and_writes_json(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "b.json").read_text())
     assert printed["params"]["n"] == 600 and printed["selfjoin"]["selfjoin_gflops"] > 0
+
+
+# ---------------------------------------------------------------------- audio: corpus, embed, demo
+def _has_synth() -> bool:
+    import shutil
+
+    from moodshift.audio.corpus.render import default_soundfonts
+
+    return shutil.which("fluidsynth") is not None and bool(default_soundfonts())
+
+
+needs_synth = pytest.mark.skipif(
+    not _has_synth(), reason="fluidsynth or GM soundfonts missing (bash scripts/setup.sh)"
+)
+# The smallest corpus whose artist-disjoint test part still holds more than k = 10 tracks.
+N_CLIPS = "200"
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """``moodshift corpus`` rendered where ``moodshift demo`` looks, so the demo reuses it."""
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["corpus", "--out", str(out / "corpus"), "--n", N_CLIPS, "--clip-seconds", "1",
+                 "1.5", "--workers", "2"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_corpus_renders_labelled_audio(demo_dir):
+    import pandas as pd
+    import soundfile as sf
+
+    labels = pd.read_csv(demo_dir / "corpus" / "labels.csv")
+    assert len(labels) == int(N_CLIPS)
+    assert set(labels["mood"]) == {"calm", "energetic", "happy", "sad"}
+    info = sf.info(demo_dir / "corpus" / labels["audio_path"].iloc[0])
+    assert 1.0 <= info.duration <= 1.5 + 0.5  # a clip may ring out past its last note
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_embed_makes_a_catalogue(demo_dir, tmp_path, capsys):
+    from moodshift.data.catalog import Catalog
+
+    rc = main(["embed", "--labels", str(demo_dir / "corpus" / "labels.csv"), "--embedder",
+               "features", "--cache-dir", str(demo_dir / "cache"), "--workers", "2", "--out",
+               str(tmp_path / "cat")])  # fmt: skip
+    assert rc == 0 and "0 files skipped" in capsys.readouterr().out
+    cat = Catalog.load(tmp_path / "cat")
+    assert len(cat) == int(N_CLIPS) and cat.dim == 72
+    assert cat.provenance["name"] == "features" and cat.split is not None
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_demo_runs_every_stage(demo_dir):
+    rc = main(["demo", "--out", str(demo_dir), "--n", N_CLIPS, "--embedders", "features",
+               "--epochs", "1", "--clip-seconds", "1", "1.5"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((demo_dir / "results.json").read_text())
+    methods = results["embedders"]["features"]["methods"]
+    assert {"model", "seed_nn", "oracle_top1"} <= set(methods)
+    assert "## features" in (demo_dir / "RESULTS.md").read_text()
+    assert (demo_dir / "plots_features" / "metrics.png").stat().st_size > 1000

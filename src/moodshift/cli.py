@@ -281,6 +281,12 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``moodshift`` argument parser, one subparser per subcommand (docs/cli.md).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="moodshift", description="Controllable music retrieval: like this track, but <mood>."
     )
@@ -404,6 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors the user can fix print one line and return 2.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after ``moodshift`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a :class:`MoodshiftError`, 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -83,7 +83,17 @@ def training_centroids(
 
 
 def seed_nn(seeds: np.ndarray) -> np.ndarray:
-    """No transform: the seed is the query (its nearest neighbours are returned)."""
+    """No transform: the seed is the query (its nearest neighbours are returned).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        The seeds, unit-norm.
+    """
     return l2_normalize(seeds)
 
 
@@ -95,26 +105,84 @@ def mood_shift(
     centroids: np.ndarray,
     alpha: float = 1.0,
 ) -> np.ndarray:
-    """Average mood vector, shift form: x_s - alpha * (c(y_s) - c(y_t)), shape (q, d)."""
+    """Average mood vector, shift form: x_s - alpha * (c(y_s) - c(y_t)).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    source, target : np.ndarray of int, shape (q,)
+        Class of each seed and the wanted class, rows of ``centroids``.
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids (:func:`training_centroids`).
+    alpha : float
+        Scale of the shift (1: the plain difference of centroids).
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return l2_normalize(l2_normalize(seeds) + alpha * (centroids[target] - centroids[source]))
 
 
 def mood_centroid(target: np.ndarray, *, centroids: np.ndarray) -> np.ndarray:
-    """Average mood vector, replacement form: the query is c(y_t) whatever the seed."""
+    """Average mood vector, replacement form: the query is c(y_t) whatever the seed.
+
+    Parameters
+    ----------
+    target : np.ndarray of int, shape (q,)
+        Wanted class per query.
+    centroids : np.ndarray, shape (m, d)
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return l2_normalize(centroids[target])
 
 
 def centroid_interp(
     seeds: np.ndarray, *, target: np.ndarray, centroids: np.ndarray, t: float
 ) -> np.ndarray:
-    """Spherical interpolation from the seed (t = 0) to the target centroid (t = 1)."""
+    """Spherical interpolation from the seed (t = 0) to the target centroid (t = 1).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray of int, shape (q,)
+    centroids : np.ndarray, shape (m, d)
+    t : float in [0, 1]
+        Fraction of the angle travelled.
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return slerp(l2_normalize(seeds), l2_normalize(centroids[target]), t)
 
 
 def random_results(
     *, n_pool: int, exclude: np.ndarray, k: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """k distinct random pool rows per query, never the seed, shape (q, k)."""
+    """k distinct random pool rows per query, never the seed.
+
+    Parameters
+    ----------
+    n_pool : int
+        Pool size.
+    exclude : np.ndarray of int, shape (q,)
+        Pool row to leave out per query (the seed; -1 for none).
+    k : int
+        Results per query, at most ``n_pool - 1``.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows.
+    """
     q = exclude.shape[0]
     keys = rng.random((q, n_pool))
     rows = np.flatnonzero(exclude >= 0)
@@ -133,8 +201,24 @@ def oracle_topk(
 ) -> np.ndarray:
     """Oracle Top-1 (and its top-k): the seed's nearest pool tracks *labelled* y_t.
 
-    Returns pool rows, shape (q, k); a class with fewer than k tracks is padded
-    with its best track repeated.
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray of int, shape (q,)
+        Wanted class per query.
+    pool : np.ndarray, shape (n, d)
+        Unit-norm pool embeddings.
+    pool_labels : np.ndarray of int, shape (n,)
+        Class of each pool row.
+    exclude : np.ndarray of int, shape (q,)
+        Pool row of each seed (never returned), -1 for none.
+    k : int
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows; a class with fewer than k tracks is padded with its best
+        track repeated.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=None, rng=None)
 
@@ -153,6 +237,19 @@ def oracle_rand(
     """Oracle Rand-K: k random tracks (without replacement) of the seed's top-K in y_t.
 
     This is the distribution the training targets come from.
+
+    Parameters
+    ----------
+    seeds, target, pool, pool_labels, exclude, k
+        As :func:`oracle_topk`.
+    big_k : int
+        Depth K of the seed's within-class list that the k picks come from.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=big_k, rng=rng)
 

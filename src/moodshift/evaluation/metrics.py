@@ -27,9 +27,19 @@ LabelSet = frozenset
 def validate(reference: Sequence[Any], estimated: Sequence[Sequence[Any]], *, k: int) -> None:
     """Check a metric's inputs: equal query counts, k >= 1, at least k results per query.
 
+    Parameters
+    ----------
+    reference : sequence, length Q
+        One reference per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        One ranked result list per query.
+    k : int
+        Cut-off.
+
     Raises
     ------
     InputError
+        When ``k < 1``, the lengths differ, there is no query, or a list is shorter than k.
     """
     if not isinstance(k, int | np.integer) or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")
@@ -50,6 +60,25 @@ def precision_at_k(
     """P@k: the fraction of the first k results equal to the reference, averaged over queries.
 
     P@k = (1/Q) sum_q (1/k) |{j <= k : est_q[j] == ref_q}|.
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The wanted value per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        The values of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     validate(reference, estimated, k=k)
     hits = [
@@ -65,6 +94,25 @@ def mood_precision(
     """Mood P@k: fraction of retrieved tracks whose mood is the target mood.
 
     ``reference[q]`` is query q's target mood; ``estimated[q]`` the moods of its results.
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        Target mood per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Moods of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        Mood P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     return precision_at_k(reference, estimated, k=k)
 
@@ -76,6 +124,25 @@ def genre_precision(
 
     Exact set match, as the paper's random row (0.01 on MTG-Jamendo) implies; see
     :func:`genre_any_precision` for the looser "shares a genre".
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The seed's genre set per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Genre sets of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        Genre P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     return precision_at_k([frozenset(r) for r in reference],
                           [[frozenset(e) for e in row] for row in estimated], k=k)  # fmt: skip
@@ -87,6 +154,25 @@ def genre_any_precision(
     """Genre-any P@k: fraction of retrieved tracks sharing at least one genre with the seed.
 
     Two empty sets count as a match (both unlabelled).
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The seed's genre set per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Genre sets of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        Genre-any P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     validate(reference, estimated, k=k)
     hits = []
@@ -97,7 +183,18 @@ def genre_any_precision(
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """|a & b| / |a | b|, and 0 when both are empty (docs/method.md, "Metrics")."""
+    """|a & b| / |a | b|, and 0 when both are empty (docs/method.md, "Metrics").
+
+    Parameters
+    ----------
+    a, b : frozenset of str
+        Label sets.
+
+    Returns
+    -------
+    float
+        The overlap in [0, 1].
+    """
     union = len(a | b)
     return len(a & b) / union if union else 0.0
 
@@ -108,6 +205,25 @@ def instrument_jaccard(
     """Instrument J@k: mean Jaccard overlap of instrument sets, seed vs each of the k results.
 
     J@k = (1/Q) sum_q (1/k) sum_{j <= k} |I_q & I_j| / |I_q | I_j| (0 when both empty).
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The seed's instrument set per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Instrument sets of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        Instrument J@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     validate(reference, estimated, k=k)
     vals = [
@@ -120,7 +236,27 @@ def instrument_jaccard(
 def label_preservation(
     reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
 ) -> float:
-    """Preservation P@k of any other label column: exact set match with the seed's value."""
+    """Preservation P@k of any other label column: exact set match with the seed's value.
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The seed's value set per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Value sets of each query's results, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
+    """
     return genre_precision(reference, estimated, k=k)
 
 
@@ -131,6 +267,25 @@ def counterfactual_hit(
 
     ``reference[q]`` is the id of the seed's group-mate in the target mood (the same
     piece rendered in that mood); ``estimated[q]`` the ranked result ids.
+
+    Parameters
+    ----------
+    reference : sequence, length Q
+        The counterfactual's id per query.
+    estimated : sequence of sequences, shape (Q, >= k)
+        Result ids of each query, best first.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        CF@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        When the inputs fail :func:`validate`.
     """
     validate(reference, estimated, k=k)
     return float(np.mean([ref in row[:k] for ref, row in zip(reference, estimated, strict=True)]))
@@ -153,6 +308,35 @@ def evaluate(
     ``genre_p@k``, ``genre_any_p@k``, ``inst_j@k`` (from an ``instruments`` column),
     ``{column}_p@k`` for any other preserved column, and ``cf@k`` when counterfactuals
     are given.
+
+    Parameters
+    ----------
+    target : sequence, length Q
+        Target value of the transformed attribute per query.
+    retrieved_attribute : sequence of sequences, shape (Q, >= max(ks))
+        That attribute's value for each query's results, best first.
+    seed_labels : mapping of str to sequence of frozenset, each of length Q
+        Per preserved column, the seed's value set per query.
+    retrieved_labels : mapping of str to sequences, each of shape (Q, >= max(ks))
+        Per preserved column, the value sets of each query's results.
+    counterfactual : sequence, length Q, optional
+        The id of each query's counterfactual (with ``retrieved_ids``).
+    retrieved_ids : sequence of sequences, shape (Q, >= max(ks)), optional
+        Result ids per query.
+    ks : sequence of int
+        Cut-offs.
+    attribute : str
+        Name of the transformed attribute (``mood``).
+
+    Returns
+    -------
+    dict of str to float
+        Every score, named as above.
+
+    Raises
+    ------
+    InputError
+        When an input fails :func:`validate`.
     """
     scores: dict[str, float] = {}
     attr_name = "mood" if attribute == "mood" else attribute

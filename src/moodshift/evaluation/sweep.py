@@ -47,7 +47,19 @@ POINT_METHODS = ("oracle_top1", "oracle_rand100")
 
 
 def level_key(metric: str, level: float) -> str:
-    """Name of a summary figure, e.g. ``genre_p@1_at_mood_0.9``."""
+    """Name of a summary figure, e.g. ``genre_p@1_at_mood_0.9``.
+
+    Parameters
+    ----------
+    metric : str
+        A preservation figure (``genre_p@1``).
+    level : float
+        The Mood P@1 level.
+
+    Returns
+    -------
+    str
+    """
     return f"{metric}_at_mood_{level:g}"
 
 
@@ -64,6 +76,15 @@ def best_at_level(
     a crossing, where a segment's Mood P@1 equals ``level`` exactly and
     ``metric`` is interpolated (``m0 + (level - mood0) / (mood1 - mood0) *
     (m1 - m0)``). A single-point curve counts only its point.
+
+    Parameters
+    ----------
+    curve : sequence of dict
+        Points with ``mood_p@1`` and ``metric`` (``None`` where unknown), in knob order.
+    level : float
+        Least Mood P@1.
+    metric : str
+        The figure maximised.
 
     Returns
     -------
@@ -91,7 +112,21 @@ def best_at_level(
 
 
 def summarise(curve: list[dict[str, Any]], *, levels: Sequence[float] = LEVELS) -> dict[str, Any]:
-    """A method's entry: its curve and, per level, the best preservation at that level."""
+    """A method's entry: its curve and, per level, the best preservation at that level.
+
+    Parameters
+    ----------
+    curve : list of dict
+        The method's points (:data:`POINT_KEYS` and ``param``).
+    levels : sequence of float
+        Mood P@1 levels.
+
+    Returns
+    -------
+    dict
+        ``{"curve": curve, level_key(metric, level): float or None, ...}`` for every
+        metric of :data:`PRESERVATION_KEYS` and every level.
+    """
     entry: dict[str, Any] = {"curve": curve}
     for level in levels:
         for metric in PRESERVATION_KEYS:
@@ -113,7 +148,19 @@ def _check_knobs(name: str, values: Sequence[float], *, low: float, high: float)
 def model_curve(
     ev: RetrievalEvaluator, model: MoodshiftModel, *, strengths: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """The model's curve on an evaluator's pool: one point per strength."""
+    """The model's curve on an evaluator's pool: one point per strength.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    model : MoodshiftModel
+    strengths : sequence of float in [0, 1]
+
+    Returns
+    -------
+    list of dict
+        One point per strength: ``param`` and :data:`POINT_KEYS`.
+    """
     return [_point(s, ev(model, strength=s)) for s in strengths]
 
 
@@ -124,6 +171,19 @@ def strength_curve(
 
     ``preservation`` is the mean of the evaluator's preservation figures
     (Genre P@1, Instrument J@1, other labels' P@1), as in its ``primary``.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+        Usually on the validation split.
+    model : MoodshiftModel
+    strengths : sequence of float in [0, 1]
+        Default :data:`DEFAULT_STRENGTHS`, the one strength grid of the project.
+
+    Returns
+    -------
+    list of dict
+        One point per strength: every figure of ``ev``, ``param`` and ``preservation``.
     """
     keys = ev.preservation_keys()
     curve = []
@@ -158,6 +218,13 @@ OPERATING_POINT_RULE = (
 
 def collapse_bounds(ev: RetrievalEvaluator, *, centroids: np.ndarray) -> tuple[float, float]:
     """Preservation of the collapse and of the seed on ``ev``'s pool.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids in ``ev``'s class order
+        (:func:`moodshift.evaluation.baselines.training_centroids`).
 
     Returns
     -------
@@ -203,7 +270,19 @@ def operating_point(
 
     The chosen point is in the highest tier present; within tier 2 it has the
     highest preservation, within tiers 1 and 0 the highest ``primary`` (ties:
-    higher Mood P@1, then larger strength).
+    higher Mood P@1, then larger strength). :data:`OPERATING_POINT_RULE` says
+    the same in one paragraph.
+
+    Parameters
+    ----------
+    curve : sequence of dict
+        :func:`strength_curve` points.
+    mood_target : float
+        Validation Mood P@1 to reach.
+    bounds : (float, float), optional
+        ``(collapse, seed)`` preservation from :func:`collapse_bounds`.
+    min_kept : float
+        Least ``kept`` of a non-collapsed point.
 
     Returns
     -------
@@ -211,6 +290,11 @@ def operating_point(
         The chosen point of ``curve`` (``param`` is the strength), with
         ``kept``, ``primary``, ``tier`` and ``score`` (what it was ranked by) added.
     tier : int
+
+    Raises
+    ------
+    SweepError
+        For an empty curve.
     """
     if not curve:
         raise SweepError("an empty curve has no operating point.")
@@ -263,6 +347,12 @@ def run_sweep(
         Seed-to-target-centroid interpolation fractions (default 21 steps).
     levels : sequence of float
         Mood P@1 levels of the summary figures.
+    big_k : int
+        Depth of Oracle Rand-K.
+    attribute : str, optional
+        Label column transformed (default: the model's, else ``mood``).
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
@@ -274,6 +364,15 @@ def run_sweep(
         ``oracle_top1`` and ``oracle_rand100`` (single-point curves, ``param``
         None). The model's entry also holds ``default_strength``, the strength
         stored in the model (1.0 unless chosen on validation).
+
+    Raises
+    ------
+    SweepError
+        When a knob list has fewer than 2 values or one outside its range.
+    EmbedderMismatchError, DimensionMismatchError
+        When the model was trained on another embedder's catalogue.
+    DataError
+        When the catalogue has no split.
     """
     strengths = _check_knobs("strengths", strengths, low=0.0, high=1.0)
     alphas = _check_knobs("alphas", alphas, low=0.0, high=2.0)
@@ -336,6 +435,19 @@ def dominates(
     never reaches a level keeps nothing there (counted as -inf). ``dominates``
     is True when ``method`` is >= ``other`` at every level (within ``tol``) and
     strictly greater at one level at least.
+
+    Parameters
+    ----------
+    sweep : dict
+        A :func:`run_sweep` result.
+    method, other : str
+        The two methods compared.
+    metric : str
+        The preservation figure compared.
+    levels : sequence of float
+        Mood P@1 levels (default 0.80, 0.81, ..., 0.95).
+    tol : float
+        Ties within ``tol`` count as equal.
 
     Returns
     -------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-# functions' annotations at runtime, and they name classes local to create_app.
 import contextlib
 import json
 import logging
@@ -11,9 +10,7 @@ import time
 from typing import Any
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import (
-    InputError,
-)
+from moodshift.errors import InputError
 from moodshift.serving.app import create_app
 from moodshift.training.model import MoodshiftModel
 
@@ -39,6 +36,11 @@ def serve(
     catalog : folder or Catalog
         Loaded memory-mapped.
     model : folder or MoodshiftModel
+        The trained transformation.
+    host, port
+        Where to listen.
+    max_k : int
+        Largest ``k`` a request may ask for.
     index : folder, optional
         Defaults to ``<catalog>/index`` when that exists (built by ``moodshift
         index``); refused with :class:`StaleArtifactError` if it no longer matches.
@@ -49,6 +51,19 @@ def serve(
         describes the worker that answered it.
     access_log : bool
         One log line per request (off by default: it costs CPU; /metrics counts).
+    log_level : str
+        uvicorn's log level.
+
+    Raises
+    ------
+    InputError
+        When ``workers > 1`` is asked for with objects instead of folders.
+    StaleArtifactError
+        When the index no longer matches the catalogue.
+    EmbedderMismatchError, DimensionMismatchError
+        When the model was trained on another embedder's catalogue.
+    FileFormatError
+        When a folder is not a readable catalogue, model or index.
     """
     import uvicorn
 

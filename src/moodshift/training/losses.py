@@ -24,6 +24,19 @@ class CosineLoss(nn.Module):
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
     ) -> torch.Tensor:
+        """The loss of one batch.
+
+        Parameters
+        ----------
+        output, seed, target : torch.Tensor, shape (B, d)
+            Network output, seed and proxy target.
+        same : torch.Tensor of bool, shape (B,)
+            Identity pairs (target mood == seed mood).
+
+        Returns
+        -------
+        torch.Tensor, shape ()
+        """
         return (1.0 - _cos(output, target)).mean()
 
 
@@ -51,6 +64,19 @@ class TripletLoss(nn.Module):
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
     ) -> torch.Tensor:
+        """The loss of one batch.
+
+        Parameters
+        ----------
+        output, seed, target : torch.Tensor, shape (B, d)
+            Network output, seed and proxy target.
+        same : torch.Tensor of bool, shape (B,)
+            Identity pairs (target mood == seed mood).
+
+        Returns
+        -------
+        torch.Tensor, shape ()
+        """
         diff = ~same
         if not bool(diff.any()):
             return output.sum() * 0.0
@@ -79,6 +105,19 @@ class CosineBCELoss(nn.Module):
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
     ) -> torch.Tensor:
+        """The loss of one batch.
+
+        Parameters
+        ----------
+        output, seed, target : torch.Tensor, shape (B, d)
+            Network output, seed and proxy target.
+        same : torch.Tensor of bool, shape (B,)
+            Identity pairs (target mood == seed mood).
+
+        Returns
+        -------
+        torch.Tensor, shape ()
+        """
         ref = target if self.on == "target" else seed
         logits = self.scale * _cos(output, ref)
         label = torch.where(same, torch.ones_like(logits), torch.full_like(logits, 0.5))

@@ -109,19 +109,48 @@ DEFAULT_GRID: tuple[dict[str, Any], ...] = (
 
 
 def config_key(config: TrainConfig) -> str:
-    """A short, stable hash of a configuration (the cache key of its row)."""
+    """A short, stable hash of a configuration (the cache key of its row).
+
+    Parameters
+    ----------
+    config : TrainConfig
+
+    Returns
+    -------
+    str
+        16 hex digits of the SHA-256 of the configuration's sorted JSON.
+    """
     text = json.dumps(config.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def without_test(catalog: Catalog) -> Catalog:
-    """The catalogue minus its test split: what tuning is allowed to see."""
+    """The catalogue minus its test split: what tuning is allowed to see.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        With a stored split.
+
+    Returns
+    -------
+    Catalog
+        Its train and validation tracks.
+
+    Raises
+    ------
+    DataError
+        When the catalogue has no split, or no validation track.
+    """
     split = catalog.split
     if split is None:
         raise DataError("the catalogue has no split; run `moodshift import` again to store one.")
     keep = np.flatnonzero(split != "test")
     if not (split[keep] == "val").any():
-        raise DataError("the catalogue has no validation split; tuning needs one.")
+        raise DataError(
+            "the catalogue has no validation split, which tuning needs; re-import it with "
+            "more tracks per mood (10 % of each mood goes to validation)."
+        )
     return catalog.subset(keep)
 
 
@@ -130,7 +159,23 @@ def _rank_key(row: dict[str, Any]) -> tuple[float, ...]:
 
 
 def select(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The winning row (see the module docstring)."""
+    """The winning row: highest tier, then score, then Mood P@1, then shorter training.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Table rows; only those with ``status == "done"`` compete.
+
+    Returns
+    -------
+    dict
+        The winning row.
+
+    Raises
+    ------
+    TuneError
+        When no row is done.
+    """
     done = [r for r in rows if r.get("status") == "done"]
     if not done:
         raise TuneError("no configuration finished; raise --budget.")
@@ -196,7 +241,15 @@ def _cell(value: Any) -> Any:
 
 
 def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) -> None:
-    """The ablation table on the terminal (rich)."""
+    """The ablation table on the terminal (rich).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Table rows (:data:`TABLE_COLUMNS` and more).
+    winner : str, optional
+        Name of the row to highlight.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -269,10 +322,21 @@ def tune(
         Settings shared by every configuration before its overrides (device,
         ``val_max_seeds``, ...); default ``TrainConfig()``.
 
+    progress, verbose : bool
+        Progress bars; the table and the winner printed at the end.
+
     Returns
     -------
     MoodshiftModel
         The winner, with ``default_strength`` and ``selection`` set.
+
+    Raises
+    ------
+    TuneError
+        When ``mood_target`` is outside (0, 1], the grid is empty, has a
+        duplicate name or an unknown option, or no configuration finished.
+    DataError
+        When the catalogue has no split or no validation part.
     """
     if not 0 < mood_target <= 1:
         raise TuneError(f"mood_target must lie in (0, 1], got {mood_target}.")
