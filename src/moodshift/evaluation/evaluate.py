@@ -45,7 +45,25 @@ def make_queries(
     max_seeds: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> QuerySet:
-    """Each seed paired with each class other than its own (optionally a seed sample)."""
+    """Each seed paired with each class other than its own (optionally a seed sample).
+
+    Parameters
+    ----------
+    pool_classes : np.ndarray of int, shape (n,)
+        Class of each pool track.
+    n_classes : int
+        Number of classes m.
+    max_seeds : int, optional
+        Use a random sample of this many seeds (sorted); default every track.
+    rng : np.random.Generator, optional
+        For the sample (default seed 0).
+
+    Returns
+    -------
+    QuerySet
+        ``seeds``, ``source``, ``target``, each of shape (Q,) with
+        Q = seeds x (m - 1).
+    """
     seeds = np.arange(pool_classes.size)
     if max_seeds is not None and seeds.size > max_seeds:
         rng = rng or np.random.default_rng(0)
@@ -134,12 +152,40 @@ class RetrievalEvaluator:
 
     # ---------------------------------------------------------------- retrieval
     def retrieve(self, queries: np.ndarray) -> np.ndarray:
-        """Top-k pool rows for query vectors (one per pair), the seed excluded."""
+        """Top-k pool rows for query vectors (one per pair), the seed excluded.
+
+        Parameters
+        ----------
+        queries : np.ndarray, shape (Q, d)
+            One query vector per (seed, target) pair of :attr:`queries`.
+
+        Returns
+        -------
+        np.ndarray of int, shape (Q, k_max)
+            Pool rows, best first.
+        """
         idx, _ = topk_cosine(queries, self.x, k=self.k_max, exclude=self.queries.seeds)
         return idx
 
     def score(self, rows: np.ndarray) -> dict[str, float]:
-        """Metrics of ranked pool rows, shape (Q, k_max)."""
+        """Metrics of ranked pool rows.
+
+        Parameters
+        ----------
+        rows : np.ndarray of int, shape (Q, k_max)
+            Ranked pool rows per query, never the query's seed.
+
+        Returns
+        -------
+        dict of str to float
+            Every figure of :func:`moodshift.evaluation.metrics.evaluate` at every k,
+            ``cf@k`` where the pool has groups, and ``primary``.
+
+        Raises
+        ------
+        InputError
+            When ``rows`` has the wrong shape or holds a query's own seed.
+        """
         q = self.queries
         if rows.shape != (len(q), self.k_max):
             raise InputError(f"expected results of shape {(len(q), self.k_max)}, got {rows.shape}")
@@ -164,11 +210,33 @@ class RetrievalEvaluator:
         return out
 
     def primary(self, scores: dict[str, float]) -> float:
+        """``min(mood_p@1 / mood_target, 1) + mean(preservation@1)`` (the class docstring).
+
+        Parameters
+        ----------
+        scores : dict of str to float
+            A :meth:`score` result.
+
+        Returns
+        -------
+        float
+        """
         mood = scores[f"{self._attr_name()}_p@1"]
         keep = [scores[k] for k in self.preservation_keys() if k in scores]
         return float(min(mood / self.mood_target, 1.0) + (np.mean(keep) if keep else 0.0))
 
     def preservation_keys(self, k: int = 1) -> list[str]:
+        """Names of the preservation figures at ``k`` (``genre_p@k``, ``inst_j@k``, ...).
+
+        Parameters
+        ----------
+        k : int
+
+        Returns
+        -------
+        list of str
+            One per preserved label column.
+        """
         keys = []
         for c in self.preserved:
             keys.append(
@@ -180,9 +248,21 @@ class RetrievalEvaluator:
         return "mood" if self.attribute == "mood" else self.attribute
 
     def __call__(self, model: MoodshiftModel, *, strength: float = 1.0) -> dict[str, float]:
+        """Score a model's queries at ``strength`` (:meth:`score` of :meth:`model_queries`)."""
         return self.score(self.retrieve(self.model_queries(model, strength=strength)))
 
     def model_queries(self, model: MoodshiftModel, *, strength: float = 1.0) -> np.ndarray:
+        """The model's query vector for every (seed, target) pair.
+
+        Parameters
+        ----------
+        model : MoodshiftModel
+        strength : float in [0, 1]
+
+        Returns
+        -------
+        np.ndarray, shape (Q, d)
+        """
         q = self.queries
         return model.transform(self.x[q.seeds], source=q.source, target=q.target, strength=strength)
 
@@ -201,6 +281,13 @@ class Report:
     results: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
+        """The figures (without ``primary``), what was evaluated, and the extras.
+
+        Returns
+        -------
+        dict
+            JSON-ready.
+        """
         out: dict[str, Any] = {
             "methods": {
                 m: {k: v for k, v in s.items() if k != "primary"} for m, s in self.methods.items()
@@ -222,7 +309,25 @@ def baseline_results(
     seed: int = 0,
     methods: Sequence[str] = METHODS,
 ) -> dict[str, np.ndarray]:
-    """Ranked pool rows of every training-free baseline, shape (Q, k_max) each."""
+    """Ranked pool rows of every training-free baseline.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids in ``ev``'s class order.
+    big_k : int
+        Depth of Oracle Rand-K (its result is named ``oracle_rand{big_k}``).
+    seed : int
+        Seed of the random baselines.
+    methods : sequence of str
+        Which baselines; names that are not baselines (``model``) are ignored.
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Pool rows per method, each of shape (Q, k_max).
+    """
     q = ev.queries
     rng = np.random.default_rng(seed)
     seeds = ev.x[q.seeds]
@@ -299,7 +404,18 @@ def evaluate_catalog(
 
 
 def format_table(report: Report, *, k_values: Sequence[int] = (1, 10)) -> str:
-    """The paper-style table: methods x metrics, as plain text."""
+    """The paper-style table: methods x metrics, as plain text.
+
+    Parameters
+    ----------
+    report : Report
+    k_values : sequence of int
+        The cut-offs shown.
+
+    Returns
+    -------
+    str
+    """
     first = next(iter(report.methods.values()))
     cols = [c for k in k_values for c in first if c.endswith(f"@{k}") and c != "primary"]
     width = max(len(m) for m in report.methods) + 2

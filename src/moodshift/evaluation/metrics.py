@@ -63,12 +63,9 @@ def precision_at_k(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The wanted value per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        The values of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the wanted value per query;
+        the values of each query's results.
 
     Returns
     -------
@@ -78,7 +75,7 @@ def precision_at_k(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     hits = [
@@ -97,12 +94,9 @@ def mood_precision(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        Target mood per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Moods of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: target mood per query; moods
+        of each query's results.
 
     Returns
     -------
@@ -112,7 +106,7 @@ def mood_precision(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     return precision_at_k(reference, estimated, k=k)
 
@@ -127,12 +121,9 @@ def genre_precision(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The seed's genre set per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Genre sets of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the seed's genre set per
+        query; genre sets of each query's results.
 
     Returns
     -------
@@ -142,7 +133,7 @@ def genre_precision(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     return precision_at_k([frozenset(r) for r in reference],
                           [[frozenset(e) for e in row] for row in estimated], k=k)  # fmt: skip
@@ -157,12 +148,9 @@ def genre_any_precision(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The seed's genre set per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Genre sets of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the seed's genre set per
+        query; genre sets of each query's results.
 
     Returns
     -------
@@ -172,7 +160,7 @@ def genre_any_precision(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     hits = []
@@ -208,12 +196,9 @@ def instrument_jaccard(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The seed's instrument set per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Instrument sets of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the seed's instrument set per
+        query; instrument sets of each query's results.
 
     Returns
     -------
@@ -223,7 +208,7 @@ def instrument_jaccard(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     vals = [
@@ -240,12 +225,9 @@ def label_preservation(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The seed's value set per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Value sets of each query's results, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the seed's value set per
+        query; value sets of each query's results.
 
     Returns
     -------
@@ -255,7 +237,7 @@ def label_preservation(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     return genre_precision(reference, estimated, k=k)
 
@@ -270,12 +252,9 @@ def counterfactual_hit(
 
     Parameters
     ----------
-    reference : sequence, length Q
-        The counterfactual's id per query.
-    estimated : sequence of sequences, shape (Q, >= k)
-        Result ids of each query, best first.
-    k : int
-        Cut-off, >= 1.
+    reference, estimated, k
+        Shapes (Q,) and (Q, >= k), as in the module docstring: the counterfactual's id per
+        query; result ids of each query.
 
     Returns
     -------
@@ -285,7 +264,7 @@ def counterfactual_hit(
     Raises
     ------
     InputError
-        When the inputs fail :func:`validate`.
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     return float(np.mean([ref in row[:k] for ref, row in zip(reference, estimated, strict=True)]))

@@ -18,8 +18,8 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
 
 
-class CosineLoss(nn.Module):
-    """mean(1 - cos(t_hat, x_t)): pull the output onto the proxy target."""
+class PairLoss(nn.Module):
+    """What every loss here is: ``loss(output, seed, target, same) -> scalar``."""
 
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
@@ -36,11 +36,27 @@ class CosineLoss(nn.Module):
         Returns
         -------
         torch.Tensor, shape ()
+            The batch's loss.
+
+        Raises
+        ------
+        NotImplementedError
+            Here: each subclass defines its loss.
         """
+        raise NotImplementedError
+
+
+class CosineLoss(PairLoss):
+    """mean(1 - cos(t_hat, x_t)): pull the output onto the proxy target."""
+
+    def forward(
+        self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of one batch (see :meth:`PairLoss.forward`)."""
         return (1.0 - _cos(output, target)).mean()
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(PairLoss):
     """mean(max(0, margin + cos(t_hat, x_s) - cos(t_hat, x_t))) over mood-changing pairs.
 
     Anchor = output, positive = proxy target, negative = seed. For identity pairs
@@ -64,19 +80,7 @@ class TripletLoss(nn.Module):
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
     ) -> torch.Tensor:
-        """The loss of one batch.
-
-        Parameters
-        ----------
-        output, seed, target : torch.Tensor, shape (B, d)
-            Network output, seed and proxy target.
-        same : torch.Tensor of bool, shape (B,)
-            Identity pairs (target mood == seed mood).
-
-        Returns
-        -------
-        torch.Tensor, shape ()
-        """
+        """The loss of one batch (see :meth:`PairLoss.forward`)."""
         diff = ~same
         if not bool(diff.any()):
             return output.sum() * 0.0
@@ -85,7 +89,7 @@ class TripletLoss(nn.Module):
         return F.relu(margin + _cos(o, s) - _cos(o, t)).mean()
 
 
-class CosineBCELoss(nn.Module):
+class CosineBCELoss(PairLoss):
     """mean(BCE(sigmoid(scale * cos(t_hat, ref)), label)) with soft labels.
 
     label = 1 for identity pairs and 0.5 for mood-changing ones. ``ref`` is the
@@ -105,19 +109,7 @@ class CosineBCELoss(nn.Module):
     def forward(
         self, output: torch.Tensor, seed: torch.Tensor, target: torch.Tensor, same: torch.Tensor
     ) -> torch.Tensor:
-        """The loss of one batch.
-
-        Parameters
-        ----------
-        output, seed, target : torch.Tensor, shape (B, d)
-            Network output, seed and proxy target.
-        same : torch.Tensor of bool, shape (B,)
-            Identity pairs (target mood == seed mood).
-
-        Returns
-        -------
-        torch.Tensor, shape ()
-        """
+        """The loss of one batch (see :meth:`PairLoss.forward`)."""
         ref = target if self.on == "target" else seed
         logits = self.scale * _cos(output, ref)
         label = torch.where(same, torch.ones_like(logits), torch.full_like(logits, 0.5))
