@@ -9,11 +9,12 @@ import pytest
 
 import moodshift.training.tune as tune_mod
 from moodshift.data.catalog import Catalog
+from moodshift.errors import TuneError
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.evaluation.sweep import operating_point
 from moodshift.synthetic import make_catalog
 from moodshift.training.model import MoodshiftModel
-from moodshift.training.tune import TuneError, select, tune
+from moodshift.training.tune import select, tune
 
 # Two cheap configurations that differ in what they keep (K and the loss mix).
 GRID = (
