@@ -148,6 +148,7 @@ def test_bad_grids_are_refused(tmp_path, catalog):
              verbose=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_default_model_beats_the_centroid_shift_with_interaction():
     """Where each genre expresses a mood differently, one global shift cannot follow it.
 
