@@ -61,11 +61,13 @@ def cmd_import(a: argparse.Namespace) -> None:
 def cmd_corpus(a: argparse.Namespace) -> None:
     from moodshift.audio.corpus import build_corpus
 
-    kwargs: dict[str, Any] = {"n": a.n, "seed": a.seed, "workers": a.workers}
-    if a.clip_seconds:
-        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
-    path = build_corpus(a.out, **kwargs)
+    path = build_corpus(a.out, n=a.n, seed=a.seed, workers=a.workers, **_clip_seconds(a))
     print(f"corpus labels: {path}")
+
+
+def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """``--clip-seconds MIN MAX`` as a keyword argument (none when not given)."""
+    return {"clip_seconds": (a.clip_seconds[0], a.clip_seconds[1])} if a.clip_seconds else {}
 
 
 # ---------------------------------------------------------------------- embed
@@ -240,11 +242,8 @@ def cmd_bench(a: argparse.Namespace) -> None:
 def cmd_demo(a: argparse.Namespace) -> None:
     from moodshift.demo import run_demo
 
-    kwargs: dict[str, Any] = {}
-    if a.clip_seconds:
-        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
-             epochs=a.epochs, **kwargs)  # fmt: skip
+             epochs=a.epochs, **_clip_seconds(a))  # fmt: skip
 
 
 # ---------------------------------------------------------------------- parser
@@ -272,6 +271,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw"],
                    help="proxy-target self-join: exact, or approximate (FAISS)")  # fmt: skip
     _engine_options(p)
+
+
+def _clip_option(p: argparse.ArgumentParser, *, default: str) -> None:
+    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help=f"range of the rendered clips' lengths (default {default})")  # fmt: skip
 
 
 def _engine_options(p: argparse.ArgumentParser) -> None:
@@ -310,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int)
-    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"))
+    _clip_option(p, default="10 30")
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("embed", help="embed audio files into a catalogue")
@@ -403,8 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedders", default="musicnn,features")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="clip length range of the corpus (default 10 12)")  # fmt: skip
+    _clip_option(p, default="10 12")
     p.set_defaults(func=cmd_demo)
     return parser
 
