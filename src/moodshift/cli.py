@@ -184,21 +184,6 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------- query
-def _parse_filters(items: Sequence[str] | None) -> dict[str, str] | None:
-    """``--filter label=value`` options as a dict (None when none was given)."""
-    from moodshift.errors import InputError
-
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip() or not value.strip():
-            raise InputError(f"--filter wants label=value, e.g. genre=rock; got {item!r}.")
-        out[name.strip()] = value.strip()
-    return out
-
-
 def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.retrieval.search import Searcher
     from moodshift.training.model import MoodshiftModel
