@@ -169,7 +169,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         from moodshift.evaluation.sweep import run_sweep
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
-                                           max_seeds=a.max_seeds)  # fmt: skip
+                                           max_seeds=a.max_seeds,
+                                           label_fraction=a.label_fraction)  # fmt: skip
     print(format_table(report))
     if a.json:
         from moodshift._atomic import write_text

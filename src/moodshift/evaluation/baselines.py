@@ -392,6 +392,7 @@ def tagger_filter(
     proba: np.ndarray,
     exclude: np.ndarray,
     k: int,
+    threshold: float | None = None,
     block: int = 1024,
 ) -> np.ndarray:
     """Tagger filter: pool tracks a mood probe predicts as ``y_t``, nearest to the seed first.
@@ -411,13 +412,17 @@ def tagger_filter(
     exclude : np.ndarray, shape (q,), int
         Pool row to leave out per query (the seed), ``-1`` for none.
     k : int
+    threshold : float, optional
+        Keep tracks with ``p(y_t) >= threshold`` instead of those whose most
+        probable mood is ``y_t`` (the sweep's knob).
 
     Returns
     -------
     np.ndarray, shape (q, k), int64
     """
     x = l2_normalize(seeds)
-    pred = np.asarray(proba).argmax(axis=1)
+    proba = np.asarray(proba)
+    pred = proba.argmax(axis=1)
     n = pool.shape[0]
     k = min(k, n - 1)
     out = np.empty((x.shape[0], k), dtype=np.int64)
@@ -425,7 +430,10 @@ def tagger_filter(
         sims = x[s : s + block] @ pool.T
         tgt = target[s : s + block]
         # Cosines lie in [-1, 1]: an offset of 3 puts every non-predicted track last.
-        key = np.where(pred[None, :] == tgt[:, None], sims, sims - 3.0)
+        keep = (pred[None, :] == tgt[:, None]) if threshold is None else (
+            threshold <= proba[:, tgt].T
+        )  # fmt: skip
+        key = np.where(keep, sims, sims - 3.0)
         ex = exclude[s : s + block]
         has = np.flatnonzero(ex >= 0)
         key[has, ex[has]] = -np.inf

@@ -172,6 +172,9 @@ _STYLE = {
     "centroid_interp": {"color": "C2", "marker": "^"},
     "oracle_top1": {"color": "k", "marker": "*"},
     "oracle_rand100": {"color": "C7", "marker": "P"},
+    "query_default": {"color": "C3", "marker": "D"},
+    "tagger_filter": {"color": "C4", "marker": "v"},
+    "probe_direction": {"color": "C5", "marker": "<"},
 }
 
 
