@@ -3,6 +3,7 @@
     moodshift import   --embeddings emb.npy --labels tracks.csv --out CATALOG
     moodshift corpus   --out DIR --n N                (built-in rendered audio)
     moodshift embed    --labels DIR/labels.csv --embedder musicnn --out CATALOG
+    moodshift embed    --audio-dir ~/Music --out CATALOG      (tags, incremental)
     moodshift train    --catalog CATALOG --out MODEL
     moodshift tune     --catalog CATALOG --out MODEL
     moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
@@ -10,6 +11,7 @@
     moodshift index    --catalog CATALOG
     moodshift serve    --catalog CATALOG --model MODEL
     moodshift bench    selfjoin|train|serve|all
+    moodshift bench    embed [--audio-dir ~/Music]      (files/s and x real time per embedder)
     moodshift demo     [--out DIR]
 
 Errors the user can fix exit with code 2 and a one-line message, no traceback.
@@ -81,6 +83,8 @@ def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(a: argparse.Namespace) -> None:
+    if a.audio_dir:
+        return cmd_embed_library(a)
     from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
@@ -94,6 +98,27 @@ def cmd_embed(a: argparse.Namespace) -> None:
     _print_label_summary(cat, a.attribute)
     for path, reason in report[:20]:
         print(f"  skipped {path}: {reason}")
+
+
+def cmd_embed_library(a: argparse.Namespace) -> None:
+    from moodshift.audio.library import embed_library
+    from moodshift.errors import InputError
+
+    if a.engine != "local":
+        raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
+    labels = a.labels
+    if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
+        labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
+        print(f"labels from {labels}")
+    cat, report = embed_library(
+        audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
+        cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+    )  # fmt: skip
+    print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
+          f"({cat.dim}-d)")  # fmt: skip
+    print(report.summary())
+    for path, reason in report.failed[:20]:
+        print(f"  unreadable {path}: {reason}")
 
 
 # ---------------------------------------------------------------------- train
@@ -218,6 +243,30 @@ def cmd_query(a: argparse.Namespace) -> None:
         print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  [{r.mood}: {why}]  {labels}")
 
 
+def cmd_playlist(a: argparse.Namespace) -> None:
+    from moodshift.retrieval.playlist import write_m3u
+    from moodshift.retrieval.search import Searcher
+    from moodshift.training.model import MoodshiftModel
+
+    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    cap = None if a.max_per_artist == 0 else a.max_per_artist
+    tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
+                               max_per_artist=cap)  # fmt: skip
+    if a.m3u:
+        write_m3u(a.m3u, tracks)
+    if a.json:
+        print(json.dumps({"tracks": tracks}, indent=2))
+        return
+    for i, t in enumerate(tracks, 1):
+        why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"
+        print(
+            f"{i:3d}. {t['track_id']}  {t['artist'] or '':<18} {t['mood']} ({why})  "
+            f"strength {t['strength']:.2f}  p({t['toward']}) {t['p_target']:.2f}"
+        )
+    if a.m3u:
+        print(f"wrote {a.m3u}")
+
+
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
     from moodshift.errors import InputError
 
@@ -256,13 +305,30 @@ def cmd_serve(a: argparse.Namespace) -> None:
 def cmd_bench(a: argparse.Namespace) -> None:
     from moodshift.bench.core import run_bench
 
-    result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
+    if a.what == "embed":
+        result = _bench_embed(a)
+    else:
+        result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
+
+
+def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
+    from moodshift.bench.core import NOTE, _load_avg, machine_info
+    from moodshift.bench.embed import bench_embed
+
+    result: dict[str, Any] = {"what": "embed", "machine": machine_info(), "note": NOTE}
+    result["embed"] = bench_embed(
+        audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
+        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
+        workers=a.workers, seed=a.seed,
+    )  # fmt: skip
+    result["machine"]["load_avg_after"] = _load_avg()
+    return result
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -343,9 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     _clip_option(p, default="10 30")
     p.set_defaults(func=cmd_corpus)
 
-    p = sub.add_parser("embed", help="embed audio files into a catalogue")
-    p.add_argument("--labels", help="labels CSV with an audio_path column")
-    p.add_argument("--audio-dir", help="or a folder of audio files (labels from a CSV inside)")
+    p = sub.add_parser("embed", help="embed audio files (a music folder or a CSV) into a catalogue")
+    p.add_argument("--labels", help="labels CSV with an audio_path column; with --audio-dir: "
+                   "rows that add or override tags, by audio_path or track_id")  # fmt: skip
+    p.add_argument("--audio-dir", help="a music folder, walked recursively: tags give the labels "
+                   "(mood may be missing); re-runs embed only new or changed files")  # fmt: skip
     p.add_argument("--embedder", default="musicnn")
     p.add_argument("--cache-dir")
     p.add_argument("--workers", type=int)
@@ -409,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
 
+    p = sub.add_parser("playlist", help="a mood-journey playlist from a seed to a target mood")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--track", required=True, help="seed track id (never in the list)")
+    p.add_argument("--to", required=True, help="target mood")
+    p.add_argument("--via", help="a mood to pass through half-way")
+    p.add_argument("--length", type=int, default=12)
+    p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
+    p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_playlist)
+
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
@@ -439,6 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json")
+    g = p.add_argument_group("bench embed")
+    g.add_argument("--audio-dir", help="measure on this music folder (default: make a library)")
+    g.add_argument("--files", type=int, default=12, help="files in the made library")
+    g.add_argument("--clip-seconds", type=float, default=30.0, help="length of each made file")
+    g.add_argument("--embedders", default="features,musicnn")
+    g.add_argument("--workers", type=int, help="embedding worker processes")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")

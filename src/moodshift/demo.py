@@ -98,6 +98,11 @@ def run_demo(
         timings[f"train_{name}_s"] = time.perf_counter() - t
         t = _stage(f"4. evaluate ({name}) on the test split")
         report = evaluate_catalog(cat, model=model, seed=seed)
+        # The query engine when only part of the catalogue (or none of it) is tagged.
+        for frac in (0.2, 0.0):
+            part = evaluate_catalog(cat, model=model, seed=seed, label_fraction=frac,
+                                    methods=("query_default",))  # fmt: skip
+            report.methods[f"query_default (F={frac:g})"] = part.methods["query_default"]
         report.catalog = str(out / f"catalog_{name}")
         report.model = str(out / f"model_{name}")
         if sweep:

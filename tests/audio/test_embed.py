@@ -13,8 +13,6 @@ from moodshift.errors import DataError, EmbedderMismatchError, InputError
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.training.train import TrainConfig, train
 
-pytest.importorskip("musicnn", reason="install with: pip install --no-deps musicnn==0.1.0")
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moodshift.errors import InputError, MoodshiftError
+from moodshift.errors import InputError
 
 WHATS = ("selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all")
 #: ``all`` runs these (``mining`` trains two models to convergence: run it alone).
@@ -533,34 +533,14 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
 
 
 # --------------------------------------------------------------------------- embedding
-def _bench_embed(*, seed: int, embed_seconds: float, **_: Any) -> dict[str, Any]:
-    try:
-        from moodshift.audio.embedders import get_embedder
-    except ImportError as exc:
-        raise _Skip(f"moodshift.audio.embedders is not importable: {exc}") from exc
-    sr = 22050
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(embed_seconds * sr)) / sr
-    # A chord with a slow tremolo plus noise: enough signal for every feature to be defined.
-    audio = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
-    audio = (0.5 * audio * (1 + 0.3 * np.sin(2 * np.pi * 2 * t))
-             + 0.02 * rng.standard_normal(t.size)).astype(np.float32)  # fmt: skip
-    out: dict[str, Any] = {"audio_seconds": embed_seconds, "sample_rate": sr, "embedders": {}}
-    for name in ("features", "musicnn"):
-        rec: dict[str, Any] = {}
-        try:
-            emb = get_embedder(name)
-            emb.embed(audio[: 5 * sr], sr)  # warm-up: weights, kernels, caches
-        except (MoodshiftError, ImportError, OSError) as exc:
-            out["embedders"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
-            continue
-        with stage(rec):
-            vec = emb.embed(audio, sr)
-        rec["dim"] = int(np.asarray(vec).shape[0])
-        rec["x_realtime"] = round(embed_seconds / rec["wall_s"], 1)
-        rec["x_realtime_per_cpu_s"] = round(embed_seconds / max(rec["cpu_s"], 1e-9), 1)
-        out["embedders"][name] = rec
-    return out
+def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, **_: Any
+                 ) -> dict[str, Any]:  # fmt: skip
+    # A small library of compressed files through `embed --audio-dir` (moodshift.bench.embed;
+    # `moodshift bench embed` has the options: --audio-dir, --files, --clip-seconds).
+    from moodshift.bench.embed import bench_embed
+
+    return bench_embed(n_files=4, clip_seconds=embed_seconds, seed=seed, render=False,
+                       progress=progress)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- query latency

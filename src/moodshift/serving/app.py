@@ -143,6 +143,18 @@ def create_app(
             None, ge=1, le=max_k, description="At most this many results per artist"
         )
 
+    class PlaylistRequest(BaseModel):
+        """A mood journey from ``track_id``'s mood to ``to``."""
+
+        model_config = ConfigDict(extra="forbid")
+        track_id: str = Field(..., description="Seed track id (never in the list)")
+        to: str = Field(..., description=f"Target mood, one of {moods}")
+        via: str | None = Field(None, description="A mood to pass through half-way")
+        length: int = Field(12, ge=1, le=max_k, description=f"Items, 1..{max_k}")
+        max_per_artist: int | None = Field(
+            1, ge=1, le=max_k, description="At most this many items per artist (null: no cap)"
+        )
+
     app = FastAPI(
         title="moodshift",
         version=__version__,
@@ -249,6 +261,11 @@ def create_app(
 
         code, data = await run_in_threadpool(answer, req)
         return Response(data, status_code=code, media_type="application/json")
+
+    @app.post("/playlist", tags=["query"])
+    def playlist(req: PlaylistRequest) -> Response:
+        """A playlist that moves from the seed's mood to ``to``, strength rising along it."""
+        return json_response(state.playlist(req.model_dump()))
 
     @app.get("/audio/{track_id:path}", tags=["tracks"])
     async def audio(track_id: str) -> Response:

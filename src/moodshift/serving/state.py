@@ -347,6 +347,28 @@ class ServingState:
             "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }  # fmt: skip
 
+    def playlist(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a validated ``POST /playlist`` body with ``{"tracks": [...]}``."""
+        from moodshift.retrieval.playlist import mood_journey
+
+        t0 = time.perf_counter()
+        row = self.row_of(body["track_id"])
+        target = self.mood_code(body["to"], field="to")
+        via = None if body.get("via") is None else self.mood_code(body["via"], field="via")
+        items = mood_journey(self.engine, seed_row=row, target=target,
+                             length=int(body.get("length") or 12), via=via,
+                             max_per_artist=body.get("max_per_artist"))  # fmt: skip
+        rows = np.array([it.row for it in items], dtype=np.int64)
+        moods = self.evidence.describe(rows, classes=self.moods)
+        tracks = []
+        for it, m in zip(items, moods, strict=True):
+            rec = self.record(it.row)
+            rec.update(m, strength=round(it.strength, 4), toward=self.moods[it.target],
+                       p_target=round(it.p_target, 4))  # fmt: skip
+            tracks.append(rec)
+        return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
+                "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
+
     def _check_embedding(self, embedding: Any) -> np.ndarray:
         vec = np.asarray(embedding, dtype=np.float32)
         if vec.ndim != 1 or vec.size != self.dim:
