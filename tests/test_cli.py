@@ -189,6 +189,20 @@ def test_cmd_query_filter_without_value_exits_2(trained, capsys):
     assert rc == 2 and "--filter wants label=value" in err and "Traceback" not in err
 
 
+def test_cmd_playlist_walks_toward_the_target_mood(trained, tmp_path, capsys):
+    f = trained
+    rc = main(["playlist", "--catalog", str(f / "cat"), "--model", str(f / "model"), "--track",
+               "syn_000003", "--to", "happy", "--length", "5", "--json"])  # fmt: skip
+    assert rc == 0
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    ids = [t["track_id"] for t in tracks]
+    # Up to --length tracks (fewer when the rules run out of candidates), never the seed.
+    assert 1 <= len(ids) <= 5 and len(set(ids)) == len(ids) and "syn_000003" not in ids
+    assert len({t["artist"] for t in tracks}) == len(ids)  # one per artist by default
+    p = [t["p_target"] for t in tracks]
+    assert p == sorted(p) and tracks[-1]["mood"] == "happy"
+
+
 def test_cmd_index_builds_an_exact_index_for_a_small_catalogue(trained, tmp_path, capsys):
     rc = main(["index", "--catalog", str(trained / "cat"), "--out", str(tmp_path / "idx")])
     assert rc == 0
