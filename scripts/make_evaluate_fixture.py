@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from moodshift.evaluation.evaluate import evaluate_catalog
@@ -24,6 +25,10 @@ OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "evaluate_cat
 METHODS = ("random", "seed_nn", "mood_shift", "mood_centroid", "oracle_top1", "oracle_rand100",
            "model")  # fmt: skip
 KS = (1, 5)
+
+
+def _one_line(match: re.Match[str]) -> str:
+    return "[" + ", ".join(item.strip() for item in match.group(1).split(",\n")) + "]"
 
 
 def main() -> None:
@@ -52,7 +57,11 @@ def main() -> None:
             m: {k: v for k, v in s.items() if k != "primary"} for m, s in report.methods.items()
         },
     }
-    OUT.write_text(json.dumps(fixture, indent=1) + "\n")
+    # One line per innermost list (an embedding row, a weight row, a label column):
+    # readable, and a regenerated file diffs line by line.
+    text = re.sub(r"\[([^\[\]{}]*)\]", _one_line, json.dumps(fixture, indent=1))
+    assert json.loads(text) == json.loads(json.dumps(fixture))
+    OUT.write_text(text + "\n")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes, {report.n_queries} queries)")
 
 
