@@ -10,11 +10,15 @@ the renames still leaves a loadable artefact (``resolve_dir`` finds it).
 from __future__ import annotations
 
 import contextlib
+import glob
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -107,7 +111,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_leftovers(path)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    )
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
@@ -122,6 +129,48 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary folders that killed saves of ``path`` left behind.
+
+    A save's temporary folder is named ``.<name>.<pid>.<random>.tmp``; it is a
+    leftover when that process no longer exists (a save running in another live
+    process is left alone). Folders of the older ``.<name>.<random>.tmp`` form
+    carry no process id and are removed too.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    path = Path(path)
+    removed = []
+    for cand in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if not cand.is_dir() or cand.is_symlink():
+            continue
+        middle = cand.name[len(path.name) + 2 : -len(".tmp")]
+        pid = middle.split(".", 1)[0]
+        if pid.isdigit() and "." in middle and _alive(int(pid)):
+            continue
+        shutil.rmtree(cand, ignore_errors=True)
+        removed.append(cand)
+    if removed:
+        log.warning("removed %d folder(s) left by an interrupted save: %s", len(removed),
+                    ", ".join(map(str, removed)))  # fmt: skip
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _umask() -> int:

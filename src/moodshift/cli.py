@@ -215,7 +215,9 @@ def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
-    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
+    model = MoodshiftModel.load(a.model)
+    model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
+    searcher = Searcher(catalog=cat, model=model)
     filters = _parse_filters(a.filter)
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
                                 strength=a.strength, filters=filters, evidence=a.evidence,
@@ -298,19 +300,33 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from moodshift.serving.launch import serve
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
-          workers=a.workers, max_k=a.max_k)  # fmt: skip
+          workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
+          cors_origins=_split(a.cors_origin), audio_roots=a.audio_root or ())  # fmt: skip
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Comma lists, possibly given several times, as one list."""
+    return [v.strip() for text in values or () for v in text.split(",") if v.strip()]
 
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    from moodshift.bench.core import run_bench
+    if a.what == "soak":
+        from moodshift.bench.soak import format_soak, run_soak
 
-    if a.what == "embed":
+        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=a.clients,
+                          duration_s=a.duration, seed=a.seed)  # fmt: skip
+        print(format_soak(result))
+    elif a.what == "embed":
         result = _bench_embed(a)
+        print(json.dumps(result, indent=2, default=str))
     else:
-        result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed)
+        from moodshift.bench.core import run_bench
+
+        result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
+                           classes=a.classes, seed=a.seed)  # fmt: skip
+        print(json.dumps(result, indent=2, default=str))
     text = json.dumps(result, indent=2, default=str)
-    print(text)
     if a.json:
         from moodshift._atomic import write_text
 
@@ -504,6 +520,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
+                   help="Host header names to answer, comma-separated, '*' for any "
+                        "(default: loopback names and --host)")  # fmt: skip
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed to call the API (CORS is off by default)",
+    )
+    p.add_argument(
+        "--audio-root",
+        action="append",
+        metavar="FOLDER",
+        help="further folder audio may be served from (default: the catalogue's)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmarks (they measure; they are not tests)")
@@ -511,10 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining or all",
+        help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
     )
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--n", type=int, help="tracks (default 200,000; soak: 5,000)")
+    p.add_argument("--dim", type=int, help="dimensions (default 512; soak: 64)")
+    p.add_argument("--clients", type=int, default=32, help="soak: concurrent clients")
+    p.add_argument("--duration", type=float, default=60.0, help="soak: seconds of load")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)

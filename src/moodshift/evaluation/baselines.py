@@ -217,8 +217,10 @@ def oracle_topk(
     Returns
     -------
     np.ndarray of int, shape (q, k)
-        Pool rows; a class with fewer than k tracks is padded with its best
-        track repeated.
+        Pool rows. When the target class has fewer than k candidates (its
+        tracks, the seed left out), a query's list is shorter: its tail is
+        ``-1``, and it is scored over the tracks it has (see
+        :mod:`moodshift.evaluation.metrics`), never padded with repeats.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=None, rng=None)
 
@@ -249,7 +251,8 @@ def oracle_rand(
     Returns
     -------
     np.ndarray of int, shape (q, k)
-        Pool rows.
+        Pool rows; ``-1`` past the candidates a small class has, as in
+        :func:`oracle_topk`.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=big_k, rng=rng)
 
@@ -265,8 +268,16 @@ def _within_class(
     pick: int | None,
     rng: np.random.Generator | None,
 ) -> np.ndarray:
+    """Top (or random of top-``pick``) rows of the target class per query, ``-1``-padded.
+
+    Returns
+    -------
+    np.ndarray, shape (q, k), int64
+        Pool rows; a query whose class has fewer than ``k`` candidates (the seed
+        excluded) gets a shorter list followed by ``-1``.
+    """
     x = l2_normalize(seeds)
-    out = np.empty((x.shape[0], k), dtype=np.int64)
+    out = np.full((x.shape[0], k), -1, dtype=np.int64)
     for c in np.unique(target):
         q = np.flatnonzero(target == c)
         members = np.flatnonzero(pool_labels == c)
@@ -278,6 +289,11 @@ def _within_class(
         ok[ok] &= members[where[ok]] == ex[ok]
         pos[ok] = where[ok]
         depth = k if pick is None else max(k, pick)
+        # Candidates: the class members, less the seed when it is one of them.
+        n_cand = members.size - int(np.any(pos >= 0))
+        depth = min(depth, members.size)
+        if depth == 0 or n_cand <= 0:
+            continue
         idx, _ = topk_cosine(x[q], pool[members], k=depth, exclude=pos)
         if pick is not None:
             assert rng is not None
@@ -285,9 +301,10 @@ def _within_class(
             keys = rng.random((q.size, idx.shape[1]))
             keys[:, depth_avail:] = np.inf
             idx = np.take_along_axis(idx, np.argsort(keys, axis=1), axis=1)
-        if idx.shape[1] < k:
-            idx = np.concatenate([idx, np.repeat(idx[:, :1], k - idx.shape[1], axis=1)], axis=1)
-        out[q] = members[idx[:, :k]]
+        # No padding with repeats: a short list stays short (-1 beyond it).
+        take = idx[:, :k]
+        rows = np.where(take >= 0, members[np.maximum(take, 0)], -1)
+        out[q, : rows.shape[1]] = rows
     return out
 
 

@@ -228,10 +228,15 @@ class RetrievalEvaluator:
     def score(self, rows: np.ndarray) -> dict[str, float]:
         """Metrics of ranked pool rows.
 
+        A row may end in ``-1`` entries when a method had fewer than ``k_max``
+        candidates (an oracle on a small class): that query's list is the part
+        before them, scored over the results it has (rule in
+        :mod:`moodshift.evaluation.metrics`). ``-1`` may only trail a list.
+
         Parameters
         ----------
         rows : np.ndarray of int, shape (Q, k_max)
-            Ranked pool rows per query, never the query's seed.
+            Ranked pool rows per query, never the query's seed; ``-1`` may trail.
 
         Returns
         -------
@@ -242,17 +247,26 @@ class RetrievalEvaluator:
         Raises
         ------
         InputError
-            When ``rows`` has the wrong shape or holds a query's own seed.
+            When ``rows`` has the wrong shape, holds a query's own seed, or a
+            ``-1`` before a result.
         """
         q = self.queries
         if rows.shape != (len(q), self.k_max):
             raise InputError(f"expected results of shape {(len(q), self.k_max)}, got {rows.shape}")
         if np.any(rows == q.seeds[:, None]):
             raise InputError("a seed was returned as its own result; exclude it")
+        if np.any(rows < -1) or np.any(rows >= len(self.pool)):
+            raise InputError(f"result rows must lie in 0..{len(self.pool) - 1} (or -1 for none)")
+        valid = rows >= 0
+        lengths = valid.sum(axis=1)
+        if np.any(valid != (np.arange(self.k_max)[None, :] < lengths[:, None])):
+            raise InputError("a result list has -1 before a real row; -1 may only end a list")
+        lists = [r[:m].tolist() for r, m in zip(rows, lengths.tolist(), strict=True)]
         target = q.target.tolist()
-        retrieved_attr = self.y[rows].tolist()
+        y = self.y.tolist()
+        retrieved_attr = [[y[j] for j in r] for r in lists]
         seed_labels = {c: [s[i] for i in q.seeds] for c, s in self.label_sets.items()}
-        retrieved = {c: [[s[j] for j in r] for r in rows] for c, s in self.label_sets.items()}
+        retrieved = {c: [[s[j] for j in r] for r in lists] for c, s in self.label_sets.items()}
         cf = self.counterfactual
         out = metrics.evaluate(
             target=target, retrieved_attribute=retrieved_attr, seed_labels=seed_labels,
@@ -260,10 +274,9 @@ class RetrievalEvaluator:
         )  # fmt: skip
         if cf is not None and (cf >= 0).any():
             has = cf >= 0
+            cf_lists = [lst for lst, h in zip(lists, has.tolist(), strict=True) if h]
             for k in self.ks:
-                out[f"cf@{k}"] = metrics.counterfactual_hit(
-                    cf[has].tolist(), rows[has].tolist(), k=k
-                )
+                out[f"cf@{k}"] = metrics.counterfactual_hit(cf[has].tolist(), cf_lists, k=k)
         out["primary"] = self.primary(out)
         return out
 
@@ -489,6 +502,7 @@ def evaluate_catalog(
     attribute = attribute or (model.attribute if model else "mood")
     if model is not None:
         catalog.check_compatible(model.embedder, what="model")
+        model.check_catalog(catalog, strict=True)  # refuse before any work
     pool = catalog.subset(catalog.split_indices(part))
     classes = model.classes if model is not None else None
     ev = RetrievalEvaluator(
