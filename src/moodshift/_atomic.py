@@ -23,7 +23,26 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
-    """Open a temporary file next to ``path``; rename it over ``path`` on success."""
+    """Open a temporary file next to ``path``; rename it over ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination; its folder is created when missing.
+    mode : str
+        ``open`` mode of the temporary file (``"wb"`` or ``"w"``).
+
+    Yields
+    ------
+    file object
+        The open temporary file.
+
+    Raises
+    ------
+    BaseException
+        Whatever the ``with`` body raises, after the temporary file is removed
+        (``path`` is left as it was).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,11 +61,25 @@ def atomic_file(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    data : bytes
+    """
     with atomic_file(path, "wb") as fh:
         fh.write(data)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_file`).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    text : str
+    """
     with atomic_file(path, "w") as fh:
         fh.write(text)
 
@@ -59,6 +92,22 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
         with atomic_dir(out) as tmp:
             (tmp / "weights.safetensors").write_bytes(...)
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The folder to replace (or create).
+
+    Yields
+    ------
+    Path
+        The temporary folder to fill.
+
+    Raises
+    ------
+    BaseException
+        Whatever the ``with`` body raises, after the temporary folder is removed
+        (``path`` is left as it was).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +180,17 @@ def _umask() -> int:
 
 
 def resolve_dir(path: str | os.PathLike[str]) -> Path:
-    """Return ``path``, or its ``.old`` backup when a swap was interrupted."""
+    """Return ``path``, or its ``.old`` backup when a swap was interrupted.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Returns
+    -------
+    Path
+        ``path`` when it exists or has no backup; else the backup.
+    """
     path = Path(path)
     if not path.exists():
         old = path.with_name(f".{path.name}.old")

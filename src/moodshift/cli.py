@@ -72,11 +72,13 @@ def _print_label_summary(cat: Any, attribute: str) -> None:
 def cmd_corpus(a: argparse.Namespace) -> None:
     from moodshift.audio.corpus import build_corpus
 
-    kwargs: dict[str, Any] = {"n": a.n, "seed": a.seed, "workers": a.workers}
-    if a.clip_seconds:
-        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
-    path = build_corpus(a.out, **kwargs)
+    path = build_corpus(a.out, n=a.n, seed=a.seed, workers=a.workers, **_clip_seconds(a))
     print(f"corpus labels: {path}")
+
+
+def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """``--clip-seconds MIN MAX`` as a keyword argument (none when not given)."""
+    return {"clip_seconds": (a.clip_seconds[0], a.clip_seconds[1])} if a.clip_seconds else {}
 
 
 # ---------------------------------------------------------------------- embed
@@ -349,7 +351,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     from moodshift.demo import run_demo
 
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
-             epochs=a.epochs)  # fmt: skip
+             epochs=a.epochs, **_clip_seconds(a))  # fmt: skip
 
 
 # ---------------------------------------------------------------------- parser
@@ -360,7 +362,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, help="triplet margin (absolute, or gamma if relative)")
     p.add_argument("--margin-mode", choices=["fixed", "relative"])
     p.add_argument("--bce-on", choices=["target", "seed"])
-    p.add_argument("--k", type=int, help="proxy-target list length K (default 100)")
+    p.add_argument(
+        "--k", type=int, help="proxy-target list length K (default 1; the paper uses 100)"
+    )
     p.add_argument("--k-fraction", type=float, help="K as a fraction of the smallest class")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
@@ -377,6 +381,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     _engine_options(p)
 
 
+def _clip_option(p: argparse.ArgumentParser, *, default: str) -> None:
+    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help=f"range of the rendered clips' lengths (default {default})")  # fmt: skip
+
+
 def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="run the heavy step here or on Ray (moodshift[ray])")  # fmt: skip
@@ -384,6 +393,12 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``moodshift`` argument parser, one subparser per subcommand (docs/cli.md).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="moodshift", description="Controllable music retrieval: like this track, but <mood>."
     )
@@ -407,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int)
-    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"))
+    _clip_option(p, default="10 30")
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("embed", help="embed audio files (a music folder or a CSV) into a catalogue")
@@ -551,11 +566,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedders", default="musicnn,features")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
+    _clip_option(p, default="10 12")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors the user can fix print one line and return 2.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after ``moodshift`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a :class:`MoodshiftError`, 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

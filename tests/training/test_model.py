@@ -18,8 +18,9 @@ def _model(dim: int = 16, residual: bool = False) -> MoodshiftModel:
 
 
 def test_parameter_count_follows_the_layer_sizes():
-    # METHOD.md's layers (d->1024->512, m->64->128, 640->d) give 3.41 M weights at d = 1728;
-    # its "about 2.4 M" does not follow from them, so the layer sizes are what we keep.
+    # The paper's layers (docs/method.md: d->1024->512, m->64->128, 640->d) give 3.41 M
+    # weights at d = 1728; its "about 2.4 M" does not follow from them, so the layer
+    # sizes are what we keep.
     d, m = 1728, 4
     net = MoodTransformer(Architecture(dim=d, n_classes=m))
     n = sum(p.numel() for p in net.parameters())

@@ -90,7 +90,7 @@ class Catalog:
         if int(self.provenance["dim"]) != self.dim:
             raise EmbedderMismatchError(
                 f"provenance says dim {self.provenance['dim']} but the embeddings have "
-                f"{self.dim} columns; re-import with the right --embedder-dim."
+                f"{self.dim} columns; rebuild the catalogue (`moodshift import` or `embed`)."
             )
         self._id_index: dict[str, int] | None = None
         self._normed: np.ndarray | None = None
@@ -619,8 +619,36 @@ def import_catalog(
         ``.npy`` of shape (n, d); row ``i`` belongs to label row ``i``. With
         ``mtg_jamendo``, row ``i`` belongs to the ``i``-th track of the TSVs' union
         in first-seen order unless ``labels`` gives a ``track_id`` order.
-    mtg_jamendo : folder
-        Folder holding MTG-Jamendo's ``autotagging_*.tsv`` files.
+    mtg_jamendo : path, optional
+        Folder holding MTG-Jamendo's ``autotagging_*.tsv`` files; tracks with
+        exactly one of the target moods are kept, the others counted in
+        ``provenance["skipped_on_import"]``.
+    attribute : str
+        Label column the split is stratified by (``mood``).
+    embedder : dict, optional
+        Provenance of the embeddings (``name``, ``version``); ``dim`` is taken
+        from the embeddings. Default ``unknown``.
+    seed : int
+        Seed of the split.
+    embedding_column : str
+        Name of the Parquet list column holding the embeddings.
+
+    Returns
+    -------
+    Catalog
+        ``n`` tracks, embeddings of shape (n, d), with the ``split`` column set.
+
+    Raises
+    ------
+    InputError
+        When neither ``labels`` nor ``mtg_jamendo`` is given, or ``mtg_jamendo``
+        comes without ``embeddings``.
+    DataError
+        When the labels lack ``track_id`` or ``attribute``, row counts differ,
+        or the catalogue's contents are invalid (NaN rows, duplicate ids, tiny
+        classes).
+    FileFormatError
+        When a file is unreadable or of the wrong format.
     """
     skipped: dict[str, int] = {}
     if mtg_jamendo is not None:

@@ -46,9 +46,21 @@ def validate(
     ``k``, e.g. an oracle restricted to a small class): it is scored over the
     results it has (see :func:`precision_at_k`).
 
+    Parameters
+    ----------
+    reference : sequence, length Q
+        One reference per query.
+    estimated : sequence of sequences, length Q
+        One ranked result list per query (any length; the first ``k`` are checked).
+    k : int
+        Cut-off.
+    sets : bool
+        Labels are sets of strings (genre, instruments) rather than single values.
+
     Raises
     ------
     InputError
+        When any rule above is broken.
     """
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")
@@ -112,6 +124,22 @@ def precision_at_k(
     P@k = (1/Q) sum_q (1/k_q) |{j <= k_q : est_q[j] == ref_q}| with k_q = min(k, |est_q|):
     a list shorter than k is scored over the results it has, and an empty list
     scores 0. A list is never padded (a repeated track would count twice).
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the wanted value per
+        query; the values of each query's results.
+
+    Returns
+    -------
+    float
+        P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     return _precision(reference, estimated, k=k)
@@ -131,6 +159,22 @@ def mood_precision(
     """Mood P@k: fraction of retrieved tracks whose mood is the target mood.
 
     ``reference[q]`` is query q's target mood; ``estimated[q]`` the moods of its results.
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: target mood per query;
+        moods of each query's results.
+
+    Returns
+    -------
+    float
+        Mood P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     return precision_at_k(reference, estimated, k=k)
 
@@ -142,6 +186,22 @@ def genre_precision(
 
     Exact set match, as the paper's random row (0.01 on MTG-Jamendo) implies; see
     :func:`genre_any_precision` for the looser "shares a genre".
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the seed's genre set per
+        query; genre sets of each query's results.
+
+    Returns
+    -------
+    float
+        Genre P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k, sets=True)
     return _precision([frozenset(r) for r in reference],
@@ -154,6 +214,22 @@ def genre_any_precision(
     """Genre-any P@k: fraction of retrieved tracks sharing at least one genre with the seed.
 
     Two empty sets count as a match (both unlabelled).
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the seed's genre set per
+        query; genre sets of each query's results.
+
+    Returns
+    -------
+    float
+        Genre-any P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k, sets=True)
     hits = []
@@ -166,7 +242,18 @@ def genre_any_precision(
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """|a & b| / |a | b|, and 0 when both are empty (METHOD.md)."""
+    """|a & b| / |a | b|, and 0 when both are empty (docs/method.md, "Metrics").
+
+    Parameters
+    ----------
+    a, b : frozenset of str
+        Label sets.
+
+    Returns
+    -------
+    float
+        The overlap in [0, 1].
+    """
     union = len(a | b)
     return len(a & b) / union if union else 0.0
 
@@ -177,6 +264,22 @@ def instrument_jaccard(
     """Instrument J@k: mean Jaccard overlap of instrument sets, seed vs each of the k results.
 
     J@k = (1/Q) sum_q (1/k) sum_{j <= k} |I_q & I_j| / |I_q | I_j| (0 when both empty).
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the seed's instrument
+        set per query; instrument sets of each query's results.
+
+    Returns
+    -------
+    float
+        Instrument J@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k, sets=True)
     vals = [
@@ -189,7 +292,24 @@ def instrument_jaccard(
 def label_preservation(
     reference: Sequence[frozenset[str]], estimated: Sequence[Sequence[frozenset[str]]], *, k: int
 ) -> float:
-    """Preservation P@k of any other label column: exact set match with the seed's value."""
+    """Preservation P@k of any other label column: exact set match with the seed's value.
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the seed's value set per
+        query; value sets of each query's results.
+
+    Returns
+    -------
+    float
+        P@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
+    """
     return genre_precision(reference, estimated, k=k)
 
 
@@ -201,6 +321,22 @@ def counterfactual_hit(
     ``reference[q]`` is the id of the seed's group-mate in the target mood (the same
     piece rendered in that mood); ``estimated[q]`` the ranked result ids. A list
     shorter than k is searched as it is.
+
+    Parameters
+    ----------
+    reference, estimated, k
+        Shapes (Q,) and (Q, <= k each), as in the module docstring: the counterfactual's id
+        per query; result ids of each query.
+
+    Returns
+    -------
+    float
+        CF@k in [0, 1].
+
+    Raises
+    ------
+    InputError
+        On inputs :func:`validate` refuses.
     """
     validate(reference, estimated, k=k)
     return float(np.mean([ref in row[:k] for ref, row in zip(reference, estimated, strict=True)]))
@@ -223,6 +359,35 @@ def evaluate(
     ``genre_p@k``, ``genre_any_p@k``, ``inst_j@k`` (from an ``instruments`` column),
     ``{column}_p@k`` for any other preserved column, and ``cf@k`` when counterfactuals
     are given.
+
+    Parameters
+    ----------
+    target : sequence, length Q
+        Target value of the transformed attribute per query.
+    retrieved_attribute : sequence of sequences, length Q
+        That attribute's value for each query's results, best first.
+    seed_labels : mapping of str to sequence of frozenset, each of length Q
+        Per preserved column, the seed's value set per query.
+    retrieved_labels : mapping of str to sequences of length Q
+        Per preserved column, the value sets of each query's results.
+    counterfactual : sequence, length Q, optional
+        The id of each query's counterfactual (with ``retrieved_ids``).
+    retrieved_ids : sequence of sequences, length Q, optional
+        Result ids per query.
+    ks : sequence of int
+        Cut-offs.
+    attribute : str
+        Name of the transformed attribute (``mood``).
+
+    Returns
+    -------
+    dict of str to float
+        Every score, named as above.
+
+    Raises
+    ------
+    InputError
+        When an input fails :func:`validate`.
     """
     scores: dict[str, float] = {}
     attr_name = "mood" if attribute == "mood" else attribute

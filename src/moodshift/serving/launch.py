@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import (
-    InputError,
-)
+from moodshift.errors import InputError
 from moodshift.serving.app import create_app
 from moodshift.training.model import MoodshiftModel
 
@@ -42,6 +40,11 @@ def serve(
     catalog : folder or Catalog
         Loaded memory-mapped.
     model : folder or MoodshiftModel
+        The trained transformation.
+    host, port
+        Where to listen.
+    max_k : int
+        Largest ``k`` a request may ask for.
     index : folder, optional
         Defaults to ``<catalog>/index`` when that exists (built by ``moodshift
         index``); refused with :class:`StaleArtifactError` if it no longer matches.
@@ -52,6 +55,8 @@ def serve(
         describes the worker that answered it.
     access_log : bool
         One log line per request (off by default: it costs CPU; /metrics counts).
+    log_level : str
+        uvicorn's log level.
     allowed_hosts : sequence of str, optional
         Host header names answered (``*``: any). Default: the loopback names,
         plus ``host`` when it names one interface (not ``0.0.0.0`` or ``::``).
@@ -60,6 +65,19 @@ def serve(
     audio_roots : sequence of folders
         Further folders audio may be served from, besides the catalogue's own.
 
+    Raises
+    ------
+    InputError
+        When ``workers > 1`` is asked for with objects instead of folders.
+    StaleArtifactError
+        When the index no longer matches the catalogue.
+    EmbedderMismatchError, DimensionMismatchError
+        When the model was trained on another embedder's catalogue.
+    FileFormatError
+        When a folder is not a readable catalogue, model or index.
+
+    Notes
+    -----
     A client gets :data:`HEADER_TIMEOUT_S` seconds to send a request's headers
     (then the connection is closed) and ``BODY_TIMEOUT_S`` for its body (408).
     """
