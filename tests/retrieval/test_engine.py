@@ -180,13 +180,15 @@ def _confounded_catalog(seed: int = 0):
 
 
 def test_evidence_aware_ranking_beats_the_label_and_tagger_filters():
-    from moodshift.evaluation.evaluate import train_centroids
+    from moodshift.evaluation.baselines import training_centroids
 
     cat = _confounded_catalog()
     classes = ["A", "B"]
     # An untrained centroid-shift model is exactly the centroid shift (its network adds 0).
     net = MoodTransformer(Architecture(dim=cat.dim, n_classes=2, centroid_shift=True))
-    net.centroids.copy_(torch.from_numpy(train_centroids(cat, attribute="mood", classes=classes)))
+    net.centroids.copy_(
+        torch.from_numpy(training_centroids(cat, attribute="mood", classes=classes))
+    )
     model = MoodshiftModel(
         net=net, classes=classes, embedder=dict(cat.provenance),
         config={"evidence": {"strength_label": 1.0, "strength_probe": 1.0, "weight": 0.0}},
