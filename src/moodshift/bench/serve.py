@@ -170,12 +170,22 @@ def run_serve_bench(
                         flush=True,
                     )
             server_metrics = _server_query_histogram(url)
+            server_info = _server_info(url)
     finally:
         if tmp is not None:
             tmp.cleanup()
+    by_clients = {r["clients"]: r for r in runs}
+    ratio = None
+    if 1 in by_clients and 32 in by_clients and by_clients[1]["p99_ms"] > 0:
+        ratio = round(by_clients[32]["p99_ms"] / by_clients[1]["p99_ms"], 2)
     return {
         "setup": setup,
         "runs": runs,
+        # Same run: the 32-client p99 over the lone client's (queueing, not work, grows).
+        "p99_ratio_32_to_1": ratio,
+        # The server answered with the numpy transform (not the torch fallback).
+        "fast_path": server_info.get("fast_path"),
+        "batching": server_info.get("batching"),
         "server_histogram_query": server_metrics,
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -416,6 +426,26 @@ def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
             le = line.split('le="', 1)[1].split('"', 1)[0]
             out[le] = int(line.rsplit(" ", 1)[1])
     return out
+
+
+def _server_info(url: tuple[str, int]) -> dict[str, Any]:
+    """Whether the server used the numpy fast path, and its micro-batch figures."""
+    import httpx
+
+    base = f"http://{url[0]}:{url[1]}"
+    try:
+        info = httpx.get(f"{base}/api/info", timeout=10).json()
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+    except (httpx.HTTPError, ValueError):
+        return {}
+    batching = {}
+    for line in text.splitlines():
+        for key in ("batches_total", "batched_total", "batch_size_max"):
+            if line.startswith(f"moodshift_query_{key} "):
+                batching[key] = int(float(line.rsplit(" ", 1)[1]))
+    if batching.get("batches_total"):
+        batching["mean_batch"] = round(batching["batched_total"] / batching["batches_total"], 2)
+    return {"fast_path": info.get("fast_path"), "batching": batching}
 
 
 def _proc_cpu_seconds(pid: int) -> float:

@@ -520,6 +520,7 @@ class ServingState:
                 **self.engine.settings.to_dict(),
             },
             "labelled": int((self.evidence.labels >= 0).sum()),
+            "fast_path": self.fast_path,
             "index": {"kind": self.index_kind, **self.index_meta},
             "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
             "has_audio": bool(self.has_audio.any()),
