@@ -352,6 +352,18 @@ def nuisance_directions(
     return q[:, keep].T.astype(np.float32)
 
 
+def training_nuisance(catalog: Catalog, *, columns: Sequence[str]) -> np.ndarray:
+    """:func:`nuisance_directions` of the training split's label columns (``group`` aside).
+
+    Returns
+    -------
+    np.ndarray, shape (r, d), orthonormal rows
+    """
+    train = catalog.subset(catalog.split_indices("train"))
+    sets = {c: train.value_sets(c) for c in columns if c != "group"}
+    return nuisance_directions(train.embeddings, sets)
+
+
 def probe_direction(
     seeds: np.ndarray,
     *,

@@ -518,10 +518,7 @@ def evaluate_catalog(
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
     nuisance = None
     if "probe_direction" in methods:
-        train = catalog.subset(catalog.split_indices("train"))
-        nuisance = baselines.nuisance_directions(
-            train.embeddings, {c: train.value_sets(c) for c in ev.preserved if c != "group"}
-        )
+        nuisance = baselines.training_nuisance(catalog, columns=ev.preserved)
     results: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for name in methods:

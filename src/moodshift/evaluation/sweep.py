@@ -473,10 +473,7 @@ def _evidence_curves(
         )
         curve.append(_point(t, ev.score(rows)))
     out["tagger_filter"] = summarise(curve, levels=levels)
-    train = catalog.subset(catalog.split_indices("train"))
-    nuisance = baselines.nuisance_directions(
-        train.embeddings, {c: train.value_sets(c) for c in ev.preserved if c != "group"}
-    )
+    nuisance = baselines.training_nuisance(catalog, columns=ev.preserved)
     scale = baselines.centroid_scale(centroids)
     curve = []
     for a in alphas:
