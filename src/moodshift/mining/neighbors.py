@@ -49,7 +49,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from moodshift._deps import require_faiss, torch_device
 from moodshift.errors import DependencyError, InputError
+from moodshift.threads import decide_threads, torch_threads
 
 METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "auto")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
@@ -95,15 +97,6 @@ class ClassNeighbors:
     @property
     def k(self) -> int:
         return int(self.indices.shape[2])
-
-
-def _torch_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but CUDA is not available; use device='cpu'.")
-    return dev
 
 
 def numba_available() -> bool:
@@ -269,7 +262,8 @@ def class_topk(
     device : str, optional
         ``"cpu"``, ``"cuda"`` or ``"auto"``/None (CUDA when available).
     threads : int, optional
-        CPU worker threads for the exact join (default: ``torch.get_num_threads()``).
+        CPU worker threads (default: the thread policy, :mod:`moodshift.threads`: free
+        cores, or ``MOODSHIFT_THREADS``).
     precision : {"auto", "fp32", "tf32", "bf16", "fp16"}
         Product precision for the candidate pool of the torch (GPU) path; results are
         re-ranked in float32 and stay exact. ``auto``: tf32 on CUDA, fp32 on CPU.
@@ -314,10 +308,10 @@ def class_topk(
                                    stacklevel=3)  # fmt: skip
     n = x.shape[0]
     counts_per_class = np.bincount(y, minlength=m)
-    dev = _torch_device(device)
+    dev = torch_device(device)
     if precision == "auto":
         precision = "tf32" if dev.type == "cuda" else "fp32"
-    threads = max(1, int(threads or torch.get_num_threads()))
+    threads = max(1, int(threads or decide_threads(role="mine").threads))
     if exact_max_class is None:
         exact_max_class = EXACT_MAX_CLASS_CUDA if dev.type == "cuda" else EXACT_MAX_CLASS
     per_class = []
@@ -380,18 +374,6 @@ def _tile_shape(
     w = max(1, min(w, largest))
     b = max(1, min(b, n, int(budget // w) or 1))
     return b, w
-
-
-@contextlib.contextmanager
-def _torch_threads(nthreads: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if nthreads != before:
-        torch.set_num_threads(nthreads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 #: Candidate buffer per row, in multiples of K: a cut every (factor - 1) K appends.
@@ -535,7 +517,7 @@ def _exact_cpu(
         else:
             # One single-threaded product per worker: the workers' selection scans then run
             # beside the other workers' products instead of idling all cores but one.
-            with _torch_threads(1), ThreadPoolExecutor(threads) as pool:
+            with torch_threads(1), ThreadPoolExecutor(threads) as pool:
                 futures = {pool.submit(run_block, r0, min(n, r0 + b)): r0 for r0 in starts}
                 for fut in as_completed(futures):
                     fut.result()
@@ -716,7 +698,7 @@ def _ivf_nlist(nc: int) -> int:
 
 def _spherical_kmeans(x: np.ndarray, nlist: int, *, seed: int, threads: int) -> np.ndarray:
     """``nlist`` unit centroids of unit rows ``x`` (FAISS k-means, 10 rounds, 64 points each)."""
-    faiss = _faiss()
+    faiss = require_faiss()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(threads)
     try:
@@ -820,7 +802,7 @@ def _ivf_gemm_class(
 
     bar = tqdm(total=nlist, desc=f"ivf class {c}", unit="list", disable=not progress,
                leave=False)  # fmt: skip
-    with _torch_threads(1), ThreadPoolExecutor(threads) as pool:
+    with torch_threads(1), ThreadPoolExecutor(threads) as pool:
         for fut in [pool.submit(run, w) for w in range(threads)]:
             fut.result()
     bar.close()
@@ -834,16 +816,6 @@ def _ivf_gemm_class(
     scanned = float(np.diff(list_start) @ np.diff(q_start)) / (n * nc)
     return {"kind": "ivf", "nlist": nlist, "nprobe": probes, "build_seconds": build_s,
             "scanned_fraction": scanned}  # fmt: skip
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
-        raise DependencyError(
-            "approximate mining needs faiss: pip install faiss-cpu (or use method='exact')"
-        ) from exc
-    return faiss
 
 
 def build_class_index(
@@ -865,7 +837,7 @@ def build_class_index(
     -------
     faiss.Index
     """
-    faiss = _faiss()
+    faiss = require_faiss()
     nc, d = vectors.shape
     if kind == "ivf":
         nlist = _ivf_nlist(nc)
@@ -903,7 +875,7 @@ def _approx_class(
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
-    faiss = _faiss()
+    faiss = require_faiss()
     s, e = lay.members(c)
     nc = e - s
     kc = int(lay.ks[c])

@@ -21,10 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_file
+from moodshift._deps import torch_device
 from moodshift.data.catalog import Catalog
 from moodshift.errors import FileFormatError, InputError
 from moodshift.evaluation.evaluate import RetrievalEvaluator
 from moodshift.mining.neighbors import class_topk
+from moodshift.threads import apply_thread_policy
 from moodshift.training.losses import build_losses
 from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.training.sampling import ProxySampler
@@ -107,14 +109,6 @@ def resolve_k(config: TrainConfig, class_sizes: np.ndarray) -> int:
     return config.k
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("device cuda requested but CUDA is not available; use --device cpu.")
-    return torch.device(name)
-
-
 def train(
     catalog: Catalog,
     *,
@@ -125,6 +119,7 @@ def train(
     val_part: str = "val",
     engine: str = "local",
     ray_address: str | None = None,
+    threads: int | None = None,
 ) -> MoodshiftModel:
     """Train a transformation on the catalogue's training split.
 
@@ -144,6 +139,9 @@ def train(
         (exact; ``config.mining`` applies to ``local`` only).
     ray_address : str, optional
         Existing Ray cluster for ``engine="ray"`` (default: start a local one).
+    threads : int, optional
+        CPU threads; default: the thread policy (:mod:`moodshift.threads`: the cores
+        other processes leave free, re-checked every epoch, or ``MOODSHIFT_THREADS``).
 
     Returns
     -------
@@ -151,7 +149,8 @@ def train(
         The best validation checkpoint.
     """
     cfg = config or TrainConfig()
-    dev = _device(cfg.device)
+    dev = torch_device(cfg.device)
+    policy = apply_thread_policy(role="train", threads=threads)
     torch.manual_seed(cfg.seed)
     train_rows = catalog.split_indices("train")
     train_cat = catalog.subset(train_rows)
@@ -166,7 +165,8 @@ def train(
                             normalized=True, address=ray_address, progress=progress)  # fmt: skip
     else:
         nb = class_topk(embeddings=x, labels=y, k=k, n_classes=len(classes), normalized=True,
-                        device=str(dev), progress=progress, method=cfg.mining)  # fmt: skip
+                        device=str(dev), progress=progress, method=cfg.mining,
+                        threads=policy.threads)  # fmt: skip
     join_s = time.perf_counter() - t0
     val = None
     val_rows = catalog.split_indices(val_part)
@@ -208,10 +208,11 @@ def train(
     bs = min(cfg.batch_size, n)
     last_ckpt = time.monotonic()
     meta = {"k": k, "self_join_seconds": round(join_s, 3), "n_train": int(n),
-            "classes": classes, "device": str(dev)}  # fmt: skip
+            "classes": classes, "device": str(dev), "threads": policy.threads}  # fmt: skip
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="train", unit="epoch",
                disable=not progress, initial=state["epoch"], total=cfg.epochs)  # fmt: skip
     for epoch in bar:
+        policy.refresh()  # other jobs may have started (or stopped) since the last epoch
         net.train()
         t_ep = time.perf_counter()
         perm = torch.randperm(n, generator=gen, device=dev)
@@ -240,6 +241,7 @@ def train(
             "epoch": epoch + 1,
             **{f"loss_{k_}": v / steps for k_, v in totals.items()},
             "samples_per_s": n / ep_s,
+            "threads": policy.threads,
         }
         net.eval()
         if val is not None:
