@@ -52,9 +52,18 @@ def cmd_import(a: argparse.Namespace) -> None:
     cat.save(a.out)
     counts = cat.labels["split"].value_counts().to_dict()
     print(f"catalogue {a.out}: {len(cat)} tracks, {cat.dim}-d, split {counts}")
+    _print_label_summary(cat, a.attribute)
     skipped = cat.provenance.get("skipped_on_import")
     if skipped:
         print(f"skipped on import: {skipped}")
+
+
+def _print_label_summary(cat: Any, attribute: str) -> None:
+    n = cat.label_summary(attribute)
+    print(
+        f"{attribute}: {n['labelled']} tracks labelled, {n['unlabelled']} unlabelled"
+        + (" (kept: retrievable, judged by the model's tagger)" if n["unlabelled"] else "")
+    )
 
 
 # ---------------------------------------------------------------------- corpus
@@ -80,6 +89,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
     cat.save(a.out)
     print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
           f"({cat.dim}-d); {len(report)} files skipped")  # fmt: skip
+    _print_label_summary(cat, a.attribute)
     for path, reason in report[:20]:
         print(f"  skipped {path}: {reason}")
 
@@ -149,14 +159,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
     report = evaluate_catalog(cat, model=model, part=a.part, big_k=a.oracle_k, seed=a.seed,
-                              max_seeds=a.max_seeds)  # fmt: skip
+                              max_seeds=a.max_seeds, label_fraction=a.label_fraction,
+                              evidence=a.evidence)  # fmt: skip
     report.catalog = str(a.catalog)
     report.model = str(a.model or "")
     if a.sweep:
         from moodshift.evaluation.sweep import run_sweep
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
-                                           max_seeds=a.max_seeds)  # fmt: skip
+                                           max_seeds=a.max_seeds,
+                                           label_fraction=a.label_fraction)  # fmt: skip
     print(format_table(report))
     if a.json:
         from moodshift._atomic import write_text
@@ -177,28 +189,57 @@ def cmd_query(a: argparse.Namespace) -> None:
 
     cat = _catalog(a.catalog)
     searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
-    filters = dict(f.split("=", 1) for f in a.filter) if a.filter else None
+    filters = _parse_filters(a.filter)
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
-                                strength=a.strength, filters=filters)  # fmt: skip
+                                strength=a.strength, filters=filters, evidence=a.evidence,
+                                max_per_artist=a.max_per_artist)  # fmt: skip
+    _, _, src, predicted = searcher.seed(track_id=a.track)
+    source = {"mood": searcher.model.classes[src], "mood_source": "predicted" if predicted
+              else "label"}  # fmt: skip
     if a.json:
-        print(json.dumps({"track_id": a.track, "target_mood": a.mood, "strength": a.strength,
+        print(json.dumps({"track_id": a.track, "source": source, "target_mood": a.mood,
+                          "strength": a.strength, "evidence": a.evidence,
                           "results": [r.__dict__ for r in results]}, indent=2))  # fmt: skip
         return
     seed = cat.labels.iloc[cat.index_of(a.track)]
     print(f"seed {a.track}: " + ", ".join(f"{c}={seed[c]}" for c in cat.label_columns()))
-    strength = searcher.model.default_strength if a.strength is None else a.strength
-    print(f"-> {a.mood} (strength {strength:.2f})")
+    print(f"   source mood {source['mood']} ({source['mood_source']})")
+    print(f"-> {a.mood} (evidence {a.evidence})")
     for r in results:
         labels = ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}"
                            for k, v in r.labels.items())  # fmt: skip
-        print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  {labels}")
+        why = (
+            "label"
+            if r.mood_source == "label"
+            else (f"predicted p={r.mood_probability:.2f}" if r.mood_source else "-")
+        )
+        print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  [{r.mood}: {why}]  {labels}")
+
+
+def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
+    from moodshift.errors import InputError
+
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        col, sep, value = item.partition("=")
+        if not sep or not col.strip() or not value.strip():
+            raise InputError(f"--filter wants label=value (e.g. genre=rock), got {item!r}")
+        out[col.strip()] = value.strip()
+    return out
 
 
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
     from moodshift.retrieval.index import build_catalog_index
 
-    info = build_catalog_index(a.catalog, kind=a.kind, out=a.out)
+    model = None
+    if a.model:
+        from moodshift.training.model import MoodshiftModel
+
+        model = MoodshiftModel.load(a.model)
+    info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)
     print(json.dumps(info, indent=2, default=str))
 
 
@@ -325,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-k", type=int, default=100)
     p.add_argument("--max-seeds", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-fraction", type=float, default=1.0,
+                   help="fraction of the test tracks whose mood labels queries may read "
+                        "(scoring always uses every label; default 1)")  # fmt: skip
+    p.add_argument(
+        "--evidence",
+        default="auto",
+        choices=["auto", "labels", "probe", "none"],
+        help="mood evidence of the query_default row (default auto)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("query", help="like this track, but <mood>")
@@ -337,12 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 = the seed's neighbours, 1 = full transform (default: the model's, "
                         "chosen on validation)")  # fmt: skip
     p.add_argument("--filter", action="append", help="label=value, e.g. genre=rock")
+    p.add_argument("--evidence", default="auto", choices=["auto", "labels", "probe", "none"],
+                   help="mood evidence: labels where known and the tagger elsewhere (auto), "
+                        "labels only, the tagger only (probe), or none (default auto)")  # fmt: skip
+    p.add_argument("--max-per-artist", type=int, help="at most this many results per artist")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
+    p.add_argument("--model", help="also store this model's tagger p(mood | track) per track")
     p.add_argument("--out")
     p.set_defaults(func=cmd_index)
 

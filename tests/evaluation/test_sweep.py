@@ -49,7 +49,8 @@ def _same(point, scores):
 
 def test_format(sweep):
     assert set(sweep) == {"model", "mood_shift", "centroid_interp", "oracle_top1",
-                          "oracle_rand100"}  # fmt: skip
+                          "oracle_rand100", "query_default", "tagger_filter",
+                          "probe_direction"}  # fmt: skip
     for entry in sweep.values():
         assert "genre_p@1_at_mood_0.9" in entry and "genre_p@1_at_mood_0.95" in entry
         assert "inst_j@1_at_mood_0.9" in entry and "cf@1_at_mood_0.95" in entry
@@ -57,6 +58,8 @@ def test_format(sweep):
             assert set(point) == {"param", *POINT_KEYS}
     assert [p["param"] for p in sweep["model"]["curve"]] == [0.0, 0.5, 1.0]
     assert len(sweep["oracle_top1"]["curve"]) == 1
+    assert [p["param"] for p in sweep["query_default"]["curve"]] == [0.0, 0.5, 1.0]
+    assert sweep["tagger_filter"]["curve"][0]["param"] is None  # the argmax filter
     json.dumps(sweep)  # storable in the evaluation JSON as is
 
 
@@ -75,6 +78,14 @@ def test_baseline_endpoints_match_the_table(sweep, table):
     _same(sweep["centroid_interp"]["curve"][-1], table["mood_centroid"])
     _same(sweep["oracle_top1"]["curve"][0], table["oracle_top1"])
     _same(sweep["oracle_rand100"]["curve"][0], table["oracle_rand100"])
+    _same(sweep["tagger_filter"]["curve"][0], table["tagger_filter"])  # the argmax filter
+    _same(sweep["probe_direction"]["curve"][0], table["seed_nn"])  # alpha 0: the seed
+    _same(sweep["probe_direction"]["curve"][1], table["probe_direction"])  # alpha 1
+    # The engine curve at the label regime's strength is the query_default row.
+    s = sweep["query_default"]["settings"]
+    if s["strength_label"] in (0.0, 0.5, 1.0) and s["strength_probe"] == s["strength_label"]:
+        point = sweep["query_default"]["curve"][[0.0, 0.5, 1.0].index(s["strength_label"])]
+        _same(point, table["query_default"])
 
 
 def test_best_at_level_interpolates_between_points():

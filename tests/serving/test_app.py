@@ -116,7 +116,7 @@ def test_query_strength_zero_keeps_the_seed_neighbourhood(client, serve_catalog)
     row = 20
     tid = cat.labels["track_id"].iat[row]
     body = client.post(
-        "/query", json={"track_id": tid, "target_mood": "calm", "strength": 0}
+        "/query", json={"track_id": tid, "target_mood": "calm", "strength": 0, "evidence": "none"}
     ).json()
     sims = cat.normalized @ cat.normalized[row]
     sims[row] = -np.inf
@@ -130,7 +130,14 @@ def test_query_by_embedding(client, serve_catalog):
     mood = serve_catalog.labels["mood"].iat[row]
     r = client.post(
         "/query",
-        json={"embedding": emb, "source_mood": mood, "target_mood": "sad", "strength": 0, "k": 3},
+        json={
+            "embedding": emb,
+            "source_mood": mood,
+            "target_mood": "sad",
+            "strength": 0,
+            "k": 3,
+            "evidence": "none",
+        },
     )
     assert r.status_code == 200
     body = r.json()
@@ -138,6 +145,33 @@ def test_query_by_embedding(client, serve_catalog):
     # Not excluded: with strength 0 the track itself is the best match.
     assert body["results"][0]["track_id"] == serve_catalog.labels["track_id"].iat[row]
     assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_query_by_embedding_without_source_mood_uses_the_tagger(client, serve_catalog, serve_model):
+    row = 9
+    emb = serve_catalog.embeddings[row].astype(float).tolist()
+    body = client.post("/query", json={"embedding": emb, "target_mood": "sad", "k": 3}).json()
+    predicted = serve_model.tagger.predict_proba(serve_catalog.embeddings[row : row + 1])[0]
+    assert body["source_mood_source"] == "predicted"
+    assert body["source_mood"] == serve_model.classes[int(predicted.argmax())]
+
+
+def test_results_say_where_their_mood_came_from(client, serve_catalog):
+    tid = serve_catalog.labels["track_id"].iat[3]
+    body = client.post("/query", json={"track_id": tid, "target_mood": "sad", "k": 5}).json()
+    assert body["evidence"] == "auto" and body["source_mood_source"] == "label"
+    for r in body["results"]:
+        assert r["mood_source"] == "label" and r["mood"] == "sad"
+    probe = client.post(
+        "/query", json={"track_id": tid, "target_mood": "sad", "k": 5, "evidence": "probe"}
+    ).json()
+    assert all(r["mood_source"] == "predicted" for r in probe["results"])
+    assert (
+        client.post(
+            "/query", json={"track_id": tid, "target_mood": "sad", "evidence": "vibes"}
+        ).status_code
+        == 422
+    )
 
 
 def test_query_filters(client, serve_catalog):
@@ -168,7 +202,6 @@ def test_query_filters(client, serve_catalog):
         ({"track_id": "syn_000001", "target_mood": "happy", "strength": -0.1}, 422, "greater"),
         ({"track_id": "syn_000001", "target_mood": "happy", "strength": 1.5}, 422, "less than"),
         ({"target_mood": "happy"}, 422, "exactly one of track_id or embedding"),
-        ({"embedding": [0.1] * 32, "target_mood": "happy"}, 422, "source_mood"),
         ({"embedding": [0.1] * 31, "source_mood": "sad", "target_mood": "happy"}, 422,
          "dimension mismatch"),
         ({"embedding": [0.0] * 32, "source_mood": "sad", "target_mood": "happy"}, 422, "zeros"),

@@ -147,37 +147,83 @@ class Catalog:
     def classes(self, attribute: str, *, min_count: int = 2) -> tuple[list[str], np.ndarray]:
         """Class vocabulary (sorted) and per-track class index for a single-valued attribute.
 
+        A track with an empty value is *unlabelled*: its index is ``-1``. Such
+        tracks are kept, indexed and retrievable, but never count as any class:
+        they are never training seeds or proxy targets, never evaluation seeds,
+        and never enter a class centroid or a class count.
+
+        Parameters
+        ----------
+        attribute : str
+            The label column (``mood`` by default).
+        min_count : int
+            Fewest *labelled* tracks a class may have (training needs 2: a track
+            and a neighbour; an evaluated part may pass 1).
+
+        Returns
+        -------
+        vocab : list of str, shape (m,)
+        y : np.ndarray, shape (n,), int64
+            Index into ``vocab``, or ``-1`` for an unlabelled track.
+
         Raises
         ------
         DataError
-            If a track has no value or several values, or a class has fewer than
-            ``min_count`` tracks (training needs 2: a track and a neighbour).
+            If a track has several values, no track is labelled, or a class has
+            fewer than ``min_count`` labelled tracks.
         """
         sets = self.value_sets(attribute)
-        bad = [i for i, s in enumerate(sets) if len(s) != 1]
+        bad = [i for i, s in enumerate(sets) if len(s) > 1]
         if bad:
             rows = ", ".join(map(str, bad[:10]))
             raise DataError(
-                f"attribute {attribute!r} must hold exactly one value per track, but "
-                f"{len(bad)} rows have none or several (rows {rows}); drop those rows or "
-                f"choose another --attribute."
+                f"attribute {attribute!r} must hold at most one value per track, but "
+                f"{len(bad)} rows have several (rows {rows}); keep one value per track "
+                f"(or leave it empty for an unlabelled track), or choose another --attribute."
             )
-        values = [next(iter(s)) for s in sets]
-        vocab = sorted(set(values))
+        values = [next(iter(s)) if s else None for s in sets]
+        vocab = sorted({v for v in values if v is not None})
+        if not vocab:
+            raise DataError(
+                f"no track has a {attribute!r} label; label at least two tracks per class "
+                f"(unlabelled tracks are fine alongside labelled ones)."
+            )
         lookup = {v: i for i, v in enumerate(vocab)}
-        y = np.fromiter((lookup[v] for v in values), dtype=np.int64, count=len(values))
-        counts = np.bincount(y, minlength=len(vocab))
+        y = np.fromiter(
+            (lookup[v] if v is not None else -1 for v in values), dtype=np.int64, count=len(values)
+        )
+        counts = np.bincount(y[y >= 0], minlength=len(vocab))
         small = [f"{vocab[c]} ({counts[c]})" for c in range(len(vocab)) if counts[c] < min_count]
         if small:
             raise DataError(
-                f"class(es) of {attribute!r} with fewer than 2 tracks: {', '.join(small)}; "
-                f"add tracks or drop these rows."
+                f"class(es) of {attribute!r} with fewer than {min_count} labelled tracks: "
+                f"{', '.join(small)}; add tracks or drop these rows."
             )
         if len(vocab) < 2 and min_count > 1:
             raise DataError(
                 f"attribute {attribute!r} has a single value {vocab}; nothing to transform to."
             )
         return vocab, y
+
+    def labelled_rows(self, attribute: str = "mood") -> np.ndarray:
+        """Rows that carry a value of ``attribute``, shape (n_labelled,), int64."""
+        if attribute not in self.labels.columns:
+            return np.zeros(0, dtype=np.int64)
+        sets = self.value_sets(attribute)
+        return np.fromiter((i for i, s in enumerate(sets) if s), dtype=np.int64)
+
+    def label_summary(self, attribute: str = "mood") -> dict[str, int]:
+        """How many tracks carry a value of ``attribute`` and how many do not.
+
+        Returns
+        -------
+        dict
+            ``{"labelled": int, "unlabelled": int}``.
+        """
+        if attribute not in self.labels.columns:
+            return {"labelled": 0, "unlabelled": len(self)}
+        empty = sum(1 for s in self.value_sets(attribute) if not s)
+        return {"labelled": len(self) - empty, "unlabelled": empty}
 
     # ------------------------------------------------------------------ split
     @property
@@ -206,6 +252,8 @@ class Catalog:
     ) -> None:
         """Store a deterministic train/val/test split in the ``split`` column."""
         _, y = self.classes(attribute)
+        # Unlabelled tracks form a stratum of their own, so every part gets its share.
+        y = y + 1
         artists = self.labels["artist"].astype(str).to_numpy() if "artist" in self.labels else None
         if artists is not None and pd.Series(artists).isin(["", "nan", "None"]).any():
             artists = None

@@ -134,3 +134,155 @@ def _within_class(
             idx = np.concatenate([idx, np.repeat(idx[:, :1], k - idx.shape[1], axis=1)], axis=1)
         out[q] = members[idx[:, :k]]
     return out
+
+
+def nuisance_directions(
+    embeddings: np.ndarray, label_sets: dict[str, list[frozenset[str]]], *, max_values: int = 16
+) -> np.ndarray:
+    """Orthonormal directions of the labels a mood change should keep (genre, instruments).
+
+    One linear probe (logistic regression, value present vs absent) per frequent
+    value of each column, fitted on unit-norm embeddings; the probes' weight
+    vectors are orthonormalised by QR.
+
+    Parameters
+    ----------
+    embeddings : np.ndarray, shape (n, d)
+    label_sets : dict of column -> list of n label sets
+    max_values : int
+        The most frequent values per column that get a probe.
+
+    Returns
+    -------
+    np.ndarray, shape (r, d)
+        Orthonormal rows (r may be 0).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = l2_normalize(embeddings)
+    dirs = []
+    for sets in label_sets.values():
+        counts: dict[str, int] = {}
+        for s in sets:
+            for v in s:
+                counts[v] = counts.get(v, 0) + 1
+        frequent = sorted(counts, key=lambda v: (-counts[v], v))[:max_values]
+        for v in frequent:
+            yv = np.fromiter((v in s for s in sets), dtype=bool, count=len(sets))
+            if yv.all() or not yv.any():
+                continue
+            clf = LogisticRegression(C=1.0, max_iter=1000).fit(x, yv)
+            dirs.append(clf.coef_[0])
+    if not dirs:
+        return np.zeros((0, x.shape[1]), dtype=np.float32)
+    q, r = np.linalg.qr(np.asarray(dirs, dtype=np.float64).T)
+    keep = np.abs(np.diag(r)) > 1e-8
+    return q[:, keep].T.astype(np.float32)
+
+
+def probe_direction(
+    seeds: np.ndarray,
+    *,
+    source: np.ndarray,
+    target: np.ndarray,
+    mood_weights: np.ndarray,
+    nuisance: np.ndarray,
+    scale: float,
+    alpha: float = 1.0,
+) -> np.ndarray:
+    """Conditional manipulation along a linear probe's mood direction (InterFaceGAN).
+
+    The query is ``x_s + alpha * scale * u`` with ``u`` the unit vector of
+    ``w(y_t) - w(y_s)`` (the mood probe's weights) after projecting out the
+    nuisance directions, so the move changes the mood while leaving the
+    genre and instrument probes' scores unchanged (Shen et al., "Interpreting
+    the Latent Space of GANs for Semantic Face Editing", CVPR 2020).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    source, target : np.ndarray, shape (q,), int
+    mood_weights : np.ndarray, shape (m, d)
+        The mood probe's weight vectors (e.g. :attr:`MoodTagger.weight`).
+    nuisance : np.ndarray, shape (r, d), orthonormal rows
+        From :func:`nuisance_directions`.
+    scale : float
+        Step length at ``alpha = 1`` (the mean distance between class centroids).
+    alpha : float
+
+    Returns
+    -------
+    np.ndarray, shape (q, d), unit-norm rows
+    """
+    d = mood_weights[target] - mood_weights[source]
+    if nuisance.size:
+        d = d - (d @ nuisance.T) @ nuisance
+    u = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(l2_normalize(seeds) + alpha * scale * u)
+
+
+def centroid_scale(centroids: np.ndarray) -> float:
+    """Mean distance between distinct class centroids (the step of a unit move)."""
+    m = centroids.shape[0]
+    dist = [float(np.linalg.norm(centroids[a] - centroids[b])) for a in range(m) for b in range(m)
+            if a != b]  # fmt: skip
+    return float(np.mean(dist)) if dist else 1.0
+
+
+def tagger_filter(
+    seeds: np.ndarray,
+    *,
+    target: np.ndarray,
+    pool: np.ndarray,
+    proba: np.ndarray,
+    exclude: np.ndarray,
+    k: int,
+    threshold: float | None = None,
+    block: int = 1024,
+) -> np.ndarray:
+    """Tagger filter: pool tracks a mood probe predicts as ``y_t``, nearest to the seed first.
+
+    The label filter (:func:`oracle_topk`) for a catalogue without labels: every
+    pool track's mood is the probe's most probable class (labels are never read).
+    When fewer than ``k`` tracks are predicted as ``y_t``, the nearest other
+    tracks follow them.
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray, shape (q,), int
+    pool : np.ndarray, shape (n, d), unit-norm
+    proba : np.ndarray, shape (n, m)
+        The probe's p(mood | track) for the pool.
+    exclude : np.ndarray, shape (q,), int
+        Pool row to leave out per query (the seed), ``-1`` for none.
+    k : int
+    threshold : float, optional
+        Keep tracks with ``p(y_t) >= threshold`` instead of those whose most
+        probable mood is ``y_t`` (the sweep's knob).
+
+    Returns
+    -------
+    np.ndarray, shape (q, k), int64
+    """
+    x = l2_normalize(seeds)
+    proba = np.asarray(proba)
+    pred = proba.argmax(axis=1)
+    n = pool.shape[0]
+    k = min(k, n - 1)
+    out = np.empty((x.shape[0], k), dtype=np.int64)
+    for s in range(0, x.shape[0], block):
+        sims = x[s : s + block] @ pool.T
+        tgt = target[s : s + block]
+        # Cosines lie in [-1, 1]: an offset of 3 puts every non-predicted track last.
+        keep = (pred[None, :] == tgt[:, None]) if threshold is None else (
+            threshold <= proba[:, tgt].T
+        )  # fmt: skip
+        key = np.where(keep, sims, sims - 3.0)
+        ex = exclude[s : s + block]
+        has = np.flatnonzero(ex >= 0)
+        key[has, ex[has]] = -np.inf
+        part = np.argpartition(-key, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(key, part, axis=1), axis=1, kind="stable")
+        out[s : s + block] = np.take_along_axis(part, order, axis=1)
+    return out

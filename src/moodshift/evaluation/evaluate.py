@@ -17,11 +17,13 @@ import numpy as np
 from moodshift.data.catalog import Catalog
 from moodshift.errors import DataError, InputError
 from moodshift.evaluation import baselines, metrics
+from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.retrieval.search import topk_cosine
 from moodshift.training.model import MoodshiftModel
 
 METHODS = (
-    "model", "random", "seed_nn", "mood_shift", "mood_centroid", "oracle_top1", "oracle_rand100",
+    "model", "query_default", "random", "seed_nn", "mood_shift", "mood_centroid",
+    "tagger_filter", "probe_direction", "oracle_top1", "oracle_rand100",
 )  # fmt: skip
 KS = (1, 5, 10)
 
@@ -45,8 +47,11 @@ def make_queries(
     max_seeds: int | None = None,
     rng: np.random.Generator | None = None,
 ) -> QuerySet:
-    """Each seed paired with each class other than its own (optionally a seed sample)."""
-    seeds = np.arange(pool_classes.size)
+    """Each labelled seed paired with each class other than its own (optionally a sample).
+
+    Unlabelled tracks (class ``-1``) are never seeds: their source is unknown.
+    """
+    seeds = np.flatnonzero(np.asarray(pool_classes) >= 0)
     if max_seeds is not None and seeds.size > max_seeds:
         rng = rng or np.random.default_rng(0)
         seeds = np.sort(rng.choice(seeds, size=max_seeds, replace=False))
@@ -85,8 +90,13 @@ class RetrievalEvaluator:
         max_seeds: int | None = None,
         mood_target: float = 0.9,
         seed: int = 0,
+        label_fraction: float = 1.0,
     ) -> None:
+        if not 0.0 <= label_fraction <= 1.0:
+            raise InputError(f"label fraction must lie in [0, 1], got {label_fraction}.")
         self.pool = pool
+        self.label_fraction = float(label_fraction)
+        self.seed = seed
         self.attribute = attribute
         # An evaluated part may hold a single track of some class: it can still be a seed.
         vocab, y = pool.classes(attribute, min_count=1)
@@ -98,7 +108,7 @@ class RetrievalEvaluator:
                     f"(model: {list(classes)}); retrain on this catalogue."
                 )
             lookup = {c: i for i, c in enumerate(classes)}
-            y = np.array([lookup[vocab[v]] for v in y], dtype=np.int64)
+            y = np.array([lookup[vocab[v]] if v >= 0 else -1 for v in y], dtype=np.int64)
             vocab = list(classes)
         self.classes = list(vocab)
         self.y = y
@@ -117,6 +127,55 @@ class RetrievalEvaluator:
         self.label_sets = {c: pool.value_sets(c) for c in self.preserved}
         self.ids = pool.track_ids.astype(str)
         self.counterfactual = self._counterfactuals()
+
+    def visible_labels(self) -> np.ndarray:
+        """Pool labels a query may read: a seeded random ``label_fraction`` of them.
+
+        Returns
+        -------
+        np.ndarray, shape (n_pool,), int64
+            The class index where visible, ``-1`` where hidden or unlabelled.
+            Scoring always uses the true labels (:attr:`y`).
+        """
+        if self.label_fraction >= 1.0:
+            return self.y.copy()
+        rng = np.random.default_rng([self.seed, 0x1ABE1])
+        shown = rng.random(self.y.size) < self.label_fraction
+        return np.where(shown, self.y, -1)
+
+    def engine(self, model: MoodshiftModel, *, tagger: Any = None) -> QueryEngine:
+        """The query engine over this pool, seeing only the visible labels.
+
+        Parameters
+        ----------
+        model : MoodshiftModel
+        tagger : MoodTagger, optional
+            Default: the model's own.
+        """
+        tagger = tagger if tagger is not None else model.tagger
+        proba = None if tagger is None else tagger.predict_proba(self.x)
+        evidence = MoodEvidence(labels=self.visible_labels(), proba=proba)
+        return QueryEngine(model=model, vectors=self.x, evidence=evidence)
+
+    def engine_results(
+        self,
+        engine: QueryEngine,
+        *,
+        evidence: str = "auto",
+        strength: float | None = None,
+        weight: float | None = None,
+    ) -> np.ndarray:
+        """Ranked pool rows (Q, k_max) of the engine, exactly as a user's queries get them.
+
+        The seed's source mood is its visible label, else the tagger's prediction.
+        """
+        q = self.queries
+        source, _ = engine.source_of(q.seeds)
+        rows, _, _ = engine.search(
+            self.x[q.seeds], source=source, target=q.target, k=self.k_max, evidence=evidence,
+            strength=strength, weight=weight, exclude=q.seeds,
+        )  # fmt: skip
+        return rows
 
     def _counterfactuals(self) -> np.ndarray | None:
         """Pool row of the seed's group-mate in the target class (-1: none), or None."""
@@ -221,8 +280,26 @@ def baseline_results(
     big_k: int = 100,
     seed: int = 0,
     methods: Sequence[str] = METHODS,
+    tagger: Any = None,
+    nuisance: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Ranked pool rows of every training-free baseline, shape (Q, k_max) each."""
+    """Ranked pool rows of every training-free baseline, shape (Q, k_max) each.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids (:func:`moodshift.evaluation.baselines.class_centroids`).
+    big_k : int
+        K of ``oracle_rand<K>``.
+    seed : int
+    methods : sequence of str
+        Baselines to run (names of :data:`METHODS`; others are ignored).
+    tagger : MoodTagger, optional
+        Needed by ``tagger_filter`` and ``probe_direction`` (skipped without it).
+    nuisance : np.ndarray, shape (r, d), optional
+        Directions ``probe_direction`` keeps (:func:`baselines.nuisance_directions`).
+    """
     q = ev.queries
     rng = np.random.default_rng(seed)
     seeds = ev.x[q.seeds]
@@ -240,8 +317,28 @@ def baseline_results(
             seeds, target=q.target, pool=ev.x, pool_labels=ev.y, exclude=q.seeds, k=ev.k_max,
             big_k=big_k, rng=rng),
     }  # fmt: skip
+    if tagger is not None:
+        makers["tagger_filter"] = lambda: baselines.tagger_filter(
+            seeds, target=q.target, pool=ev.x, proba=tagger.predict_proba(ev.x),
+            exclude=q.seeds, k=ev.k_max,
+        )  # fmt: skip
+        makers["probe_direction"] = lambda: ev.retrieve(baselines.probe_direction(
+            seeds, source=q.source, target=q.target, mood_weights=tagger.weight,
+            nuisance=nuisance if nuisance is not None else np.zeros((0, ev.x.shape[1])),
+            scale=baselines.centroid_scale(centroids),
+        ))  # fmt: skip
     wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
     return {m: makers[m]() for m in wanted if m in makers}
+
+
+def train_centroids(catalog: Catalog, *, attribute: str, classes: Sequence[str]) -> np.ndarray:
+    """Class centroids of the labelled training tracks, in ``classes`` order, shape (m, d)."""
+    train = catalog.subset(catalog.split_indices("train"))
+    lookup = {c: i for i, c in enumerate(classes)}
+    vocab, y = train.classes(attribute, min_count=0)
+    y = np.array([lookup.get(vocab[v], -1) if v >= 0 else -1 for v in y], dtype=np.int64)
+    keep = y >= 0
+    return baselines.class_centroids(train.embeddings[keep], y[keep], n_classes=len(classes))
 
 
 def evaluate_catalog(
@@ -255,10 +352,56 @@ def evaluate_catalog(
     seed: int = 0,
     max_seeds: int | None = None,
     attribute: str | None = None,
+    label_fraction: float = 1.0,
+    evidence: str = "auto",
 ) -> Report:
     """Run the protocol on one split of ``catalog``: the model and every baseline.
 
-    Centroids for the average-mood-vector baselines come from the training split.
+    Every labelled track of the part is a seed, paired with every other class;
+    retrieval is among all the part's tracks (unlabelled ones included, which
+    never count as any mood), with the seed excluded.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        With a stored split.
+    model : MoodshiftModel, optional
+        Without one only the training-free baselines run (a tagger is then
+        fitted on the training split for ``tagger_filter``/``probe_direction``).
+    part : {"test", "val", "train"}
+        The split evaluated.
+    methods : sequence of str
+        Rows of the report (:data:`METHODS`); ``model`` adds
+        ``model_default_strength`` when the model's default strength is not 1.
+    ks : sequence of int
+        Cut-offs of the metrics.
+    big_k : int
+        K of ``oracle_rand<K>``.
+    seed : int
+        Seeds the random baselines, the seed sample and the visible labels.
+    max_seeds : int, optional
+        Evaluate a seeded sample of this many seeds.
+    attribute : str, optional
+        The transformed label column (default: the model's, else ``mood``).
+    label_fraction : float in [0, 1]
+        The fraction of the part's tracks whose labels queries may read
+        (``query_default``; the oracles always read them). Scoring always uses
+        the true labels.
+    evidence : {"auto", "labels", "probe", "none"}
+        The evidence of the ``query_default`` row.
+
+    Returns
+    -------
+    Report
+        ``methods`` maps each row to its figures (``mood_p@k``, ``genre_p@k``,
+        ``inst_j@k``, ``cf@k``, ...); ``extras["label_fraction"]`` records F.
+
+    Raises
+    ------
+    DataError
+        If the part is too small, or holds moods the model does not know.
+    DimensionMismatchError
+        If the model was trained on another embedder.
     """
     attribute = attribute or (model.attribute if model else "mood")
     if model is not None:
@@ -266,16 +409,22 @@ def evaluate_catalog(
     pool = catalog.subset(catalog.split_indices(part))
     classes = model.classes if model is not None else None
     ev = RetrievalEvaluator(
-        pool, attribute=attribute, classes=classes, ks=ks, max_seeds=max_seeds, seed=seed
-    )
-    train = catalog.subset(catalog.split_indices("train"))
-    lookup = {c: i for i, c in enumerate(ev.classes)}
-    tv, ty = train.classes(attribute)
-    ty = np.array([lookup.get(tv[v], -1) for v in ty])
-    keep = ty >= 0
-    centroids = baselines.class_centroids(
-        train.embeddings[keep], ty[keep], n_classes=len(ev.classes)
-    )
+        pool, attribute=attribute, classes=classes, ks=ks, max_seeds=max_seeds, seed=seed,
+        label_fraction=label_fraction,
+    )  # fmt: skip
+    centroids = train_centroids(catalog, attribute=attribute, classes=ev.classes)
+    tagger = model.tagger if model is not None else None
+    wants_probe = {"tagger_filter", "probe_direction"} & set(methods)
+    if tagger is None and (wants_probe or (model is not None and "query_default" in methods)):
+        from moodshift.training.tagger import fit_tagger
+
+        tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
+    nuisance = None
+    if "probe_direction" in methods:
+        train = catalog.subset(catalog.split_indices("train"))
+        nuisance = baselines.nuisance_directions(
+            train.embeddings, {c: train.value_sets(c) for c in ev.preserved if c != "group"}
+        )
     results: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for name in methods:
@@ -289,16 +438,23 @@ def evaluate_catalog(
                 results["model_default_strength"] = ev.retrieve(
                     ev.model_queries(model, strength=model.default_strength)
                 )
+        elif name == "query_default":
+            if model is None:
+                continue
+            # Exactly what `moodshift query` does with this model (its own tagger or none).
+            results[name] = ev.engine_results(ev.engine(model), evidence=evidence)
         else:
             results.update(baseline_results(ev, centroids=centroids, big_k=big_k, seed=seed,
-                                            methods=[name]))  # fmt: skip
+                                            methods=[name], tagger=tagger,
+                                            nuisance=nuisance))  # fmt: skip
         timings[name] = time.perf_counter() - t0
     scores = {name: ev.score(rows) for name, rows in results.items()}
     return Report(
         methods=scores,
         n_queries=len(ev.queries),
         part=part,
-        extras={"seconds": timings},
+        extras={"seconds": timings, "label_fraction": float(label_fraction),
+                "evidence": evidence},
         queries={"seeds": ev.queries.seeds, "source": ev.queries.source,
                  "target": ev.queries.target},
         results=results,

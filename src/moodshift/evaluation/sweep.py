@@ -238,6 +238,7 @@ def run_sweep(
     big_k: int = 100,
     attribute: str | None = None,
     progress: bool = True,
+    label_fraction: float = 1.0,
 ) -> dict[str, Any]:
     """Every method as a curve of (Mood P@1, preservation) on one split.
 
@@ -259,6 +260,8 @@ def run_sweep(
         Seed-to-target-centroid interpolation fractions (default 21 steps).
     levels : sequence of float
         Mood P@1 levels of the summary figures.
+    label_fraction : float in [0, 1]
+        Pool labels the ``query_default`` curve may read (as ``evaluate``).
 
     Returns
     -------
@@ -268,8 +271,11 @@ def run_sweep(
         ..., "inst_j@1_at_mood_0.9": ..., "cf@1_at_mood_0.9": ..., ...}}`` for
         ``model`` (when given), ``mood_shift``, ``centroid_interp``,
         ``oracle_top1`` and ``oracle_rand100`` (single-point curves, ``param``
-        None). The model's entry also holds ``default_strength``, the strength
-        stored in the model (1.0 unless chosen on validation).
+        None), plus ``query_default`` (the query engine with mood evidence, over
+        the strength), ``tagger_filter`` (over the probability threshold; the
+        argmax filter is its ``param`` None point) and ``probe_direction`` (over
+        the step ``alpha``). The model's entry also holds ``default_strength``,
+        the strength stored in the model (1.0 unless chosen on validation).
     """
     strengths = _check_knobs("strengths", strengths, low=0.0, high=1.0)
     alphas = _check_knobs("alphas", alphas, low=0.0, high=2.0)
@@ -280,7 +286,7 @@ def run_sweep(
     pool = catalog.subset(catalog.split_indices(part))
     ev = RetrievalEvaluator(
         pool, attribute=attribute, classes=model.classes if model is not None else None,
-        ks=(1,), max_seeds=max_seeds, seed=seed,
+        ks=(1,), max_seeds=max_seeds, seed=seed, label_fraction=label_fraction,
     )  # fmt: skip
     centroids = train_centroids(catalog, ev, attribute=attribute)
     q = ev.queries
@@ -313,7 +319,75 @@ def run_sweep(
         key = "oracle_rand100" if name.startswith("oracle_rand") else name
         out[key] = summarise([_point(None, ev.score(rows))], levels=levels)
     bar.update(1)
+    out.update(_evidence_curves(catalog, ev, model, centroids=centroids, strengths=strengths,
+                                alphas=alphas, levels=levels, seed=seed))  # fmt: skip
     bar.close()
+    return out
+
+
+#: Probability thresholds of the tagger-filter curve.
+THRESHOLDS = tuple(np.round(np.linspace(0.0, 0.95, 20), 4).tolist())
+
+
+def _evidence_curves(
+    catalog: Catalog,
+    ev: RetrievalEvaluator,
+    model: MoodshiftModel | None,
+    *,
+    centroids: np.ndarray,
+    strengths: Sequence[float],
+    alphas: Sequence[float],
+    levels: Sequence[float],
+    seed: int,
+) -> dict[str, Any]:
+    """Curves of the methods that use a mood tagger (the model's, or one fitted here)."""
+    from moodshift.training.tagger import fit_tagger
+
+    tagger = model.tagger if model is not None and model.tagger is not None else fit_tagger(
+        catalog, attribute=ev.attribute, classes=ev.classes, seed=seed)  # fmt: skip
+    q = ev.queries
+    seeds = ev.x[q.seeds]
+    proba = tagger.predict_proba(ev.x)
+    out: dict[str, Any] = {}
+    if model is not None:
+        eng = ev.engine(model)
+        curve = [_point(s, ev.score(ev.engine_results(eng, strength=s))) for s in strengths]
+        out["query_default"] = summarise(curve, levels=levels)
+        out["query_default"]["settings"] = eng.settings.to_dict()
+    curve = [
+        _point(
+            None,
+            ev.score(
+                baselines.tagger_filter(
+                    seeds, target=q.target, pool=ev.x, proba=proba, exclude=q.seeds, k=ev.k_max
+                )
+            ),
+        )
+    ]
+    for t in THRESHOLDS:
+        rows = baselines.tagger_filter(
+            seeds, target=q.target, pool=ev.x, proba=proba, exclude=q.seeds, k=ev.k_max, threshold=t
+        )
+        curve.append(_point(t, ev.score(rows)))
+    out["tagger_filter"] = summarise(curve, levels=levels)
+    train = catalog.subset(catalog.split_indices("train"))
+    nuisance = baselines.nuisance_directions(
+        train.embeddings, {c: train.value_sets(c) for c in ev.preserved if c != "group"}
+    )
+    scale = baselines.centroid_scale(centroids)
+    curve = []
+    for a in alphas:
+        query = baselines.probe_direction(
+            seeds,
+            source=q.source,
+            target=q.target,
+            mood_weights=tagger.weight,
+            nuisance=nuisance,
+            scale=scale,
+            alpha=a,
+        )
+        curve.append(_point(a, ev.score(ev.retrieve(query))))
+    out["probe_direction"] = summarise(curve, levels=levels)
     return out
 
 
@@ -363,6 +437,9 @@ _STYLE = {
     "centroid_interp": {"color": "C2", "marker": "^"},
     "oracle_top1": {"color": "k", "marker": "*"},
     "oracle_rand100": {"color": "C7", "marker": "P"},
+    "query_default": {"color": "C3", "marker": "D"},
+    "tagger_filter": {"color": "C4", "marker": "v"},
+    "probe_direction": {"color": "C5", "marker": "<"},
 }
 
 

@@ -1,31 +1,110 @@
-"""The query engine (placeholder while the layout moves; see below)."""
+"""The query engine: one path from a seed and a target mood to ranked tracks.
+
+Every consumer goes through :class:`QueryEngine`: ``moodshift query`` and
+:class:`moodshift.retrieval.search.Searcher`, the HTTP API and the page, the
+evaluation's ``query_default`` row and the sweep. It holds
+
+* :class:`NumpyTransform`: the model's eval-mode transform in numpy, batched,
+  for every architecture option (plain, residual, seed-dependent head,
+  centroid shift with any shift scale), checked against
+  :meth:`MoodshiftModel.transform` when it is built;
+* :class:`MoodEvidence`: what is known of each track's mood: its label where
+  the catalogue (or the evaluation's visible fraction) has one, and the model's
+  tagger probability p(mood | track) for every track;
+* the evidence-aware ranking (docs/method.md, "Mood evidence").
+
+Ranking, for a target mood t and the chosen evidence:
+
+1. *Candidates* are the tracks whose evidence names t: labelled t, or (without a
+   label) the tagger's most probable mood is t. They rank before every other
+   track; the others only fill a list that the candidates cannot.
+2. A labelled track scores ``cos(q_label, x)``; a track judged by the tagger
+   scores ``cos(q_probe, x) + w log p(t | x)``, where ``q_label`` and
+   ``q_probe`` are the transformed query at two strengths. The two strengths
+   and the weight ``w`` are chosen on the validation split when training
+   (``config.json`` -> ``evidence``).
+
+``evidence`` selects the sources: ``auto`` (labels where known, the tagger
+elsewhere), ``labels`` (labels only; unlabelled tracks are not candidates),
+``probe`` (the tagger on every track; labels ignored), ``none`` (similarity to
+the transformed query alone, as the paper retrieves).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moodshift.data.catalog import l2_normalize
-from moodshift.training.model import MoodshiftModel
+from moodshift.errors import InputError
+
+if TYPE_CHECKING:
+    from moodshift.training.model import MoodshiftModel
 
 log = logging.getLogger(__name__)
 
+EVIDENCE_MODES = ("auto", "labels", "probe", "none")
+#: Below this many tracks a query scores every track exactly; above, it goes
+#: through the index and re-ranks the index's candidates.
+EXACT_LIMIT = 50_000
+#: Index candidates re-ranked per query and tier on large catalogues.
+RERANK_DEPTH = 200
+#: Floor of p(t | x) in the log, so a zero probability is a large finite penalty.
+MIN_PROBA = 1e-6
+#: Queries scored together in the exact path (bounds the (q, n) score block).
+QUERY_BLOCK = 512
 
-class FastTransform:
-    """The model's eval-mode transform of one vector, in numpy, for the request path.
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """How evidence-aware queries rank, as chosen on validation.
+
+    Parameters
+    ----------
+    strength_label : float in [0, 1]
+        Strength of the query that scores labelled tracks.
+    strength_probe : float in [0, 1]
+        Strength of the query that scores tracks judged by the tagger.
+    weight : float >= 0
+        ``w`` in ``cos(q_probe, x) + w log p(t | x)``.
+    """
+
+    strength_label: float
+    strength_probe: float
+    weight: float
+
+    @classmethod
+    def of(cls, model: MoodshiftModel) -> EvidenceSettings:
+        """The model's stored settings; a model that predates them gets its default strength."""
+        ev = model.config.get("evidence") or {}
+        s = model.default_strength
+        return cls(
+            strength_label=float(ev.get("strength_label", s)),
+            strength_probe=float(ev.get("strength_probe", s)),
+            weight=float(ev.get("weight", 0.0)),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "strength_label": self.strength_label,
+            "strength_probe": self.strength_probe,
+            "weight": self.weight,
+        }
+
+
+# ---------------------------------------------------------------------- transform
+class NumpyTransform:
+    """The model's eval-mode transform in numpy, batched.
 
     ``MoodshiftModel.transform`` goes through torch's module machinery, which
-    costs about 0.5 ms per call for a single vector, more than the index search.
-    Here the network's ``Linear``/``ReLU``/``Dropout`` layers become numpy
-    matrix-vector products, and the mood branch (whose input is one of m x m
-    one-hot differences) is precomputed for every (source, target) pair.
-    :meth:`build` checks the result against ``model.transform`` on random
-    vectors and falls back to it (with a log line) when they disagree or the
-    network has layers this class does not know, so a change to the model
-    cannot silently change the answers.
+    costs about 0.5 ms per call for a single vector, more than an index search.
+    Here ``Linear``/``ReLU`` layers become matrix products (``Dropout`` is the
+    identity in eval mode) and the mood branch, whose input is one of m x m
+    one-hot differences, is precomputed per (source, target) pair.
     """
 
     def __init__(self, model: MoodshiftModel) -> None:
@@ -44,65 +123,585 @@ class FastTransform:
                     ops.append((np.ascontiguousarray(w.T), b))
                 elif isinstance(mod, nn.ReLU):
                     ops.append("relu")
-                elif isinstance(mod, nn.Dropout):
-                    continue  # identity in eval mode
-                else:
+                elif not isinstance(mod, nn.Dropout):
                     raise TypeError(f"unsupported layer {type(mod).__name__}")
             return ops
 
+        arch = net.arch
         self.embedding_ops = layers(net.embedding_branch)
         self.head_ops = layers(net.head)
-        self.residual = bool(net.arch.residual)
+        self.residual = bool(arch.residual)
+        self.centroids: np.ndarray | None = None
+        if arch.centroid_shift:
+            self.centroids = net.centroids.detach().cpu().numpy().astype(np.float32)
+            self.shift_scale = np.float32(arch.shift_scale)
         eye = torch.eye(m)
         src, tgt = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
         cond = eye[tgt.reshape(-1)] - eye[src.reshape(-1)]
         with torch.inference_mode():
             cls = net.class_branch.eval()(cond).numpy().astype(np.float32)
         self.class_out = cls.reshape(m, m, -1)  # [source, target] -> branch output
-
-    @classmethod
-    def build(cls, model: MoodshiftModel, *, check: int = 16, seed: int = 0) -> Any:
-        """A verified fast transform, or ``model.transform`` itself as the fallback."""
-        try:
-            fast = cls(model)
-            rng = np.random.default_rng(seed)
-            m = len(model.classes)
-            for i in range(check):
-                x = l2_normalize(rng.standard_normal((1, model.dim)).astype(np.float32))[0]
-                s, t, st = i % m, (i * 7 + 1) % m, (0.0, 0.3, 1.0)[i % 3]
-                ref = model.transform(x, source=s, target=t, strength=st)
-                got = fast(x, source=s, target=t, strength=st)
-                if not np.allclose(got, ref, atol=2e-5):
-                    raise ValueError(f"max difference {np.abs(got - ref).max():.2e}")
-        except (TypeError, ValueError, AttributeError) as exc:
-            log.warning("fast transform unavailable (%s); using model.transform", exc)
-            return model.transform
-        return fast
+        self.n_classes = m
 
     @staticmethod
     def _run(ops: list[Any], h: np.ndarray) -> np.ndarray:
         for op in ops:
-            if op == "relu":
+            if isinstance(op, str):
                 np.maximum(h, 0.0, out=h)
             else:
                 h = h @ op[0]
                 h += op[1]
         return h
 
-    def __call__(self, x: np.ndarray, *, source: int, target: int, strength: float) -> np.ndarray:
-        """Transform one unit vector (shape (d,)); returns a unit vector (d,)."""
+    def raw(self, x: np.ndarray, *, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The network's output (not normalised), shape (q, d), for unit rows ``x`` (q, d)."""
         h = self._run(self.embedding_ops, x)
-        out = self._run(self.head_ops, np.concatenate([h, self.class_out[source, target]]))
-        if self.residual:
-            out = out + x
-        # slerp(x, out, strength) for one vector (same formula as moodshift.training.model.slerp).
-        b = out / max(float(np.linalg.norm(out)), 1e-12)
-        dot = min(1.0, max(-1.0, float(x @ b)))
-        omega = math.acos(dot)
-        so = math.sin(omega)
-        t = float(strength)
-        if so < 1e-6:
-            v = (1.0 - t) * x + t * b
+        out = self._run(self.head_ops, np.concatenate([h, self.class_out[source, target]], axis=1))
+        if self.centroids is not None:
+            out += x + self.shift_scale * (self.centroids[target] - self.centroids[source])
+        elif self.residual:
+            out += x
+        return out
+
+    def __call__(
+        self,
+        x: np.ndarray,
+        *,
+        source: np.ndarray | int,
+        target: np.ndarray | int,
+        strength: float | np.ndarray,
+    ) -> np.ndarray:
+        """Unit query vectors, shape (q, d) (or (d,) for a single vector).
+
+        Parameters
+        ----------
+        x : np.ndarray, shape (q, d) or (d,), unit-norm
+        source, target : int or np.ndarray of shape (q,)
+            Class indices.
+        strength : float or np.ndarray of shape (q,), in [0, 1]
+            Fraction of the angle from the seed to the network's output (slerp).
+        """
+        from moodshift.training.model import slerp
+
+        x = np.asarray(x, dtype=np.float32)
+        single = x.ndim == 1
+        x2 = np.atleast_2d(x)
+        q = x2.shape[0]
+        src = np.broadcast_to(np.asarray(source, dtype=np.int64), (q,))
+        tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (q,))
+        out = slerp(x2, self.raw(x2, source=src, target=tgt), strength)
+        return out[0] if single else out
+
+    @classmethod
+    def build(cls, model: MoodshiftModel, *, check: int = 16, seed: int = 0) -> Callable[..., Any]:
+        """A verified numpy transform, or one that calls ``model.transform`` as a fallback.
+
+        The check compares against the torch model on random unit vectors, so a
+        change to the network cannot silently change the answers.
+        """
+        try:
+            fast = cls(model)
+            rng = np.random.default_rng(seed)
+            m = len(model.classes)
+            x = l2_normalize(rng.standard_normal((check, model.dim)).astype(np.float32))
+            src = np.arange(check) % m
+            tgt = (np.arange(check) * 7 + 1) % m
+            st = np.array([(0.0, 0.3, 1.0)[i % 3] for i in range(check)], dtype=np.float32)
+            ref = model.transform(x, source=src, target=tgt, strength=st)
+            got = fast(x, source=src, target=tgt, strength=st)
+            if not np.allclose(got, ref, atol=2e-5):
+                raise ValueError(f"max difference {np.abs(got - ref).max():.2e}")
+        except (TypeError, ValueError, AttributeError) as exc:
+            log.warning("numpy transform unavailable (%s); using model.transform", exc)
+
+            def slow(x: np.ndarray, *, source: Any, target: Any, strength: Any) -> np.ndarray:
+                return model.transform(x, source=source, target=target, strength=strength)
+
+            return slow
+        return fast
+
+
+# ---------------------------------------------------------------------- evidence
+@dataclass
+class MoodEvidence:
+    """What is known of each track's mood.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (n,), int64
+        Visible label as a model class index, ``-1`` where a track has none (or
+        the label is hidden, as in ``evaluate --label-fraction``).
+    proba : np.ndarray, shape (n, m), float32, optional
+        The tagger's p(mood | track); without it only labels are evidence.
+    """
+
+    labels: np.ndarray
+    proba: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
+        self.predicted = None if self.proba is None else self.proba.argmax(axis=1)
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def require(self, mode: str) -> None:
+        if mode not in EVIDENCE_MODES:
+            raise InputError(f"unknown evidence {mode!r}; use one of {', '.join(EVIDENCE_MODES)}.")
+        if mode == "probe" and self.proba is None:
+            raise InputError(
+                "evidence 'probe' needs the model's mood tagger, and this model has none; "
+                "retrain it with `moodshift train`, or use --evidence labels."
+            )
+
+    def tiers(self, mode: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """For one mode: candidate classes, log-probabilities and label use, per track.
+
+        Returns
+        -------
+        candidate : np.ndarray, shape (n,), int64
+            The class a track is a candidate for (``-1``: none).
+        logp : np.ndarray, shape (n, m), float32, or None
+            ``log p(class | track)`` for tracks judged by the tagger (0 elsewhere).
+        by_label : np.ndarray, shape (n,), bool
+            Whether the track is judged by its label (scored with ``q_label``).
+        """
+        self.require(mode)
+        if mode in self._cache:
+            return self._cache[mode]
+        n = len(self)
+        labelled = self.labels >= 0
+        if mode == "labels" or (mode == "auto" and self.proba is None):
+            by_label = labelled
+            candidate = np.where(labelled, self.labels, -1)
+            logp = None
+        elif mode == "probe":
+            assert self.predicted is not None and self.proba is not None
+            by_label = np.zeros(n, dtype=bool)
+            candidate = self.predicted.astype(np.int64)
+            logp = np.log(np.maximum(self.proba, MIN_PROBA)).astype(np.float32)
+        elif mode == "auto":
+            assert self.predicted is not None and self.proba is not None
+            by_label = labelled
+            candidate = np.where(labelled, self.labels, self.predicted).astype(np.int64)
+            logp = np.log(np.maximum(self.proba, MIN_PROBA)).astype(np.float32)
+            logp[labelled] = 0.0
+        else:  # none
+            by_label = np.ones(n, dtype=bool)
+            candidate = np.full(n, -1, dtype=np.int64)
+            logp = None
+        self._cache[mode] = (candidate, logp, by_label)
+        return self._cache[mode]
+
+    def describe(
+        self, rows: np.ndarray, *, classes: list[str], mode: str = "auto"
+    ) -> list[dict[str, Any]]:
+        """Each track's mood and where it came from, for results.
+
+        With ``mode="probe"`` the tagger's prediction is reported even where a
+        label exists (it is what ranked the track); otherwise the label wins.
+
+        Returns
+        -------
+        list of dict
+            ``{"mood", "mood_source": "label" | "predicted" | None, "mood_probability"}``.
+        """
+        out = []
+        for r in np.asarray(rows).tolist():
+            lab = int(self.labels[r]) if mode != "probe" else -1
+            p = None if self.proba is None else self.proba[r]
+            if lab >= 0:
+                out.append({"mood": classes[lab], "mood_source": "label",
+                            "mood_probability": None})  # fmt: skip
+            elif p is not None:
+                c = int(p.argmax())
+                out.append({"mood": classes[c], "mood_source": "predicted",
+                            "mood_probability": round(float(p[c]), 4)})  # fmt: skip
+            else:
+                out.append({"mood": None, "mood_source": None, "mood_probability": None})
+        return out
+
+
+class UnitRows:
+    """Unit-norm rows of a (memory-mapped) matrix, normalised on access.
+
+    Large catalogues are searched through the index, and only the rows the
+    index returns are re-ranked: this avoids a normalised copy of the whole matrix.
+    """
+
+    def __init__(self, embeddings: np.ndarray) -> None:
+        self.embeddings = embeddings
+        self.shape = embeddings.shape
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        return l2_normalize(np.asarray(self.embeddings[rows], dtype=np.float32))
+
+
+# ---------------------------------------------------------------------- engine
+class QueryEngine:
+    """Answers "like this, but <mood>" for batches of seeds.
+
+    Parameters
+    ----------
+    model : MoodshiftModel
+    vectors : np.ndarray, shape (n, d), unit-norm
+        The tracks retrieved from (may be a memory map).
+    evidence : MoodEvidence
+        One entry per row of ``vectors``.
+    index : object, optional
+        A :class:`moodshift.retrieval.search.VectorIndex` (FAISS or exact) used
+        above :data:`EXACT_LIMIT` tracks; below it every track is scored exactly.
+    settings : EvidenceSettings, optional
+        Default: the model's (:meth:`EvidenceSettings.of`).
+    artists : np.ndarray, shape (n,), int64, optional
+        Artist code per track (``-1``: unknown, each such track its own artist),
+        for ``max_per_artist``.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: MoodshiftModel,
+        vectors: np.ndarray,
+        evidence: MoodEvidence,
+        index: Any | None = None,
+        settings: EvidenceSettings | None = None,
+        exact_limit: int = EXACT_LIMIT,
+        artists: np.ndarray | None = None,
+    ) -> None:
+        if len(evidence) != vectors.shape[0]:
+            raise InputError(
+                f"evidence for {len(evidence)} tracks but {vectors.shape[0]} vectors; "
+                f"give one entry per track."
+            )
+        self.model = model
+        self.classes = list(model.classes)
+        self.vectors = vectors
+        self.evidence = evidence
+        self.index = index
+        self.settings = settings or EvidenceSettings.of(model)
+        self.exact = index is None or vectors.shape[0] <= exact_limit
+        self.transform = NumpyTransform.build(model)
+        self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    # ------------------------------------------------------------------ seeds
+    def source_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Source class of seed rows: the visible label, else the tagger's prediction.
+
+        Returns
+        -------
+        source : np.ndarray, shape (q,), int64
+        predicted : np.ndarray, shape (q,), bool
+            True where the source came from the tagger.
+
+        Raises
+        ------
+        InputError
+            If a seed has no label and the model has no tagger.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        lab = self.evidence.labels[rows]
+        missing = lab < 0
+        if missing.any():
+            if self.evidence.predicted is None:
+                raise InputError(
+                    "the seed has no mood label and the model has no tagger to predict one; "
+                    "give the source mood, or retrain the model with `moodshift train`."
+                )
+            lab = np.where(missing, self.evidence.predicted[rows], lab)
+        return lab.astype(np.int64), missing
+
+    def queries(
+        self,
+        seeds: np.ndarray,
+        *,
+        source: np.ndarray,
+        target: np.ndarray,
+        evidence: str = "auto",
+        strength: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The two query vectors (label-scored, tagger-scored), each shape (q, d).
+
+        With ``strength`` given, both use it; ``evidence="none"`` uses the
+        model's default strength (the paper's retrieval).
+        """
+        if strength is not None:
+            if not 0.0 <= float(strength) <= 1.0:
+                raise InputError(f"strength must lie in [0, 1], got {strength}.")
+            s_label = s_probe = float(strength)
+        elif evidence == "none":
+            s_label = s_probe = self.model.default_strength
         else:
-            v = (math.sin((1.0 - t) * omega) / so) * x + (math.sin(t * omega) / so) * b
-        return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
+            s_label, s_probe = self.settings.strength_label, self.settings.strength_probe
+        q_label = self.transform(seeds, source=source, target=target, strength=s_label)
+        if s_probe == s_label:
+            return q_label, q_label
+        return q_label, self.transform(seeds, source=source, target=target, strength=s_probe)
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        seeds: np.ndarray,
+        *,
+        source: np.ndarray,
+        target: np.ndarray,
+        k: int,
+        evidence: str = "auto",
+        strength: float | None = None,
+        weight: float | None = None,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+        max_per_artist: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ranked rows for a batch of seeds.
+
+        Parameters
+        ----------
+        seeds : np.ndarray, shape (q, d), unit-norm
+        source, target : np.ndarray, shape (q,), int64
+        k : int
+        evidence : {"auto", "labels", "probe", "none"}
+        strength, weight : float, optional
+            Override the chosen settings (both strengths / the tagger weight).
+        exclude : np.ndarray, shape (q,), int64, optional
+            A row to leave out per query (the seed itself); ``-1`` for none.
+        allowed : np.ndarray, shape (n,), bool, optional
+            Rows that may be returned (label filters).
+        max_per_artist : int, optional
+            At most this many results per artist (needs ``artists``); the list
+            is filled from further down the ranking.
+
+        Returns
+        -------
+        rows : np.ndarray, shape (q, k), int64
+            ``-1`` pads a list that ``allowed`` leaves short.
+        scores : np.ndarray, shape (q, k), float32
+            The ranking score (cosine, plus ``w log p`` for tagger-judged tracks).
+        query : np.ndarray, shape (q, d)
+            The label-scored query vectors.
+        """
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        seeds = np.atleast_2d(np.asarray(seeds, dtype=np.float32))
+        q = seeds.shape[0]
+        source = np.broadcast_to(np.asarray(source, dtype=np.int64), (q,))
+        target = np.broadcast_to(np.asarray(target, dtype=np.int64), (q,))
+        w = self.settings.weight if weight is None else float(weight)
+        q_label, q_probe = self.queries(seeds, source=source, target=target, evidence=evidence,
+                                        strength=strength)  # fmt: skip
+        tiers = self.evidence.tiers(evidence)
+        ex = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        run = self._exact if self.exact else self._indexed
+        if max_per_artist is None or self.artists is None:
+            rows, scores = run(q_label, q_probe, target, k, tiers, w, ex, allowed)
+            return rows, scores, q_label
+        if max_per_artist < 1:
+            raise InputError(f"max_per_artist must be >= 1, got {max_per_artist}.")
+        # Fetch deeper until the capped list is full or the catalogue is exhausted.
+        depth = k * 4
+        while True:
+            rows, scores = run(q_label, q_probe, target, min(depth, self.n), tiers, w, ex, allowed)
+            rows, scores, short = self._cap(rows, scores, k, max_per_artist)
+            if not short or depth >= self.n:
+                return rows, scores, q_label
+            depth *= 4
+
+    def _cap(
+        self, rows: np.ndarray, scores: np.ndarray, k: int, cap: int
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Keep at most ``cap`` rows per artist, in rank order; pad to ``k`` with -1."""
+        assert self.artists is not None
+        out_r = np.full((rows.shape[0], k), -1, dtype=np.int64)
+        out_s = np.zeros((rows.shape[0], k), dtype=np.float32)
+        short = False
+        for i in range(rows.shape[0]):
+            seen: dict[int, int] = {}
+            j = 0
+            for r, sc in zip(rows[i].tolist(), scores[i].tolist(), strict=True):
+                if r < 0:
+                    break
+                a = int(self.artists[r])
+                key = a if a >= 0 else -1 - r
+                if seen.get(key, 0) >= cap:
+                    continue
+                seen[key] = seen.get(key, 0) + 1
+                out_r[i, j], out_s[i, j] = r, sc
+                j += 1
+                if j == k:
+                    break
+            short |= j < k
+        return out_r, out_s, short
+
+    def _scores(
+        self,
+        sl: np.ndarray,
+        sp: np.ndarray | None,
+        target: np.ndarray,
+        rows: np.ndarray | slice,
+        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        w: float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and candidate flags of some rows, from the two similarity blocks (q, r)."""
+        candidate, logp, by_label = tiers
+        score = sl
+        if sp is not None:
+            score = np.where(by_label[rows][None, :], sl, sp)
+        if logp is not None and w != 0.0:
+            score = score + w * logp[rows][:, target].T
+        cand = candidate[rows][None, :] == target[:, None]
+        return score, cand
+
+    def _exact(
+        self,
+        q_label: np.ndarray,
+        q_probe: np.ndarray,
+        target: np.ndarray,
+        k: int,
+        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        w: float,
+        exclude: np.ndarray,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        q, n = q_label.shape[0], self.n
+        k_eff = min(k, n)
+        out_r = np.full((q, k), -1, dtype=np.int64)
+        out_s = np.zeros((q, k), dtype=np.float32)
+        two = q_probe is not q_label
+        x = self.vectors
+        for s in range(0, q, QUERY_BLOCK):
+            sl_ = slice(s, s + QUERY_BLOCK)
+            sim_l = q_label[sl_] @ x.T
+            sim_p = q_probe[sl_] @ x.T if two else None
+            score, cand = self._scores(sim_l, sim_p, target[sl_], slice(None), tiers, w)
+            # Candidates first: a tier offset larger than any score difference within a tier.
+            span = 2.0 + w * float(-np.log(MIN_PROBA)) + 1.0
+            key = np.where(cand, score, score - span).astype(np.float32)
+            ex = exclude[sl_]
+            has = np.flatnonzero(ex >= 0)
+            key[has, ex[has]] = -np.inf
+            if allowed is not None:
+                key[:, ~allowed] = -np.inf
+            part = np.argpartition(-key, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else (
+                np.broadcast_to(np.arange(n), key.shape).copy()
+            )  # fmt: skip
+            pk = np.take_along_axis(key, part, axis=1)
+            order = np.argsort(-pk, axis=1, kind="stable")
+            top = np.take_along_axis(part, order, axis=1)
+            topk = np.take_along_axis(pk, order, axis=1)
+            sc = np.take_along_axis(score, top, axis=1)
+            valid = np.isfinite(topk)
+            out_r[sl_, :k_eff] = np.where(valid, top, -1)
+            out_s[sl_, :k_eff] = np.where(valid, sc, 0.0)
+        return out_r, out_s
+
+    def _indexed(
+        self,
+        q_label: np.ndarray,
+        q_probe: np.ndarray,
+        target: np.ndarray,
+        k: int,
+        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        w: float,
+        exclude: np.ndarray,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Index search per tier and query vector, then an exact re-rank of the union."""
+        assert self.index is not None
+        candidate, _, by_label = tiers
+        q = q_label.shape[0]
+        depth = max(k, RERANK_DEPTH) if w != 0.0 else k
+        out_r = np.full((q, k), -1, dtype=np.int64)
+        out_s = np.zeros((q, k), dtype=np.float32)
+        base = np.ones(self.n, dtype=bool) if allowed is None else allowed
+        for i in range(q):
+            t = int(target[i])
+            is_cand = candidate == t
+            got: list[np.ndarray] = []
+            for tier in (is_cand, ~is_cand):
+                mask = base & tier
+                if exclude[i] >= 0:
+                    mask = mask.copy()
+                    mask[exclude[i]] = False
+                rows: list[np.ndarray] = []
+                if q_probe is q_label:
+                    searches = [(q_label[i], mask)]
+                else:
+                    searches = [(q_label[i], mask & by_label), (q_probe[i], mask & ~by_label)]
+                for vec, sub in searches:
+                    if sub.any():
+                        idx, _ = self.index.search(vec[None, :], k=depth, allowed=sub)
+                        rows.append(idx[0][idx[0] >= 0])
+                if not rows:
+                    continue
+                cand_rows = np.unique(np.concatenate(rows))
+                x = np.asarray(self.vectors[cand_rows], dtype=np.float32)
+                sl = (q_label[i] @ x.T)[None, :]
+                sp = (q_probe[i] @ x.T)[None, :] if q_probe is not q_label else None
+                score, _ = self._scores(sl, sp, target[i : i + 1], cand_rows, tiers, w)
+                order = np.argsort(-score[0], kind="stable")
+                got.append(np.stack([cand_rows[order], score[0][order]]))
+                if sum(g.shape[1] for g in got) >= k:
+                    break
+            if got:
+                merged = np.concatenate(got, axis=1)[:, :k]
+                out_r[i, : merged.shape[1]] = merged[0].astype(np.int64)
+                out_s[i, : merged.shape[1]] = merged[1]
+        return out_r, out_s
+
+
+def catalog_evidence(
+    catalog: Any, model: MoodshiftModel, *, proba: np.ndarray | None = None
+) -> MoodEvidence:
+    """The evidence of a whole catalogue: its labels and the model's tagger on every track.
+
+    Parameters
+    ----------
+    catalog : Catalog
+    model : MoodshiftModel
+    proba : np.ndarray, shape (n, m), optional
+        Stored tagger probabilities (e.g. from the index folder); computed when absent.
+
+    Returns
+    -------
+    MoodEvidence
+        A label the model does not know counts as no label.
+    """
+    lookup = {c: i for i, c in enumerate(model.classes)}
+    if model.attribute in catalog.labels.columns:
+        values = catalog.labels[model.attribute].fillna("").astype(str).str.strip().to_numpy()
+        labels = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64,
+                             count=len(values))  # fmt: skip
+    else:
+        labels = np.full(len(catalog), -1, dtype=np.int64)
+    if proba is None and model.tagger is not None:
+        proba = model.tagger.predict_proba(catalog.embeddings)
+    return MoodEvidence(labels=labels, proba=proba)
+
+
+def artist_codes(catalog: Any) -> np.ndarray | None:
+    """Artist code per track (``-1`` where unknown), or None without an artist column."""
+    if "artist" not in catalog.labels.columns:
+        return None
+    import pandas as pd
+
+    values = catalog.labels["artist"].fillna("").astype(str).str.strip()
+    codes, _ = pd.factorize(values.where(values != "", None))
+    return codes.astype(np.int64)
+
+
+def stored_proba(index: Any, model: MoodshiftModel) -> np.ndarray | None:
+    """The index's stored tagger probabilities, if they were made by this model's tagger."""
+    proba = getattr(index, "mood_proba", None)
+    if proba is None or model.tagger is None:
+        return None
+    if getattr(index, "meta", {}).get("tagger") != model.tagger.fingerprint():
+        log.info("the index's mood probabilities come from another tagger; recomputing them")
+        return None
+    if proba.shape[1] != len(model.classes):
+        return None
+    return proba

@@ -298,6 +298,7 @@ class FaissIndex:
         self.index = index
         self.kind = kind
         self.meta = dict(meta or {})
+        self.mood_proba: np.ndarray | None = None
         self.postings = postings
         self.exact_rows = int(exact_rows)
         self.exact_fraction = float(exact_fraction)
@@ -445,6 +446,10 @@ class FaissIndex:
         )  # fmt: skip
         if self.postings is not None:
             meta["postings"] = self.postings.save(folder)
+        proba = getattr(self, "mood_proba", None)
+        if proba is not None:
+            # The model tagger's p(mood | track) for every track (``moodshift index --model``).
+            np.save(folder / "mood_proba.npy", np.asarray(proba, dtype=np.float32))
         (folder / "index.json").write_text(json.dumps(meta, indent=2, default=str))
 
     @classmethod
@@ -501,11 +506,26 @@ class FaissIndex:
         postings = None
         if "postings" in meta and (path / "postings_rows.npy").is_file():
             postings = LabelPostings.load(path, meta.pop("postings"), mmap=mmap)
-        return cls(
+        out = cls(
             index, kind=meta["kind"], meta=meta, postings=postings,
             exact_rows=int(meta.get("exact_filter_rows", EXACT_FILTER_ROWS)),
             exact_fraction=float(meta.get("exact_filter_fraction", EXACT_FILTER_FRACTION)),
         )  # fmt: skip
+        proba_path = path / "mood_proba.npy"
+        if proba_path.is_file():
+            try:
+                proba = np.load(proba_path, mmap_mode="r" if mmap else None)
+            except (OSError, ValueError) as exc:
+                raise FileFormatError(
+                    f"{proba_path} is damaged ({exc}); rebuild with `moodshift index --model`."
+                ) from exc
+            if proba.ndim != 2 or proba.shape[0] != out.n:
+                raise FileFormatError(
+                    f"{proba_path} has shape {proba.shape} for {out.n} tracks; rebuild with "
+                    f"`moodshift index --catalog <catalogue> --model <model>`."
+                )
+            out.mood_proba = proba
+        return out
 
 
 # ---------------------------------------------------------------------- build
@@ -803,6 +823,7 @@ def build_catalog_index(
     out: str | os.PathLike[str] | None = None,
     seed: int = 0,
     progress: bool = True,
+    model: Any | None = None,
 ) -> dict[str, Any]:
     """Build, measure and save (atomically) the index of a saved catalogue.
 
@@ -812,6 +833,9 @@ def build_catalog_index(
     kind : {"auto", "flat", "hnsw", "ivf"}
     out : folder, optional
         Defaults to ``<catalog>/index``.
+    model : MoodshiftModel, optional
+        Store its tagger's p(mood | track) for every track (``mood_proba.npy``), so
+        serving does not recompute it; the model's tagger fingerprint is recorded.
 
     Returns
     -------
@@ -832,6 +856,10 @@ def build_catalog_index(
     index.meta["provenance"] = {k: catalog.provenance.get(k) for k in ("name", "version", "dim")}
     index.meta["fingerprint"] = catalog_fingerprint(catalog)
     index.meta["catalog"] = str(Path(catalog_path).resolve())
+    if model is not None and model.tagger is not None:
+        catalog.check_compatible(model.embedder, what="model")
+        index.mood_proba = model.tagger.predict_proba(catalog.embeddings)
+        index.meta["tagger"] = model.tagger.fingerprint()
     index.meta["total_seconds"] = round(time.perf_counter() - t0, 3)
     target = Path(out) if out is not None else default_index_dir(catalog_path)
     index.save(target)

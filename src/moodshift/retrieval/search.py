@@ -16,6 +16,7 @@ import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
 from moodshift.errors import InputError, UnknownLabelError
+from moodshift.retrieval.engine import QueryEngine, artist_codes, catalog_evidence, stored_proba
 from moodshift.training.model import MoodshiftModel
 
 
@@ -99,17 +100,24 @@ class ExactIndex:
 
 @dataclass
 class Result:
-    """One retrieved track."""
+    """One retrieved track.
+
+    ``mood_source`` says where ``labels[attribute]`` came from: ``"label"`` (the
+    catalogue's), or ``"predicted"`` (the model's tagger, with ``mood_probability``).
+    """
 
     track_id: str
     score: float
     labels: dict[str, Any]
     rank: int
+    mood: str | None = None
+    mood_source: str | None = None
+    mood_probability: float | None = None
 
 
 @dataclass
 class Searcher:
-    """Answers "like this, but <mood>" against a catalogue.
+    """Answers "like this, but <mood>" against a catalogue, through the query engine.
 
     Parameters
     ----------
@@ -118,17 +126,76 @@ class Searcher:
     model : MoodshiftModel
     index : VectorIndex, optional
         Defaults to exact search; see :func:`moodshift.retrieval.index.build_index`.
+    proba : np.ndarray, shape (n, m), optional
+        The tagger's p(mood | track) for the catalogue (stored by ``moodshift index
+        --model``); computed when absent.
+
+    Raises
+    ------
+    DimensionMismatchError
+        If the model was trained on another embedder than the catalogue's.
     """
 
     catalog: Catalog
     model: MoodshiftModel
     index: VectorIndex | None = None
+    proba: np.ndarray | None = None
     _label_cache: dict[str, list[frozenset[str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.catalog.check_compatible(self.model.embedder, what="model")
         if self.index is None:
             self.index = ExactIndex(self.catalog.normalized)
+        proba = self.proba if self.proba is not None else stored_proba(self.index, self.model)
+        self.engine = QueryEngine(
+            model=self.model,
+            vectors=self.catalog.normalized,
+            evidence=catalog_evidence(self.catalog, self.model, proba=proba),
+            index=self.index,
+            artists=artist_codes(self.catalog),
+        )
+
+    def seed(
+        self,
+        *,
+        track_id: str | None = None,
+        embedding: np.ndarray | None = None,
+        source_mood: str | None = None,
+    ) -> tuple[np.ndarray, int, int, bool]:
+        """The seed's unit vector (d,), row (-1 for an embedding), source class, predicted?
+
+        The source mood is, in order: ``source_mood`` when given, the seed's
+        label, the tagger's prediction.
+
+        Raises
+        ------
+        InputError
+            If neither or both of ``track_id`` and ``embedding`` are given, or an
+            embedding comes without a source mood and the model has no tagger.
+        UnknownTrackError
+            If ``track_id`` is not in the catalogue.
+        """
+        if (track_id is None) == (embedding is None):
+            raise InputError("give exactly one of track_id or embedding")
+        if track_id is not None:
+            row = self.catalog.index_of(track_id)
+            vec = self.catalog.normalized[row]
+        else:
+            row = -1
+            vec = l2_normalize(np.asarray(embedding, dtype=np.float32).reshape(1, -1))[0]
+            if vec.shape[0] != self.model.dim:
+                self.model.transform(vec, source=0, target=0)  # raises the dimension error
+        if source_mood is not None:
+            return vec, row, self.model.class_index(source_mood), False
+        if row >= 0:
+            src, predicted = self.engine.source_of(np.array([row]))
+            return vec, row, int(src[0]), bool(predicted[0])
+        if self.model.tagger is None:
+            raise InputError(
+                f"with an embedding, give its source {self.model.attribute} "
+                f"(one of {', '.join(self.model.classes)})."
+            )
+        return vec, row, int(self.model.tagger.predict_proba(vec[None, :])[0].argmax()), True
 
     def transform(
         self,
@@ -139,24 +206,12 @@ class Searcher:
         target_mood: str,
         strength: float | None = None,
     ) -> tuple[np.ndarray, int]:
-        """The query vector (unit-norm, shape (d,)) and the seed's row (or -1)."""
-        if (track_id is None) == (embedding is None):
-            raise InputError("give exactly one of track_id or embedding")
-        self.model.class_index(target_mood)
-        if track_id is not None:
-            row = self.catalog.index_of(track_id)
-            vec = self.catalog.normalized[row]
-            src = str(self.catalog.labels[self.model.attribute].iat[row])
-        else:
-            row = -1
-            vec = l2_normalize(np.asarray(embedding, dtype=np.float32).reshape(1, -1))[0]
-            if source_mood is None:
-                raise InputError(
-                    f"with an embedding, give its source {self.model.attribute} "
-                    f"(one of {', '.join(self.model.classes)})."
-                )
-            src = source_mood
-        return self.model.transform(vec, source=src, target=target_mood, strength=strength), row
+        """The transformed query vector (unit-norm, shape (d,)) and the seed's row (or -1)."""
+        target = self.model.class_index(target_mood)
+        vec, row, src, _ = self.seed(track_id=track_id, embedding=embedding,
+                                     source_mood=source_mood)  # fmt: skip
+        s = self.model.default_strength if strength is None else strength
+        return self.engine.transform(vec, source=src, target=target, strength=s), row
 
     def allowed_mask(self, filters: Mapping[str, str | list[str]] | None) -> np.ndarray | None:
         """Rows whose labels contain every requested value (None: no filter)."""
@@ -185,32 +240,69 @@ class Searcher:
         k: int = 10,
         strength: float | None = None,
         filters: Mapping[str, str | list[str]] | None = None,
+        evidence: str = "auto",
+        max_per_artist: int | None = None,
     ) -> tuple[list[Result], np.ndarray]:
-        """Ranked results (the seed itself excluded) and the query vector."""
+        """Tracks like the seed, but in ``target_mood``, best first (the seed excluded).
+
+        Parameters
+        ----------
+        target_mood : str
+            One of the model's classes.
+        track_id : str, optional
+            A catalogue track as the seed (or give ``embedding``).
+        embedding : np.ndarray, shape (d,), optional
+            An outside seed (needs ``source_mood`` unless the model has a tagger).
+        source_mood : str, optional
+            Overrides the seed's label or predicted mood.
+        k : int
+            Results wanted.
+        strength : float in [0, 1], optional
+            Overrides the validation-chosen strengths.
+        filters : mapping, optional
+            Label column -> value(s): only tracks holding one of the values.
+        evidence : {"auto", "labels", "probe", "none"}
+            Mood evidence used in ranking (see :mod:`moodshift.retrieval.engine`).
+        max_per_artist : int, optional
+            At most this many results per artist.
+
+        Returns
+        -------
+        results : list of Result
+            At most ``k``; each says where its mood came from.
+        query : np.ndarray, shape (d,)
+            The query vector that scored labelled tracks.
+
+        Raises
+        ------
+        InputError, UnknownLabelError, UnknownTrackError
+            On a bad argument, an unknown mood or filter column, an unknown track.
+        """
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
-        vec, row = self.transform(
-            track_id=track_id, embedding=embedding, source_mood=source_mood,
-            target_mood=target_mood, strength=strength,
-        )  # fmt: skip
+        target = self.model.class_index(target_mood)
+        self.engine.evidence.require(evidence)
+        vec, row, src, _ = self.seed(track_id=track_id, embedding=embedding,
+                                     source_mood=source_mood)  # fmt: skip
         allowed = self.allowed_mask(filters)
-        if row >= 0:
-            allowed = np.ones(len(self.catalog), dtype=bool) if allowed is None else allowed.copy()
-            allowed[row] = False
-        assert self.index is not None
-        idx, sc = self.index.search(vec[None, :], k=k, allowed=allowed)
-        results = []
+        rows, scores, qvec = self.engine.search(
+            vec[None, :], source=np.array([src]), target=np.array([target]), k=k,
+            evidence=evidence, strength=strength, exclude=np.array([row]), allowed=allowed,
+            max_per_artist=max_per_artist,
+        )  # fmt: skip
+        keep = rows[0] >= 0
+        idx, sc = rows[0][keep], scores[0][keep]
+        moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=evidence)
         cols = [
             *self.catalog.label_columns(),
-            *(c for c in ("title", "artist", "group") if c in self.catalog.labels.columns),
+            *(c for c in ("title", "artist", "group", "audio_path") if c in self.catalog.labels),
         ]
-        for rank, (i, s) in enumerate(zip(idx[0], sc[0], strict=True)):
-            if i < 0:
-                continue
+        results = []
+        for rank, (i, s, m) in enumerate(zip(idx, sc, moods, strict=True), start=1):
             rec = self.catalog.labels.iloc[int(i)]
             labels = {c: _label_value(c, rec[c]) for c in cols}
-            results.append(Result(str(rec["track_id"]), float(s), labels, rank + 1))
-        return results, vec
+            results.append(Result(str(rec["track_id"]), float(s), labels, rank, **m))
+        return results, qvec[0]
 
 
 def _label_value(column: str, value: Any) -> Any:

@@ -41,7 +41,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -133,6 +133,14 @@ def create_app(
         )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
             None, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
+        )
+        evidence: Literal["auto", "labels", "probe", "none"] = Field(
+            "auto",
+            description="Mood evidence in ranking: labels where known and the model's tagger "
+            "elsewhere (auto), labels only, the tagger only (probe), or none",
+        )
+        max_per_artist: int | None = Field(
+            None, ge=1, le=max_k, description="At most this many results per artist"
         )
 
     app = FastAPI(

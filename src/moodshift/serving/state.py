@@ -22,7 +22,16 @@ from moodshift.errors import (
     UnknownLabelError,
     UnknownTrackError,
 )
-from moodshift.retrieval.engine import FastTransform
+from moodshift.retrieval.engine import (
+    EVIDENCE_MODES,
+    EXACT_LIMIT,
+    NumpyTransform,
+    QueryEngine,
+    UnitRows,
+    artist_codes,
+    catalog_evidence,
+    stored_proba,
+)
 from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
 from moodshift.training.model import MoodshiftModel
 
@@ -120,7 +129,13 @@ class ServingState:
         )
         self.inline = self.n <= EXACT_MAX_ROWS or self.index_kind in ("hnsw", "ivf")
         self._parsed: dict[str, list[str]] = {}
-        self.transform = FastTransform.build(model)
+        # One query engine for every consumer (CLI, Searcher, API, evaluation).
+        vectors = catalog.normalized if self.n <= EXACT_LIMIT else UnitRows(catalog.embeddings)
+        self.evidence = catalog_evidence(catalog, model, proba=stored_proba(index, model))
+        self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
+                                  index=index, artists=artist_codes(catalog))  # fmt: skip
+        self.transform = self.engine.transform
+        self.fast_path = isinstance(self.transform, NumpyTransform)
         self._fit_map()
         self._search_text: Any = None
         self._search_lock = threading.Lock()
@@ -160,10 +175,17 @@ class ServingState:
             "moods": self.moods,
             "explained_variance": [round(v, 4) for v in self.pca_explained],
             "points": [
-                [round(float(a), 4), round(float(b), 4), int(self.source_codes[r])]
+                [round(float(a), 4), round(float(b), 4), self._map_mood(int(r))]
                 for (a, b), r in zip(pts, map_rows, strict=True)
             ],
         }
+
+    def _map_mood(self, row: int) -> int:
+        """A track's mood code on the map: its label, else the tagger's guess (-1: neither)."""
+        lab = int(self.evidence.labels[row])
+        if lab >= 0 or self.evidence.predicted is None:
+            return lab
+        return int(self.evidence.predicted[row])
 
     def project(self, vectors: np.ndarray) -> np.ndarray:
         """2-D map coordinates, shape (m, 2), of unit vectors of shape (m, d)."""
@@ -247,73 +269,83 @@ class ServingState:
 
     # ------------------------------------------------------------------ query
     def query(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Answer a validated ``POST /query`` body (see :class:`QueryRequest`)."""
+        """Answer a validated ``POST /query`` body (see ``QueryRequest`` in the app)."""
         t0 = time.perf_counter()
         target = self.mood_code(body["target_mood"], field="target_mood")
         k = int(body["k"])
         raw = body.get("strength")
-        strength = self.model.default_strength if raw is None else float(raw)
+        strength = None if raw is None else float(raw)
+        evidence = body.get("evidence") or "auto"
+        if evidence not in EVIDENCE_MODES:
+            raise BodyFieldError("evidence", f"evidence must be one of {', '.join(EVIDENCE_MODES)}")
+        try:
+            self.evidence.require(evidence)
+        except InputError as exc:
+            raise BodyFieldError("evidence", str(exc)) from None
         track_id, embedding = body.get("track_id"), body.get("embedding")
         if (track_id is None) == (embedding is None):
             raise BodyFieldError("body", "give exactly one of track_id or embedding")
+        src = body.get("source_mood")
         if track_id is not None:
             row = self.row_of(track_id)
             seed = self.unit_row(row)
-            source = int(self.source_codes[row])
-            if source < 0:
-                raise BodyFieldError(
-                    "track_id",
-                    f"the seed's {self.attribute} {self.columns[self.attribute][row]!r} is not "
-                    f"one the model knows ({', '.join(self.moods)})",
-                )
         else:
             row = -1
             seed = self._check_embedding(embedding)
-            src = body.get("source_mood")
-            if src is None:
-                raise BodyFieldError(
-                    "source_mood",
-                    f"with an embedding, give its source_mood (one of {', '.join(self.moods)})",
-                )
-            source = self.mood_code(src, field="source_mood")
-        qvec = self.transform(seed, source=source, target=target, strength=strength)
+        if src is not None:
+            source, predicted = self.mood_code(src, field="source_mood"), False
+        elif row >= 0:
+            codes, pred = self.engine.source_of(np.array([row]))
+            source, predicted = int(codes[0]), bool(pred[0])
+        elif self.model.tagger is not None:
+            source = int(self.model.tagger.predict_proba(seed[None, :])[0].argmax())
+            predicted = True
+        else:
+            raise BodyFieldError(
+                "source_mood",
+                f"with an embedding, give its source_mood (one of {', '.join(self.moods)})",
+            )
         filters = body.get("filters") or None
+        allowed = None
         if filters:
             try:
                 allowed = self.postings.mask(filters)
             except UnknownLabelError as exc:
                 raise BodyFieldError("filters", str(exc)) from None
-            if row >= 0:
-                allowed[row] = False
-            idx, sc = self.index.search(qvec[None, :], k=k, allowed=allowed)
-        else:
-            # The seed is the only row to leave out: fetch one more instead of
-            # building an n-sized mask.
-            idx, sc = self.index.search(qvec[None, :], k=k + (row >= 0))
-        idx, sc = idx[0], sc[0]
-        keep = (idx >= 0) & (idx != row)
-        idx, sc = idx[keep][:k], sc[keep][:k]
+        cap = body.get("max_per_artist")
+        rows, scores, qvecs = self.engine.search(
+            seed[None, :], source=np.array([source]), target=np.array([target]), k=k,
+            evidence=evidence, strength=strength, exclude=np.array([row]), allowed=allowed,
+            max_per_artist=None if cap is None else int(cap),
+        )  # fmt: skip
+        keep = rows[0] >= 0
+        idx, sc, qvec = rows[0][keep], scores[0][keep], qvecs[0]
+        moods = self.evidence.describe(idx, classes=self.moods, mode=evidence)
         results = []
-        for rank, (i, s) in enumerate(zip(idx.tolist(), sc.tolist(), strict=True), start=1):
+        for rank, (i, s_, m) in enumerate(zip(idx.tolist(), sc.tolist(), moods, strict=True), 1):
             rec = self.record(i)
-            rec["rank"] = rank
-            rec["score"] = round(s, 5)
+            rec.update(rank=rank, score=round(s_, 5), **m)
             results.append(rec)
         pts = self.project(np.vstack([seed, qvec, self.unit_row(idx)]) if len(idx) else
                            np.vstack([seed, qvec]))  # fmt: skip
         pts = np.round(pts.astype(np.float64), 4).tolist()
+        settings = self.engine.settings
         return {
             "seed": self.record(row) if row >= 0 else None,
             "source_mood": self.moods[source],
+            "source_mood_source": "predicted" if predicted else ("label" if src is None
+                                                                  else "given"),
             "target_mood": self.moods[target],
-            "strength": strength,
+            "strength": strength if strength is not None else (
+                self.model.default_strength if evidence == "none" else settings.strength_label),
+            "evidence": evidence,
             "k": k,
             "filters": filters or {},
             "results": results,
             "map": {"seed": pts[0], "query": pts[1], "results": pts[2:]},
             "index": self.index_kind,
             "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
-        }
+        }  # fmt: skip
 
     def _check_embedding(self, embedding: Any) -> np.ndarray:
         vec = np.asarray(embedding, dtype=np.float32)
@@ -346,7 +378,13 @@ class ServingState:
             "moods": self.moods,
             "filters": filters,
             "max_k": self.max_k,
-            "default_strength": self.model.default_strength,
+            "default_strength": self.engine.settings.strength_label,
+            "evidence": {
+                "modes": list(EVIDENCE_MODES),
+                "tagger": self.model.tagger is not None,
+                **self.engine.settings.to_dict(),
+            },
+            "labelled": int((self.evidence.labels >= 0).sum()),
             "index": {"kind": self.index_kind, **self.index_meta},
             "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
             "has_audio": bool(self.has_audio.any()),

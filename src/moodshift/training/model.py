@@ -25,6 +25,7 @@ from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
+from moodshift.training.tagger import MoodTagger
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,9 @@ class MoodshiftModel:
         ``name``, ``version``, ``dim`` of the embedder of the training catalogue.
     config : dict
         The training configuration (saved in ``config.json``).
+    tagger : MoodTagger, optional
+        The calibrated mood probe fitted with the model (``tagger.*`` in the folder):
+        the evidence for unlabelled tracks and the source mood of unlabelled seeds.
     """
 
     def __init__(
@@ -164,8 +168,10 @@ class MoodshiftModel:
         config: dict[str, Any] | None = None,
         log: list[dict[str, Any]] | None = None,
         selection: dict[str, Any] | None = None,
+        tagger: MoodTagger | None = None,
     ) -> None:
         self.net = net.eval()
+        self.tagger = tagger
         self.classes = list(classes)
         self.attribute = attribute
         self.embedder = dict(embedder or {"dim": net.arch.dim})
@@ -284,6 +290,8 @@ class MoodshiftModel:
         )
         (folder / "embedder.json").write_text(json.dumps(self.embedder, indent=2, default=str))
         (folder / "training_log.json").write_text(json.dumps(self.log, indent=2, default=str))
+        if self.tagger is not None:
+            self.tagger.write_into(folder)
         if self.selection is not None:
             (folder / "selection.json").write_text(
                 json.dumps(self.selection, indent=2, default=str)
@@ -319,9 +327,10 @@ class MoodshiftModel:
         embedder = _read_json(path / "embedder.json", {"dim": arch.dim})
         log = _read_json(path / "training_log.json", [])
         selection = _read_json(path / "selection.json", None)
+        tagger = MoodTagger.read_from(path, dim=arch.dim, classes=list(vocab["classes"]))
         return cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
-            embedder=embedder, config=cfg, log=log, selection=selection,
+            embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
         )  # fmt: skip
 
 

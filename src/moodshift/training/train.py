@@ -27,9 +27,11 @@ from moodshift.errors import FileFormatError, InputError
 from moodshift.evaluation.evaluate import RetrievalEvaluator
 from moodshift.mining.neighbors import class_topk
 from moodshift.threads import apply_thread_policy
+from moodshift.training.evidence import choose_evidence
 from moodshift.training.losses import build_losses
 from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.training.sampling import ProxySampler
+from moodshift.training.tagger import fit_tagger
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +155,10 @@ def train(
     policy = apply_thread_policy(role="train", threads=threads)
     torch.manual_seed(cfg.seed)
     train_rows = catalog.split_indices("train")
-    train_cat = catalog.subset(train_rows)
-    classes, y = train_cat.classes(cfg.attribute)
+    classes, y = catalog.subset(train_rows).classes(cfg.attribute)
+    # Unlabelled tracks are never seeds nor proxy targets: they are not in the join at all.
+    train_cat = catalog.subset(train_rows[y >= 0])
+    y = y[y >= 0]
     k = resolve_k(cfg, np.bincount(y))
     x = train_cat.normalized
     t0 = time.perf_counter()
@@ -170,6 +174,8 @@ def train(
     join_s = time.perf_counter() - t0
     val = None
     val_rows = catalog.split_indices(val_part)
+    # Labelled validation tracks only, so that nothing unlabelled steers the checkpoint choice.
+    val_rows = val_rows[catalog.subset(val_rows).labelled_rows(cfg.attribute)]
     if val_rows.size > 10:
         val = RetrievalEvaluator(
             catalog.subset(val_rows), attribute=cfg.attribute, classes=classes, ks=(1,),
@@ -301,6 +307,13 @@ def train(
         meta["val_at_default_strength"] = {
             k: v for k, v in point.items() if k.endswith("@1") or k in ("preservation", "kept")
         }
+    model.tagger = fit_tagger(catalog, attribute=cfg.attribute, classes=classes, seed=cfg.seed)
+    meta["tagger"] = model.tagger.report
+    if cfg.choose_strength and val is not None:
+        # How evidence-aware queries rank (labels where known, the tagger elsewhere).
+        settings, chosen = choose_evidence(val, model)
+        model.config["evidence"] = settings.to_dict()
+        meta["evidence_validation"] = chosen
     if out is not None:
         model.save(out)
     return model

@@ -153,9 +153,11 @@ async function runQuery() {
   const body = {
     track_id: state.seed.track_id,
     target_mood: state.target,
-    strength: Number($("strength").value),
     k: Number($("k").value),
+    evidence: $("evidence").value,
   };
+  // Until the slider is moved, the server uses the strengths chosen on validation.
+  if (state.strengthTouched) body.strength = Number($("strength").value);
   if ($("filter-genre").value) body.filters = { genre: $("filter-genre").value };
   const mine = ++querySeq;
   setStatus("searching\u2026");
@@ -177,6 +179,19 @@ async function runQuery() {
   }
 }
 
+// Where a result's mood came from: the catalogue's label, or the model's tagger.
+function moodSource(r) {
+  if (r.mood_source === "predicted") {
+    const pct = Math.round((r.mood_probability || 0) * 100);
+    return el("span", { class: "mood-source predicted", title: "predicted by the model's mood tagger",
+      text: `predicted ${pct}%` });
+  }
+  if (r.mood_source === "label") {
+    return el("span", { class: "mood-source label", title: "the catalogue's label", text: "label" });
+  }
+  return el("span", { class: "mood-source", text: "" });
+}
+
 function renderResults(data) {
   const list = $("results");
   list.replaceChildren();
@@ -192,7 +207,7 @@ function renderResults(data) {
       el("div", { class: "result-head" },
         el("span", { class: "rank", text: `${r.rank}.` }),
         el("span", { class: "name", text: displayName(r), title: r.track_id }),
-        moodBadge(r.mood)),
+        moodBadge(r.mood), moodSource(r)),
       tagList(r),
       el("div", { class: "sim" }, el("span", { text: "similarity" }), bar,
         el("span", { text: r.score.toFixed(3) })),
@@ -316,7 +331,9 @@ async function init() {
   $("prev-page").addEventListener("click", () => { state.page = Math.max(1, state.page - 1); searchTracks(); });
   $("next-page").addEventListener("click", () => { state.page = Math.min(state.pages, state.page + 1); searchTracks(); });
   const requery = debounce(runQuery, 150);
+  $("evidence").addEventListener("change", () => { if (state.seed) runQuery(); });
   $("strength").addEventListener("input", () => {
+    state.strengthTouched = true;
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
     requery();
   });

@@ -1,0 +1,239 @@
+"""The query engine: numpy transform, evidence tiers, and the evaluation rows built on it."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from moodshift.data.catalog import l2_normalize
+from moodshift.errors import InputError
+from moodshift.evaluation import baselines
+from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
+from moodshift.retrieval.engine import MoodEvidence, NumpyTransform, QueryEngine
+from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
+from moodshift.training.tagger import fit_tagger
+
+
+def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,
+                  seed: int) -> MoodshiftModel:  # fmt: skip
+    torch.manual_seed(seed)
+    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
+                        residual=residual, head_hidden=head_hidden,
+                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
+    net = MoodTransformer(arch)
+    with torch.no_grad():
+        # Trained weights are not zero: perturb the zero-initialised last layer too.
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        if centroid_shift:
+            net.centroids.copy_(torch.randn(4, 24) * 0.3)
+    return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
+
+
+OPTIONS = list(itertools.product([False, True], [0, 20], [False, True], [1.0, 3.0]))
+
+
+@pytest.mark.parametrize(("residual", "head_hidden", "centroid_shift", "shift_scale"), OPTIONS)
+def test_numpy_transform_equals_model_transform(residual, head_hidden, centroid_shift,
+                                                shift_scale, rng):  # fmt: skip
+    if shift_scale != 1.0 and not centroid_shift:
+        pytest.skip("shift_scale only acts with the centroid shift")
+    model = _random_model(
+        residual=residual, head_hidden=head_hidden, centroid_shift=centroid_shift,
+        shift_scale=shift_scale, seed=5,
+    )  # fmt: skip
+    fast = NumpyTransform(model)
+    x = l2_normalize(rng.standard_normal((64, 24)).astype(np.float32))
+    src = rng.integers(0, 4, 64)
+    tgt = rng.integers(0, 4, 64)
+    strength = rng.uniform(0, 1, 64).astype(np.float32)
+    ref = model.transform(x, source=src, target=tgt, strength=strength)
+    got = fast(x, source=src, target=tgt, strength=strength)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    # The verified builder keeps the numpy path (no fallback) for every option.
+    assert isinstance(NumpyTransform.build(model), NumpyTransform)
+
+
+def _engine(model, x, labels, proba=None, **kw):
+    return QueryEngine(model=model, vectors=x, evidence=MoodEvidence(labels=labels, proba=proba),
+                       **kw)  # fmt: skip
+
+
+def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
+    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                          seed=1)  # fmt: skip
+    x = l2_normalize(rng.standard_normal((50, 24)).astype(np.float32))
+    labels = np.full(50, -1)
+    labels[[3, 7, 11]] = 2  # only three tracks are labelled "happy"
+    eng = _engine(model, x, labels)
+    rows, _, _ = eng.search(x[:1], source=np.array([0]), target=np.array([2]), k=6,
+                            evidence="labels", exclude=np.array([0]))  # fmt: skip
+    assert set(rows[0, :3]) == {3, 7, 11}
+    assert len(set(rows[0])) == 6 and 0 not in rows[0]
+
+
+def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
+    model = _random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                          seed=2)  # fmt: skip
+    x = l2_normalize(rng.standard_normal((20, 24)).astype(np.float32))
+    eng = _engine(model, x, np.zeros(20, dtype=int))
+    with pytest.raises(InputError, match="unknown evidence"):
+        eng.search(x[:1], source=[0], target=[1], k=3, evidence="vibes")
+    with pytest.raises(InputError, match="tagger"):
+        eng.search(x[:1], source=[0], target=[1], k=3, evidence="probe")
+
+
+def test_max_per_artist_caps_every_list(rng):
+    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                          seed=3)  # fmt: skip
+    x = l2_normalize(rng.standard_normal((60, 24)).astype(np.float32))
+    artists = np.arange(60) % 5
+    eng = _engine(model, x, np.zeros(60, dtype=int), artists=artists)
+    rows, _, _ = eng.search(x[:4], source=np.zeros(4, int), target=np.ones(4, int), k=5,
+                            evidence="none", exclude=np.arange(4), max_per_artist=1)  # fmt: skip
+    for r in rows:
+        assert (r >= 0).all() and len(set(artists[r])) == 5
+
+
+# ---------------------------------------------------------------------- evaluation contract
+@pytest.fixture(scope="module")
+def trained():
+    """A synthetic catalogue with a mood x genre interaction and a briefly trained model."""
+    from moodshift.synthetic import make_catalog
+    from moodshift.training.train import TrainConfig, train
+
+    cat = make_catalog(n=1200, dim=32, seed=7)
+    model = train(cat, config=TrainConfig(epochs=8, seed=0, val_max_seeds=300), progress=False)
+    return cat, model
+
+
+def test_labels_at_strength_zero_reproduce_oracle_top1(trained):
+    cat, model = trained
+    pool = cat.subset(cat.split_indices("test"))
+    ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=1.0)
+    rows = ev.engine_results(ev.engine(model), evidence="labels", strength=0.0)
+    q = ev.queries
+    oracle = baselines.oracle_topk(ev.x[q.seeds], target=q.target, pool=ev.x, pool_labels=ev.y,
+                                   exclude=q.seeds, k=ev.k_max)  # fmt: skip
+    np.testing.assert_array_equal(rows, oracle)
+
+
+def test_label_fraction_zero_never_reads_a_pool_label(trained, rng):
+    cat, model = trained
+    pool = cat.subset(cat.split_indices("test"))
+    ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=0.0)
+    before = ev.engine_results(ev.engine(model))
+    ev.y = rng.permutation(ev.y)  # scramble every pool label; the queries stay the same
+    after = ev.engine_results(ev.engine(model))
+    np.testing.assert_array_equal(before, after)
+    # ...while at F = 1 the same scramble changes the answers (the test can fail).
+    ev.label_fraction = 1.0
+    assert not np.array_equal(ev.engine_results(ev.engine(model)), before)
+
+
+def test_tagger_filter_is_the_engine_at_strength_and_weight_zero(trained):
+    cat, model = trained
+    pool = cat.subset(cat.split_indices("test"))
+    ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=0.0)
+    q = ev.queries
+    ref = baselines.tagger_filter(ev.x[q.seeds], target=q.target, pool=ev.x,
+                                  proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
+                                  k=ev.k_max)  # fmt: skip
+    got = ev.engine_results(ev.engine(model), evidence="probe", strength=0.0, weight=0.0)
+    # Same candidates and the same cosine order (ties aside).
+    assert (got[:, 0] == ref[:, 0]).mean() > 0.99
+
+
+def _confounded_catalog(seed: int = 0):
+    """Two genres x two moods where mood A's sound leans toward genre G2.
+
+    Embeddings are ``genre + mood + noise`` with ``<a, g2> > 0``: a seed of
+    (G1, A) is then nearer the (G2, B) tracks than the (G1, B) ones, so ranking the
+    B-labelled tracks by similarity to the *seed* (the label filter) picks the
+    wrong genre, while shifting the seed from A to B first removes the bias.
+    """
+    import pandas as pd
+
+    from moodshift.data.catalog import Catalog
+
+    rng = np.random.default_rng(seed)
+    d = 16
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    g1, g2, b, e = basis[0], basis[1], basis[2], basis[3]
+    a = (e + 1.5 * g2) / np.linalg.norm(e + 1.5 * g2)
+    # Genres are quieter than moods, so mood A's lean toward G2 misleads the seed.
+    genres = {"g1": 0.6 * g1, "g2": 0.6 * g2}
+    moods = {"A": a, "B": b}
+    rows, x = [], []
+    for i in range(800):
+        g, m = rng.choice(["g1", "g2"]), rng.choice(["A", "B"])
+        x.append(genres[g] + moods[m] + 0.15 * rng.standard_normal(d))
+        rows.append({"track_id": f"t{i:04d}", "mood": m, "genre": g, "instruments": "",
+                     "artist": f"ar{i % 80:03d}"})  # fmt: skip
+    cat = Catalog(embeddings=np.asarray(x, np.float32), labels=pd.DataFrame(rows),
+                  provenance={"name": "confounded", "version": "1", "dim": d})  # fmt: skip
+    cat.assign_split(attribute="mood", seed=seed)
+    return cat
+
+
+def test_evidence_aware_ranking_beats_the_label_and_tagger_filters():
+    from moodshift.evaluation.evaluate import train_centroids
+
+    cat = _confounded_catalog()
+    classes = ["A", "B"]
+    # An untrained centroid-shift model is exactly the centroid shift (its network adds 0).
+    net = MoodTransformer(Architecture(dim=cat.dim, n_classes=2, centroid_shift=True))
+    net.centroids.copy_(torch.from_numpy(train_centroids(cat, attribute="mood", classes=classes)))
+    model = MoodshiftModel(
+        net=net, classes=classes, embedder=dict(cat.provenance),
+        config={"evidence": {"strength_label": 1.0, "strength_probe": 1.0, "weight": 0.0}},
+        tagger=fit_tagger(cat, attribute="mood", classes=classes),
+    )  # fmt: skip
+    methods = ("query_default", "tagger_filter", "oracle_top1")
+    m = evaluate_catalog(cat, model=model, label_fraction=1.0, methods=methods).methods
+    qd, tf, orc = m["query_default"], m["tagger_filter"], m["oracle_top1"]
+    # The label filter's mood (all labels visible), and the seed's genre kept far more often.
+    assert qd["mood_p@1"] == 1.0 == orc["mood_p@1"]
+    assert qd["genre_p@1"] >= orc["genre_p@1"] + 0.2
+    # The tagger filter shares the label filter's bias, and errs on mood too.
+    assert qd["genre_p@1"] >= tf["genre_p@1"] + 0.2 and qd["mood_p@1"] >= tf["mood_p@1"]
+    # Without any label (F = 0) the tagger stands in for the labels and the gain remains.
+    m0 = evaluate_catalog(cat, model=model, label_fraction=0.0, methods=methods).methods
+    assert m0["query_default"]["genre_p@1"] >= tf["genre_p@1"] + 0.2
+    assert m0["query_default"]["mood_p@1"] >= tf["mood_p@1"] - 0.02
+
+
+def test_tagger_is_calibrated_and_saved(trained, tmp_path):
+    cat, model = trained
+    rep = model.tagger.report
+    assert 0.5 < rep["val_accuracy"] <= 1.0 and rep["val_ece"] < 0.2
+    model.save(tmp_path / "m")
+    again = MoodshiftModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(again.tagger.weight, model.tagger.weight)
+    assert again.config["evidence"] == model.config["evidence"]
+    x = cat.embeddings[:5]
+    np.testing.assert_allclose(again.tagger.predict_proba(x), model.tagger.predict_proba(x))
+    refit = fit_tagger(cat, attribute="mood", classes=model.classes, seed=0)
+    np.testing.assert_allclose(refit.weight, model.tagger.weight, atol=1e-6)
+
+
+def test_index_stores_the_taggers_probabilities(trained, tmp_path):
+    from moodshift.retrieval.index import build_catalog_index, load_catalog_index
+    from moodshift.retrieval.search import Searcher
+
+    cat, model = trained
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", kind="flat", model=model, progress=False)
+    index = load_catalog_index(cat, catalog_path=tmp_path / "cat")
+    np.testing.assert_allclose(index.mood_proba, model.tagger.predict_proba(cat.embeddings),
+                               atol=1e-6)  # fmt: skip
+    searcher = Searcher(catalog=cat, model=model, index=index)
+    assert searcher.engine.evidence.proba is index.mood_proba
+    a, _ = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
+    b, _ = Searcher(catalog=cat, model=model).query(
+        track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5
+    )
+    assert [r.track_id for r in a] == [r.track_id for r in b]
