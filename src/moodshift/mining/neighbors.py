@@ -4,10 +4,11 @@ For every track and every class, the K most cosine-similar tracks of that
 class (the track itself excluded). Four ways to get them, one result type:
 
 ``exact`` on CPU (numba available)
-    Blocked matrix products (torch, MKL) in tiles of ``block`` queries by
-    ``chunk`` candidates; each tile is scanned once by a streaming top-K
-    kernel (:mod:`moodshift.mining._topk`) that keeps a per-row heap and only does
-    work for the few scores above the row's running K-th best. Query blocks
+    Blocked matrix products (torch, MKL) in square tiles; the join is symmetric,
+    so each tile of class a's rows x class b's rows is multiplied once and
+    scanned twice (as is, into a's lists of class b; transposed, into b's lists
+    of class a) by a streaming top-K kernel (:mod:`moodshift.mining._topk`) that
+    only does work for the few scores above the row's running K-th best. Tiles
     run on ``threads`` Python threads, each with a single-threaded matrix
     product, so selection runs in parallel with (not after) the products.
 ``exact`` on GPU, or on CPU without numba
@@ -17,7 +18,7 @@ class (the track itself excluded). Four ways to get them, one result type:
     the pool provably might miss a true neighbour are redone in float32, so
     the result stays exact.
 ``ivf``
-    IVF-Flat per class (k-means lists from FAISS; each query probes its
+    IVF-Flat per class (spherical k-means lists; each query probes its
     ``nprobe`` nearest lists), computed list by list as blocked products into
     the same streaming top-K buffers, so it runs at matrix-product speed.
 ``ivf-faiss`` / ``hnsw``
@@ -28,9 +29,10 @@ class (the track itself excluded). Four ways to get them, one result type:
 
 Recall and speed of each: ``moodshift bench approx``.
 
-Memory stays bounded: no step needs more than ``block * chunk`` similarities
-per worker, so N = 10^6 never needs an N x N matrix. Only the result itself,
-``(n, m, K)`` indices and scores, grows with N.
+Memory stays bounded: no step needs more than two tiles of similarities per
+worker, so N = 10^6 never needs an N x N matrix. What grows with N is the
+result, ``(n, m, K)`` indices and scores, and the exact CPU join's top-K
+buffers of one class pair at a time (``2 n_c (2 K + 16)`` entries).
 """
 
 from __future__ import annotations
