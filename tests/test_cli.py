@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,7 +33,7 @@ def trained(files):
     return files
 
 
-def test_evaluate_json_and_plots(trained, capsys):
+def test_cmd_evaluate_json_and_plots(trained, capsys):
     f = trained
     rc = main(["evaluate", "--catalog", str(f / "cat"), "--model", str(f / "model"),
                "--json", str(f / "r.json"), "--plots", str(f / "figs")])  # fmt: skip
@@ -109,3 +110,210 @@ def test_missing_files_exit_2_without_traceback(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------- one test per subcommand
+def test_every_subcommand_has_a_test_and_a_docs_entry():
+    from pathlib import Path
+
+    from moodshift.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = set(sub.choices)
+    tested = {
+        name[len("test_cmd_") :].split("_")[0] for name in globals() if name.startswith("test_cmd_")
+    }
+    assert commands == tested
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    assert all(f"## `moodshift {c}`" in docs for c in commands)
+
+
+def test_cmd_import_stores_a_split(files, tmp_path, capsys):
+    from moodshift.data.catalog import Catalog
+
+    rc = main(["import", "--embeddings", str(files / "emb.npy"), "--labels",
+               str(files / "tracks.csv"), "--out", str(tmp_path / "c"), "--seed", "1"])  # fmt: skip
+    assert rc == 0 and "400 tracks, 16-d" in capsys.readouterr().out
+    split = Catalog.load(tmp_path / "c").labels["split"].value_counts().to_dict()
+    assert set(split) == {"train", "val", "test"} and sum(split.values()) == 400
+
+
+def test_cmd_train_saves_the_model_it_reports(trained, capsys):
+    from moodshift.training.model import MoodshiftModel
+    from moodshift.training.train import TrainConfig
+
+    model = MoodshiftModel.load(trained / "model")
+    assert model.config["epochs"] == 5 and model.config["k"] == TrainConfig().k
+    assert len(model.log) == 5 and model.classes == ["calm", "energetic", "happy", "sad"]
+
+
+def test_cmd_train_help_states_the_true_k_default(capsys):
+    from moodshift.training.train import TrainConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert f"(default {TrainConfig().k};" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cmd_tune_with_a_spent_budget_trains_one_configuration(trained, tmp_path, capsys):
+    from moodshift.training.tune import DEFAULT_GRID
+
+    out = tmp_path / "tuned"
+    rc = main(["tune", "--catalog", str(trained / "cat"), "--out", str(out), "--budget", "0",
+               "--epochs", "1"])  # fmt: skip
+    assert rc == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["winner"] == DEFAULT_GRID[0]["name"]
+    statuses = [r["status"] for r in sel["table"]]
+    assert statuses == ["done"] + ["skipped (budget)"] * (len(DEFAULT_GRID) - 1)
+    assert f"winner: {sel['winner']}" in capsys.readouterr().out
+
+
+def test_cmd_query_prints_ranked_results(trained, capsys):
+    f = trained
+    rc = main(["query", "--catalog", str(f / "cat"), "--model", str(f / "model"), "--track",
+               "syn_000003", "--mood", "sad", "-k", "3", "--filter", "genre=genre2"])  # fmt: skip
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seed syn_000003:") and any(ln.startswith("-> sad") for ln in lines)
+    ranked = [ln for ln in lines if re.match(r"\s*\d+\. ", ln)]
+    assert [ln.split(".")[0].strip() for ln in ranked] == ["1", "2", "3"]
+    assert all("genre=genre2" in ln for ln in ranked)
+
+
+def test_cmd_query_filter_without_value_exits_2(trained, capsys):
+    f = trained
+    rc = main(["query", "--catalog", str(f / "cat"), "--model", str(f / "model"), "--track",
+               "syn_000003", "--mood", "sad", "--filter", "genre"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "--filter wants label=value" in err and "Traceback" not in err
+
+
+def test_cmd_playlist_walks_toward_the_target_mood(trained, tmp_path, capsys):
+    f = trained
+    rc = main(["playlist", "--catalog", str(f / "cat"), "--model", str(f / "model"), "--track",
+               "syn_000003", "--to", "happy", "--length", "5", "--json"])  # fmt: skip
+    assert rc == 0
+    tracks = json.loads(capsys.readouterr().out)["tracks"]
+    ids = [t["track_id"] for t in tracks]
+    # Up to --length tracks (fewer when the rules run out of candidates), never the seed.
+    assert 1 <= len(ids) <= 5 and len(set(ids)) == len(ids) and "syn_000003" not in ids
+    assert len({t["artist"] for t in tracks}) == len(ids)  # one per artist by default
+    p = [t["p_target"] for t in tracks]
+    assert p == sorted(p) and tracks[-1]["mood"] == "happy"
+
+
+def test_cmd_index_builds_an_exact_index_for_a_small_catalogue(trained, tmp_path, capsys):
+    rc = main(["index", "--catalog", str(trained / "cat"), "--out", str(tmp_path / "idx")])
+    assert rc == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "flat" and info["path"] == str(tmp_path / "idx")
+    assert (tmp_path / "idx" / "index.json").is_file()
+
+
+def test_cmd_serve_answers_over_http(trained):
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    f = trained
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moodshift.cli", "serve", "--catalog", str(f / "cat"), "--model",
+         str(f / "model"), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start in 120 s"
+                time.sleep(0.2)
+        assert health["status"] == "ok" and health["tracks"] == 400
+        r = httpx.post(f"http://127.0.0.1:{port}/query", timeout=10,
+                       json={"track_id": "syn_000003", "target_mood": "happy", "k": 2})  # fmt: skip
+        assert r.status_code == 200 and len(r.json()["results"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_cmd_bench_prints_and_writes_json(tmp_path, capsys):
+    rc = main(["bench", "selfjoin", "--n", "600", "--dim", "16", "--k", "5", "--classes", "3",
+               "--json", str(tmp_path / "b.json")])  # fmt: skip
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "b.json").read_text())
+    assert printed["params"]["n"] == 600 and printed["selfjoin"]["selfjoin_gflops"] > 0
+
+
+# ---------------------------------------------------------------------- audio: corpus, embed, demo
+def _has_synth() -> bool:
+    import shutil
+
+    from moodshift.audio.corpus.render import default_soundfonts
+
+    return shutil.which("fluidsynth") is not None and bool(default_soundfonts())
+
+
+needs_synth = pytest.mark.skipif(
+    not _has_synth(), reason="fluidsynth or GM soundfonts missing (bash scripts/setup.sh)"
+)
+# The smallest corpus whose artist-disjoint test part still holds more than k = 10 tracks.
+N_CLIPS = "200"
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    """``moodshift corpus`` rendered where ``moodshift demo`` looks, so the demo reuses it."""
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["corpus", "--out", str(out / "corpus"), "--n", N_CLIPS, "--clip-seconds", "1",
+                 "1.5", "--workers", "2"]) == 0  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_corpus_renders_labelled_audio(demo_dir):
+    import pandas as pd
+    import soundfile as sf
+
+    labels = pd.read_csv(demo_dir / "corpus" / "labels.csv")
+    assert len(labels) == int(N_CLIPS)
+    assert set(labels["mood"]) == {"calm", "energetic", "happy", "sad"}
+    info = sf.info(demo_dir / "corpus" / labels["audio_path"].iloc[0])
+    assert 1.0 <= info.duration <= 1.5 + 0.5  # a clip may ring out past its last note
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_embed_makes_a_catalogue(demo_dir, tmp_path, capsys):
+    from moodshift.data.catalog import Catalog
+
+    rc = main(["embed", "--labels", str(demo_dir / "corpus" / "labels.csv"), "--embedder",
+               "features", "--cache-dir", str(demo_dir / "cache"), "--workers", "2", "--out",
+               str(tmp_path / "cat")])  # fmt: skip
+    assert rc == 0 and "0 files skipped" in capsys.readouterr().out
+    cat = Catalog.load(tmp_path / "cat")
+    assert len(cat) == int(N_CLIPS) and cat.dim == 72
+    assert cat.provenance["name"] == "features" and cat.split is not None
+
+
+@pytest.mark.slow
+@needs_synth
+def test_cmd_demo_runs_every_stage(demo_dir):
+    rc = main(["demo", "--out", str(demo_dir), "--n", N_CLIPS, "--embedders", "features",
+               "--epochs", "1", "--clip-seconds", "1", "1.5"])  # fmt: skip
+    assert rc == 0
+    results = json.loads((demo_dir / "results.json").read_text())
+    methods = results["embedders"]["features"]["methods"]
+    assert {"model", "seed_nn", "oracle_top1"} <= set(methods)
+    assert "## features" in (demo_dir / "RESULTS.md").read_text()
+    assert (demo_dir / "plots_features" / "metrics.png").stat().st_size > 1000

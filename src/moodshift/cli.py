@@ -3,6 +3,7 @@
     moodshift import   --embeddings emb.npy --labels tracks.csv --out CATALOG
     moodshift corpus   --out DIR --n N                (built-in rendered audio)
     moodshift embed    --labels DIR/labels.csv --embedder musicnn --out CATALOG
+    moodshift embed    --audio-dir ~/Music --out CATALOG      (tags, incremental)
     moodshift train    --catalog CATALOG --out MODEL
     moodshift tune     --catalog CATALOG --out MODEL
     moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
@@ -10,6 +11,7 @@
     moodshift index    --catalog CATALOG
     moodshift serve    --catalog CATALOG --model MODEL
     moodshift bench    selfjoin|train|serve|all
+    moodshift bench    embed [--audio-dir ~/Music]      (files/s and x real time per embedder)
     moodshift demo     [--out DIR]
 
 Errors the user can fix exit with code 2 and a one-line message, no traceback.
@@ -70,15 +72,19 @@ def _print_label_summary(cat: Any, attribute: str) -> None:
 def cmd_corpus(a: argparse.Namespace) -> None:
     from moodshift.audio.corpus import build_corpus
 
-    kwargs: dict[str, Any] = {"n": a.n, "seed": a.seed, "workers": a.workers}
-    if a.clip_seconds:
-        kwargs["clip_seconds"] = (a.clip_seconds[0], a.clip_seconds[1])
-    path = build_corpus(a.out, **kwargs)
+    path = build_corpus(a.out, n=a.n, seed=a.seed, workers=a.workers, **_clip_seconds(a))
     print(f"corpus labels: {path}")
+
+
+def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """``--clip-seconds MIN MAX`` as a keyword argument (none when not given)."""
+    return {"clip_seconds": (a.clip_seconds[0], a.clip_seconds[1])} if a.clip_seconds else {}
 
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(a: argparse.Namespace) -> None:
+    if a.audio_dir:
+        return cmd_embed_library(a)
     from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
@@ -92,6 +98,27 @@ def cmd_embed(a: argparse.Namespace) -> None:
     _print_label_summary(cat, a.attribute)
     for path, reason in report[:20]:
         print(f"  skipped {path}: {reason}")
+
+
+def cmd_embed_library(a: argparse.Namespace) -> None:
+    from moodshift.audio.library import embed_library
+    from moodshift.errors import InputError
+
+    if a.engine != "local":
+        raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
+    labels = a.labels
+    if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
+        labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
+        print(f"labels from {labels}")
+    cat, report = embed_library(
+        audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
+        cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+    )  # fmt: skip
+    print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
+          f"({cat.dim}-d)")  # fmt: skip
+    print(report.summary())
+    for path, reason in report.failed[:20]:
+        print(f"  unreadable {path}: {reason}")
 
 
 # ---------------------------------------------------------------------- train
@@ -188,7 +215,9 @@ def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
-    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
+    model = MoodshiftModel.load(a.model)
+    model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
+    searcher = Searcher(catalog=cat, model=model)
     filters = _parse_filters(a.filter)
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
                                 strength=a.strength, filters=filters, evidence=a.evidence,
@@ -214,6 +243,30 @@ def cmd_query(a: argparse.Namespace) -> None:
             else (f"predicted p={r.mood_probability:.2f}" if r.mood_source else "-")
         )
         print(f"{r.rank:3d}. {r.track_id}  {r.score:.3f}  [{r.mood}: {why}]  {labels}")
+
+
+def cmd_playlist(a: argparse.Namespace) -> None:
+    from moodshift.retrieval.playlist import write_m3u
+    from moodshift.retrieval.search import Searcher
+    from moodshift.training.model import MoodshiftModel
+
+    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    cap = None if a.max_per_artist == 0 else a.max_per_artist
+    tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
+                               max_per_artist=cap)  # fmt: skip
+    if a.m3u:
+        write_m3u(a.m3u, tracks)
+    if a.json:
+        print(json.dumps({"tracks": tracks}, indent=2))
+        return
+    for i, t in enumerate(tracks, 1):
+        why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"
+        print(
+            f"{i:3d}. {t['track_id']}  {t['artist'] or '':<18} {t['mood']} ({why})  "
+            f"strength {t['strength']:.2f}  p({t['toward']}) {t['p_target']:.2f}"
+        )
+    if a.m3u:
+        print(f"wrote {a.m3u}")
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
@@ -247,28 +300,59 @@ def cmd_serve(a: argparse.Namespace) -> None:
     from moodshift.serving.launch import serve
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
-          workers=a.workers, max_k=a.max_k)  # fmt: skip
+          workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
+          cors_origins=_split(a.cors_origin), audio_roots=a.audio_root or ())  # fmt: skip
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Comma lists, possibly given several times, as one list."""
+    return [v.strip() for text in values or () for v in text.split(",") if v.strip()]
 
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    from moodshift.bench.core import run_bench
+    if a.what == "soak":
+        from moodshift.bench.soak import format_soak, run_soak
 
-    result = run_bench(a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed,
-                       train_n=a.train_n, train_epochs=a.train_epochs)  # fmt: skip
+        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=a.clients,
+                          duration_s=a.duration, seed=a.seed)  # fmt: skip
+        print(format_soak(result))
+    elif a.what == "embed":
+        result = _bench_embed(a)
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        from moodshift.bench.core import run_bench
+
+        result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
+                           classes=a.classes, seed=a.seed, train_n=a.train_n,
+                           train_epochs=a.train_epochs)  # fmt: skip
+        print(json.dumps(result, indent=2, default=str))
     text = json.dumps(result, indent=2, default=str)
-    print(text)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
 
 
+def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
+    from moodshift.bench.core import NOTE, _load_avg, machine_info
+    from moodshift.bench.embed import bench_embed
+
+    result: dict[str, Any] = {"what": "embed", "machine": machine_info(), "note": NOTE}
+    result["embed"] = bench_embed(
+        audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
+        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
+        workers=a.workers, seed=a.seed,
+    )  # fmt: skip
+    result["machine"]["load_avg_after"] = _load_avg()
+    return result
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from moodshift.demo import run_demo
 
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
-             epochs=a.epochs)  # fmt: skip
+             epochs=a.epochs, **_clip_seconds(a))  # fmt: skip
 
 
 # ---------------------------------------------------------------------- parser
@@ -279,7 +363,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=float, help="triplet margin (absolute, or gamma if relative)")
     p.add_argument("--margin-mode", choices=["fixed", "relative"])
     p.add_argument("--bce-on", choices=["target", "seed"])
-    p.add_argument("--k", type=int, help="proxy-target list length K (default 100)")
+    p.add_argument(
+        "--k", type=int, help="proxy-target list length K (default 1; the paper uses 100)"
+    )
     p.add_argument("--k-fraction", type=float, help="K as a fraction of the smallest class")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
@@ -296,6 +382,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     _engine_options(p)
 
 
+def _clip_option(p: argparse.ArgumentParser, *, default: str) -> None:
+    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help=f"range of the rendered clips' lengths (default {default})")  # fmt: skip
+
+
 def _engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="run the heavy step here or on Ray (moodshift[ray])")  # fmt: skip
@@ -303,6 +394,12 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``moodshift`` argument parser, one subparser per subcommand (docs/cli.md).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+    """
     parser = argparse.ArgumentParser(
         prog="moodshift", description="Controllable music retrieval: like this track, but <mood>."
     )
@@ -326,12 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int)
-    p.add_argument("--clip-seconds", type=float, nargs=2, metavar=("MIN", "MAX"))
+    _clip_option(p, default="10 30")
     p.set_defaults(func=cmd_corpus)
 
-    p = sub.add_parser("embed", help="embed audio files into a catalogue")
-    p.add_argument("--labels", help="labels CSV with an audio_path column")
-    p.add_argument("--audio-dir", help="or a folder of audio files (labels from a CSV inside)")
+    p = sub.add_parser("embed", help="embed audio files (a music folder or a CSV) into a catalogue")
+    p.add_argument("--labels", help="labels CSV with an audio_path column; with --audio-dir: "
+                   "rows that add or override tags, by audio_path or track_id")  # fmt: skip
+    p.add_argument("--audio-dir", help="a music folder, walked recursively: tags give the labels "
+                   "(mood may be missing); re-runs embed only new or changed files")  # fmt: skip
     p.add_argument("--embedder", default="musicnn")
     p.add_argument("--cache-dir")
     p.add_argument("--workers", type=int)
@@ -398,6 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
 
+    p = sub.add_parser("playlist", help="a mood-journey playlist from a seed to a target mood")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--track", required=True, help="seed track id (never in the list)")
+    p.add_argument("--to", required=True, help="target mood")
+    p.add_argument("--via", help="a mood to pass through half-way")
+    p.add_argument("--length", type=int, default=12)
+    p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
+    p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_playlist)
+
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
@@ -413,6 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--allowed-hosts", action="append", metavar="HOSTS",
+                   help="Host header names to answer, comma-separated, '*' for any "
+                        "(default: loopback names and --host)")  # fmt: skip
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="browser origin allowed to call the API (CORS is off by default)",
+    )
+    p.add_argument(
+        "--audio-root",
+        action="append",
+        metavar="FOLDER",
+        help="further folder audio may be served from (default: the catalogue's)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmarks (they measure; they are not tests)")
@@ -420,16 +546,24 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining or all",
+        help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
     )
-    p.add_argument("--n", type=int, default=200_000)
-    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--n", type=int, help="tracks (default 200,000; soak: 5,000)")
+    p.add_argument("--dim", type=int, help="dimensions (default 512; soak: 64)")
+    p.add_argument("--clients", type=int, default=32, help="soak: concurrent clients")
+    p.add_argument("--duration", type=float, default=60.0, help="soak: seconds of load")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-n", type=int, default=20_000, help="tracks of bench train/mining")
     p.add_argument("--train-epochs", type=int, default=3, help="epochs of bench train")
     p.add_argument("--json")
+    g = p.add_argument_group("bench embed")
+    g.add_argument("--audio-dir", help="measure on this music folder (default: make a library)")
+    g.add_argument("--files", type=int, default=12, help="files in the made library")
+    g.add_argument("--clip-seconds", type=float, default=30.0, help="length of each made file")
+    g.add_argument("--embedders", default="features,musicnn")
+    g.add_argument("--workers", type=int, help="embedding worker processes")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")
@@ -438,11 +572,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedders", default="musicnn,features")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int, default=0)
+    _clip_option(p, default="10 12")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors the user can fix print one line and return 2.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after ``moodshift`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a :class:`MoodshiftError`, 130 when interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

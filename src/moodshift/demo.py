@@ -41,6 +41,37 @@ def run_demo(
 
     Re-running reuses what exists: rendered clips are skipped and embeddings
     come from the content-hash cache, so a second run only trains and evaluates.
+
+    Parameters
+    ----------
+    out : str or Path
+        Folder of everything: ``corpus/``, ``cache/``, ``catalog_<embedder>/``,
+        ``model_<embedder>/``, ``results*.json``, ``RESULTS.md``, ``plots_<embedder>/``.
+    n : int
+        Clips rendered.
+    embedders : sequence of str
+        Registered embedder names, each run in turn.
+    seed : int
+        Seed of the corpus, split, training and evaluation.
+    epochs : int, optional
+        Training epochs (default: :class:`TrainConfig`'s).
+    clip_seconds : (float, float)
+        Range of clip lengths.
+    sweep : bool
+        Add each method's trade-off curve.
+
+    Returns
+    -------
+    dict
+        ``n_clips``, ``timings`` (seconds per stage) and ``embedders`` (each an
+        evaluation report as JSON).
+
+    Raises
+    ------
+    DependencyError
+        When fluidsynth, its soundfonts or an embedder's package is missing.
+    DataError
+        When the corpus is too small for a test split of more than 10 tracks.
     """
     from moodshift.audio.corpus import build_corpus
     from moodshift.audio.embed import embed_catalog
@@ -67,6 +98,11 @@ def run_demo(
         timings[f"train_{name}_s"] = time.perf_counter() - t
         t = _stage(f"4. evaluate ({name}) on the test split")
         report = evaluate_catalog(cat, model=model, seed=seed)
+        # The query engine when only part of the catalogue (or none of it) is tagged.
+        for frac in (0.2, 0.0):
+            part = evaluate_catalog(cat, model=model, seed=seed, label_fraction=frac,
+                                    methods=("query_default",))  # fmt: skip
+            report.methods[f"query_default (F={frac:g})"] = part.methods["query_default"]
         report.catalog = str(out / f"catalog_{name}")
         report.model = str(out / f"model_{name}")
         if sweep:
@@ -93,7 +129,18 @@ def run_demo(
 
 
 def results_markdown(summary: dict[str, Any]) -> str:
-    """The demo's figures as Markdown tables (k = 1 and CF@10), one per embedder."""
+    """The demo's figures as Markdown tables (k = 1 and CF@10), one per embedder.
+
+    Parameters
+    ----------
+    summary : dict
+        A :func:`run_demo` result.
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
     cols = ["mood_p@1", "genre_p@1", "inst_j@1", "cf@1", "cf@10"]
     lines = [f"# moodshift demo: {summary['n_clips']} rendered clips", ""]
     for name, res in summary["embedders"].items():

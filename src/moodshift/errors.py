@@ -45,6 +45,14 @@ class UnknownTrackError(InputError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class SweepError(InputError):
+    """A strength sweep was asked for with unusable knob values (or an empty curve)."""
+
+
+class TuneError(InputError):
+    """The configuration search cannot run on this catalogue or with this grid."""
+
+
 class StaleArtifactError(MoodshiftError):
     """A saved index or model no longer matches the catalogue it was built from."""
 

@@ -40,6 +40,27 @@ def make_catalog(
 ) -> Catalog:
     """A labelled catalogue of ``n`` tracks (see module docstring).
 
+    Parameters
+    ----------
+    n, dim : int
+        Tracks and embedding dimension: embeddings of shape (n, dim).
+    n_moods, n_genres, n_instruments : int
+        Label vocabulary sizes (moods are named after :data:`MOODS` up to 4).
+    n_artists : int, optional
+        Default ``max(4, n // 25)``.
+    latent : int
+        Width of the latent space the factors live in.
+    mood_scale, genre_scale, instrument_scale, artist_scale, noise : float
+        Weight of each factor in the latent mix: how strongly each label shows
+        in the embedding.
+    interaction : bool
+        Make the mood's direction depend on the genre.
+    groups : bool
+        Add a ``group`` column: one piece in every mood.
+    seed : int
+    split : bool
+        Store a train/val/test split.
+
     Returns
     -------
     Catalog

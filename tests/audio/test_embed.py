@@ -13,8 +13,6 @@ from moodshift.errors import DataError, EmbedderMismatchError, InputError
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.training.train import TrainConfig, train
 
-pytest.importorskip("musicnn", reason="install with: pip install --no-deps musicnn==0.1.0")
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -34,6 +32,7 @@ def audio_catalog(corpus):
     return cat, failures
 
 
+@pytest.mark.slow
 def test_embed_catalog_from_rendered_audio(audio_catalog, corpus, tmp_path):
     cat, failures = audio_catalog
     assert failures == []
@@ -69,6 +68,7 @@ def test_a_broken_file_is_skipped_and_reported(corpus, tmp_path):
     assert failures and failures[0][0] == str(bad)
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_audio(audio_catalog):
     cat, _ = audio_catalog
     model = train(cat, config=TrainConfig(epochs=3, batch_size=32), progress=False)

@@ -41,7 +41,8 @@ def test_approx_reports_recall_and_speedup_per_size():
         assert entry["runs"], entry
         for run in entry["runs"]:
             assert run["method"] in ("ivf", "ivf-faiss", "hnsw")
-            assert 0.0 <= run["recall"] <= 1.0
+            # Tiny classes: every method finds (nearly) the exact lists.
+            assert run["recall"] >= 0.9, run
             assert run["speedup"] >= 0 and set(run) >= STAGE_KEYS
 
 
@@ -69,15 +70,19 @@ def test_embed_reports_realtime_factor_or_a_reason():
     r = _roundtrip(bench.run_bench("embed", embed_seconds=2.0, **TINY))
     embedders = r["embed"]["embedders"]
     assert set(embedders) == {"features", "musicnn"}
-    for rec in embedders.values():
-        assert "skipped" in rec or (rec["x_realtime"] > 0 and rec["dim"] > 0)
+    # Both ship with the package (musicnn's weights included): neither may be skipped.
+    for name, rec in embedders.items():
+        assert "skipped" not in rec, rec
+        assert rec["x_realtime"] > 0 and rec["dim"] == {"features": 72, "musicnn": 200}[name]
 
 
 def test_query_reports_latency_percentiles():
     r = _roundtrip(bench.run_bench("query", query_sizes=(1500,), **TINY))
     (size,) = r["query"]["sizes"]
     assert size["n"] == 1500 and size["p50_ms"] <= size["p99_ms"]
-    assert 0.0 <= size["recall_at_10"] <= 1.0 and set(size) >= STAGE_KEYS
+    assert set(size) >= STAGE_KEYS
+    # A flat index is exact; an IVF one has nprobe tuned until recall@10 >= 0.95.
+    assert size["recall_at_10"] == 1.0 if size["index"] == "flat" else size["recall_at_10"] >= 0.95
 
 
 def test_ivf_index_used_for_large_catalogues_searches_through_faiss_index():

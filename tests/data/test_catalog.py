@@ -203,9 +203,11 @@ def test_killed_save_keeps_previous_version(tmp_path, small_catalog):
     back = Catalog.load(dest)
     assert len(back) == len(small_catalog)
     np.testing.assert_array_equal(back.embeddings, small_catalog.embeddings)
-    # The next save cleans up and replaces it normally.
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the killed save's
+    # The next save removes the killed save's temporary folder and replaces it normally.
     small_catalog.subset(np.arange(10)).save(dest)
     assert len(Catalog.load(dest)) == 10
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_interrupted_save_keeps_previous_version(tmp_path, small_catalog, monkeypatch):
@@ -221,3 +223,74 @@ def test_interrupted_save_keeps_previous_version(tmp_path, small_catalog, monkey
         bigger.save(dest)
     assert len(Catalog.load(dest)) == len(small_catalog)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_saves_remove_leftovers_of_dead_processes_only(tmp_path, small_catalog):
+    dest = tmp_path / "cat"
+    dead = tmp_path / ".cat.999999999.abcd.tmp"  # no such process
+    legacy = tmp_path / ".cat.k2j3h4.tmp"  # the format before process ids
+    live = tmp_path / f".cat.{os.getppid()}.efgh.tmp"  # a save running elsewhere
+    other = tmp_path / ".catalog.999999999.abcd.tmp"  # another artefact's
+    for d in (dead, legacy, live, other):
+        d.mkdir()
+        (d / "embeddings.npy").write_bytes(b"partial")
+    small_catalog.subset(np.arange(10)).save(dest)
+    assert not dead.exists() and not legacy.exists()
+    assert live.exists() and other.exists()
+
+
+@pytest.mark.parametrize("missing", ["", "nan", None])
+def test_unknown_artist_is_its_own_group(rng, missing):
+    """One empty artist cell used to switch the artist-disjoint split off for everyone."""
+    import warnings
+
+    y = rng.integers(0, 4, size=1000)
+    artists = rng.integers(0, 100, size=1000).astype(str).astype(object)
+    artists[::50] = missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split = make_split(y=y, groups=artists, seed=0)
+    known = np.array([a not in ("", "nan", None) for a in artists])
+    for art in np.unique(artists[known].astype(str)):
+        assert len(set(split[artists == art])) == 1, art
+    # Unknown-artist tracks are spread like singletons, not lumped into one part.
+    assert len(set(split[~known])) > 1
+
+
+def test_assign_split_keeps_artists_disjoint_with_an_empty_cell(small_catalog):
+    import warnings
+
+    cat = small_catalog.subset(np.arange(len(small_catalog)))
+    cat.labels["artist"] = [f"a{i // 5}" for i in range(len(cat))]
+    cat.labels.loc[3, "artist"] = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cat.assign_split(seed=0)
+    assert cat.split_info["artist_disjoint"] is True
+    split = cat.labels["split"].to_numpy()
+    for art, rows in cat.labels.groupby("artist").groups.items():
+        if art:
+            assert len(set(split[np.asarray(rows)])) == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda d: (d / "catalog.json").write_text("[1, 2]"), "expected an object"),
+        (lambda d: (d / "catalog.json").write_text("{"), "not valid JSON"),
+        (lambda d: (d / "catalog.json").write_text('{"n_tracks": "many", "dim": 32}'),
+         "n_tracks"),
+        (lambda d: (d / "embeddings.npy").write_bytes((d / "embeddings.npy").read_bytes()[:500]),
+         "embeddings.npy"),
+        (lambda d: (d / "embeddings.npy").unlink(), "missing"),
+        (lambda d: np.save(d / "embeddings.npy", np.zeros((5, 32), np.float32)), "shape"),
+        (lambda d: (d / "labels.parquet").write_bytes(b"PAR1junk"), "labels.parquet"),
+    ],
+)  # fmt: skip
+def test_damaged_catalogue_files_give_one_line(tmp_path, small_catalog, damage, needle):
+    small_catalog.save(tmp_path / "cat")
+    damage(tmp_path / "cat")
+    with pytest.raises(FileFormatError) as info:
+        Catalog.load(tmp_path / "cat")
+    msg = str(info.value)
+    assert needle in msg and "\n" not in msg and "moodshift import" in msg, msg

@@ -50,11 +50,50 @@ def test_counterfactual_hit():
 
 @pytest.mark.parametrize(
     ("reference", "estimated", "k"),
-    [(["a"], [["a"]], 0), (["a", "b"], [["a"]], 1), (["a"], [["a"]], 2), ([], [], 1)],
+    [
+        (["a"], [["a"]], 0),
+        (["a", "b"], [["a"]], 1),
+        ([], [], 1),
+        (["a"], [["a"]], True),
+        ("a", [["a"]], 1),  # a bare string is not one reference per query
+        (["a"], ["a"], 1),  # nor a ranked list
+        ([float("nan")], [[float("nan")]], 1),
+        ([None], [["a"]], 1),
+    ],
 )
 def test_validation_rejects_bad_input(reference, estimated, k):
     with pytest.raises(InputError):
         metrics.mood_precision(reference, estimated, k=k)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: metrics.genre_precision(["rock"], [["cork"]], k=1),
+        lambda: metrics.genre_any_precision([frozenset({"rock"})], [["rock"]], k=1),
+        lambda: metrics.instrument_jaccard([frozenset({"a"})], [[frozenset({1})]], k=1),
+        lambda: metrics.label_preservation(["x"], [[frozenset({"x"})]], k=1),
+    ],
+)
+def test_set_metrics_refuse_strings_as_label_sets(call):
+    """A string label set was split into characters: "rock" and "cork" matched."""
+    with pytest.raises(InputError, match=r"set of labels|must be strings"):
+        call()
+
+
+def test_nan_is_never_a_counterfactual_hit():
+    nan = float("nan")
+    with pytest.raises(InputError, match="real value"):
+        metrics.counterfactual_hit([nan], [[nan, "b"]], k=2)
+
+
+def test_short_lists_are_scored_over_the_results_they_have():
+    # One query with two results at k=5: P@5 = 1/2, never padded to five.
+    assert metrics.mood_precision(["a"], [["a", "b"]], k=5) == 0.5
+    assert metrics.mood_precision(["a", "a"], [["a"], []], k=3) == 0.5  # empty list: 0
+    j = metrics.instrument_jaccard([frozenset({"x"})], [[frozenset({"x"})]], k=10)
+    assert j == 1.0
+    assert metrics.counterfactual_hit(["c"], [["a", "c"]], k=10) == 1.0
 
 
 def test_evaluate_names_and_values():

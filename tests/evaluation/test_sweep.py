@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from moodshift.errors import SweepError
 from moodshift.evaluation.evaluate import evaluate_catalog
+from moodshift.evaluation.plots import plot_sweep
 from moodshift.evaluation.sweep import (
     POINT_KEYS,
-    SweepError,
     best_at_level,
     dominates,
     level_key,
-    plot_sweep,
     run_sweep,
 )
 from moodshift.synthetic import make_catalog

@@ -17,7 +17,11 @@ from moodshift.errors import InputError  # noqa: E402
 from moodshift.mining.neighbors import class_topk  # noqa: E402
 from moodshift.mining.ray_engine import ray_class_topk, ray_embed_files, ray_session  # noqa: E402
 
-pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.ray,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")

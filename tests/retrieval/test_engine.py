@@ -180,13 +180,15 @@ def _confounded_catalog(seed: int = 0):
 
 
 def test_evidence_aware_ranking_beats_the_label_and_tagger_filters():
-    from moodshift.evaluation.evaluate import train_centroids
+    from moodshift.evaluation.baselines import training_centroids
 
     cat = _confounded_catalog()
     classes = ["A", "B"]
     # An untrained centroid-shift model is exactly the centroid shift (its network adds 0).
     net = MoodTransformer(Architecture(dim=cat.dim, n_classes=2, centroid_shift=True))
-    net.centroids.copy_(torch.from_numpy(train_centroids(cat, attribute="mood", classes=classes)))
+    net.centroids.copy_(
+        torch.from_numpy(training_centroids(cat, attribute="mood", classes=classes))
+    )
     model = MoodshiftModel(
         net=net, classes=classes, embedder=dict(cat.provenance),
         config={"evidence": {"strength_label": 1.0, "strength_probe": 1.0, "weight": 0.0}},
@@ -237,3 +239,30 @@ def test_index_stores_the_taggers_probabilities(trained, tmp_path):
         track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5
     )
     assert [r.track_id for r in a] == [r.track_id for r in b]
+
+
+@pytest.mark.parametrize("evidence", ["auto", "labels", "probe", "none"])
+def test_index_path_equals_the_exact_path(trained, evidence):
+    """Above the exact limit the engine searches the index per tier and re-ranks."""
+    from moodshift.retrieval.engine import catalog_evidence
+    from moodshift.retrieval.index import build_index
+
+    cat, model = trained
+    labels = cat.labels.copy()
+    labels.loc[::3, "mood"] = ""  # a partly labelled catalogue
+    cat = cat.subset(np.arange(len(cat)))
+    cat.labels = labels
+    x = cat.normalized
+    evidence_ = catalog_evidence(cat, model)
+    index = build_index(x, kind="flat", progress=False, recall_sample=20)
+    exact = QueryEngine(model=model, vectors=x, evidence=evidence_)
+    indexed = QueryEngine(model=model, vectors=x, evidence=evidence_, index=index, exact_limit=0)
+    assert exact.exact and not indexed.exact
+    seeds = np.arange(0, 60, 3)
+    src, _ = exact.source_of(seeds)
+    tgt = (src + 1) % len(model.classes)
+    kw = {"source": src, "target": tgt, "k": 10, "evidence": evidence, "exclude": seeds}
+    a, sa, _ = exact.search(x[seeds], **kw)
+    b, sb, _ = indexed.search(x[seeds], **kw)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, atol=1e-5)

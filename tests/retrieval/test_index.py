@@ -265,7 +265,7 @@ def test_catalog_index_built_checked_and_refused_when_stale(tmp_path):
     assert info["recall_at_10"] == 1.0 and "build_seconds" in info
     meta = json.loads((tmp_path / "cat" / "index" / "index.json").read_text())
     assert meta["provenance"]["name"] == "synthetic"
-    assert set(meta["fingerprint"]) >= {"n", "dim", "track_ids_hash", "embeddings_hash"}
+    assert set(meta["fingerprint"]["hashes"]) >= {"track_ids", "embeddings", "labels"}
 
     loaded = Catalog.load(tmp_path / "cat")
     index = load_catalog_index(loaded, catalog_path=tmp_path / "cat")
@@ -304,3 +304,82 @@ def test_catalog_index_custom_out_and_kind(tmp_path):
         Catalog.load(tmp_path / "cat"), path=tmp_path / "elsewhere", mmap=True
     )
     assert index.kind == "hnsw"
+
+
+# ---------------------------------------------------------------------- damaged or stale files
+def test_index_is_stale_when_labels_change(tmp_path):
+    """The fingerprint covered ids and embeddings only: relabelled tracks served old postings."""
+    cat = make_catalog(n=600, dim=16, seed=9, groups=True)
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", progress=False)
+    relabelled = Catalog.load(tmp_path / "cat")
+    genres = sorted(relabelled.labels["genre"].unique())
+    relabelled.labels.loc[7, "genre"] = next(
+        g for g in genres if g != relabelled.labels["genre"][7]
+    )
+    relabelled.save(tmp_path / "cat2")
+    (tmp_path / "cat" / "index").rename(tmp_path / "cat2" / "index")
+    with pytest.raises(StaleArtifactError, match=r"labels changed.*moodshift index --catalog"):
+        load_catalog_index(Catalog.load(tmp_path / "cat2"), catalog_path=tmp_path / "cat2")
+
+
+def test_fingerprint_takes_every_stored_part():
+    from moodshift.retrieval.index import index_fingerprint
+
+    emb = np.eye(4, dtype=np.float32)
+    base = index_fingerprint(track_ids=list("abcd"), embeddings=emb, labels={"g": list("xxyy")})
+    assert set(base["hashes"]) == {"track_ids", "embeddings", "labels"}
+    other = index_fingerprint(track_ids=list("abcd"), embeddings=emb, labels={"g": list("xyyy")})
+    assert other["hashes"]["labels"] != base["hashes"]["labels"]
+    extra = index_fingerprint(track_ids=list("abcd"), embeddings=emb, labels={"g": list("xxyy")},
+                              arrays={"probs": np.zeros((4, 2))})  # fmt: skip
+    assert set(extra["hashes"]) == {"track_ids", "embeddings", "labels", "probs"}
+
+
+def _damage(folder, how):
+    meta_path = folder / "index.json"
+    meta = json.loads(meta_path.read_text())
+    if how == "list":
+        meta_path.write_text(json.dumps([meta]))
+    elif how == "no_dim":
+        del meta["dim"]
+        meta_path.write_text(json.dumps(meta))
+    elif how == "not_json":
+        meta_path.write_text("{oops")
+    elif how == "truncated_rows":
+        data = (folder / "postings_rows.npy").read_bytes()
+        (folder / "postings_rows.npy").write_bytes(data[: len(data) // 2])
+    elif how == "missing_offsets":
+        (folder / "postings_offsets.npy").unlink()
+    elif how == "short_offsets":
+        np.save(folder / "postings_offsets.npy", np.load(folder / "postings_offsets.npy")[:-3])
+    elif how == "bad_postings_meta":
+        meta["postings"] = {"n": 600, "keys": "genre"}
+        meta_path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["list", "no_dim", "not_json", "truncated_rows", "missing_offsets", "short_offsets",
+     "bad_postings_meta"],
+)  # fmt: skip
+def test_damaged_index_files_give_one_line_and_exit_2(tmp_path, how, capsys):
+    from moodshift.cli import main
+    from moodshift.errors import FileFormatError
+
+    cat = make_catalog(n=600, dim=16, seed=9, groups=True)
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", progress=False)
+    _damage(tmp_path / "cat" / "index", how)
+    with pytest.raises(FileFormatError) as info:
+        FaissIndex.load(tmp_path / "cat" / "index")
+    msg = str(info.value)
+    assert "\n" not in msg and "index" in msg and "moodshift index" in msg
+    # The CLI: exit 2 and one line (serve fails while loading, before it listens).
+    from moodshift.training.train import TrainConfig, train
+
+    train(cat, config=TrainConfig(epochs=1, k=10, seed=0), progress=False).save(tmp_path / "m")
+    rc = main(["serve", "--catalog", str(tmp_path / "cat"), "--model", str(tmp_path / "m"),
+               "--port", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err

@@ -355,7 +355,7 @@ def test_threadpool_route_answers_like_the_fast_path(client, serve_catalog, serv
 
     async def in_process() -> tuple[list[httpx.Response], str]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as slow:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as slow:
             answers = [await slow.post("/query", json=body) for body in bodies]
             return answers, (await slow.get("/metrics")).text
 

@@ -8,7 +8,6 @@ Skipped, with the reason, where /usr/bin/chromium or playwright is missing
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -120,4 +119,3 @@ def test_static_files_are_local(live_server):
         r = httpx.get(f"{live_server}/static/{name}")
         assert r.status_code == 200
         assert "https://" not in r.text and "http://" not in r.text
-    assert shutil.which  # keep the import used where Chromium is absent

@@ -18,8 +18,9 @@ def _model(dim: int = 16, residual: bool = False) -> MoodshiftModel:
 
 
 def test_parameter_count_follows_the_layer_sizes():
-    # METHOD.md's layers (d->1024->512, m->64->128, 640->d) give 3.41 M weights at d = 1728;
-    # its "about 2.4 M" does not follow from them, so the layer sizes are what we keep.
+    # The paper's layers (docs/method.md: d->1024->512, m->64->128, 640->d) give 3.41 M
+    # weights at d = 1728; its "about 2.4 M" does not follow from them, so the layer
+    # sizes are what we keep.
     d, m = 1728, 4
     net = MoodTransformer(Architecture(dim=d, n_classes=m))
     n = sum(p.numel() for p in net.parameters())
@@ -91,7 +92,7 @@ def test_load_rejects_non_model(tmp_path):
     m = _model()
     m.save(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(FileFormatError, match="corrupt"):
+    with pytest.raises(FileFormatError, match="not a readable safetensors"):
         MoodshiftModel.load(tmp_path / "m")
 
 
@@ -113,3 +114,69 @@ def test_interrupted_model_save_keeps_old(tmp_path, rng, monkeypatch):
     np.testing.assert_array_equal(
         MoodshiftModel.load(tmp_path / "m").transform(x, source="sad", target="happy"), ref
     )
+
+
+# ---------------------------------------------------------------------- damaged or unusable folders
+def _edit_json(path, fn):
+    import json
+
+    path.write_text(json.dumps(fn(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "needle"),
+    [
+        ("vocab.json", lambda p: _edit_json(p, lambda d: {"attribute": "mood"}), "classes"),
+        ("vocab.json", lambda p: _edit_json(p, lambda d: ["calm", "sad"]), "expected an object"),
+        ("embedder.json", lambda p: p.write_text("{not json"), "not valid JSON"),
+        ("training_log.json", lambda p: p.write_text("[{"), "not valid JSON"),
+        ("training_log.json", lambda p: _edit_json(p, lambda d: {"epochs": 3}), "per-epoch"),
+        ("config.json", lambda p: p.write_text(""), "not valid JSON"),
+        ("config.json", lambda p: _edit_json(p, lambda d: {**d, "architecture": None}),
+         "architecture"),
+        ("config.json",  # a changed architecture: was a 5-line torch message
+         lambda p: _edit_json(p, lambda d: {**d, "architecture": {**d["architecture"],
+                                                                  "hidden": [512, 256]}}),
+         "does not match the architecture"),
+        ("config.json", lambda p: _edit_json(p, lambda d: {**d, "default_strength": 1.5}),
+         "outside [0, 1]"),
+        ("config.json", lambda p: _edit_json(p, lambda d: {**d, "default_strength": "high"}),
+         "outside [0, 1]"),
+    ],
+)  # fmt: skip
+def test_damaged_model_files_give_one_line(tmp_path, name, damage, needle):
+    _model().save(tmp_path / "m")
+    damage(tmp_path / "m" / name)
+    with pytest.raises(InputError) as info:
+        MoodshiftModel.load(tmp_path / "m")
+    msg = str(info.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert name in msg or "model.safetensors" in msg
+
+
+def test_model_refuses_a_catalogue_it_cannot_serve(small_catalog):
+    from moodshift.data.catalog import Catalog
+
+    cat = small_catalog
+    m = MoodshiftModel(net=MoodTransformer(Architecture(dim=cat.dim, n_classes=4)),
+                       classes=["calm", "energetic", "happy", "sad"])  # fmt: skip
+    m.check_catalog(cat)  # every class labelled, every label known
+    keep = np.flatnonzero(cat.labels["mood"].to_numpy() != "sad")
+    no_sad = cat.subset(keep)
+    with pytest.raises(InputError, match=r"\['sad'\] label no track"):
+        m.check_catalog(no_sad)
+    # ...unless some tracks are unlabelled (their mood may be any class).
+    labels = no_sad.labels.copy()
+    labels.loc[0, "mood"] = ""
+    Catalog(embeddings=no_sad.embeddings, labels=labels, provenance=dict(no_sad.provenance))
+    m.check_catalog(Catalog(embeddings=no_sad.embeddings, labels=labels,
+                            provenance=dict(no_sad.provenance)))  # fmt: skip
+    labels.loc[1, "mood"] = "furious"
+    furious = Catalog(embeddings=no_sad.embeddings, labels=labels,
+                      provenance=dict(no_sad.provenance))  # fmt: skip
+    # Evaluation cannot score a mood the model does not know...
+    with pytest.raises(InputError, match="furious"):
+        m.check_catalog(furious, strict=True)
+    # ...serving treats it as no label, and says so.
+    with pytest.warns(UserWarning, match="furious"):
+        m.check_catalog(furious)

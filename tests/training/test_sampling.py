@@ -1,4 +1,4 @@
-"""Proxy targets drawn per batch with tensor ops (METHOD.md, "Proxy targets")."""
+"""Proxy targets drawn per batch with tensor ops (docs/method.md, "Proxy targets")."""
 
 from __future__ import annotations
 

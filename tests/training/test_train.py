@@ -22,6 +22,7 @@ def trained(synthetic):
     return train(synthetic, config=TrainConfig(epochs=40, batch_size=256, seed=0), progress=False)
 
 
+@pytest.mark.slow
 def test_model_beats_training_free_baselines(synthetic, trained):
     r = evaluate_catalog(synthetic, model=trained).methods
     # Margins measured with the default configuration on this catalogue (seed 1):
@@ -31,6 +32,7 @@ def test_model_beats_training_free_baselines(synthetic, trained):
     assert r["model"]["genre_p@1"] >= r["mood_centroid"]["genre_p@1"] + 0.04
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(synthetic):
     cfg = TrainConfig(epochs=3, seed=5)
     a = train(synthetic, config=cfg, progress=False)
@@ -40,6 +42,7 @@ def test_same_seed_same_weights(synthetic):
         assert np.array_equal(va.numpy(), vb.numpy()), ka
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, synthetic):
     straight = train(synthetic, config=TrainConfig(epochs=6, seed=2), progress=False)
     out = tmp_path / "m"
@@ -70,6 +73,7 @@ def test_saved_model_folder_and_round_trip(tmp_path, synthetic, trained):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_genre_shift_model_trains(synthetic):
     """The same code transforms any single-valued attribute, here genre."""
     cat = make_catalog(n=600, dim=24, seed=4)

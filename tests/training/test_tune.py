@@ -9,11 +9,12 @@ import pytest
 
 import moodshift.training.tune as tune_mod
 from moodshift.data.catalog import Catalog
+from moodshift.errors import TuneError
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.evaluation.sweep import operating_point
 from moodshift.synthetic import make_catalog
 from moodshift.training.model import MoodshiftModel
-from moodshift.training.tune import TuneError, select, tune
+from moodshift.training.tune import select, tune
 
 # Two cheap configurations that differ in what they keep (K and the loss mix).
 GRID = (
@@ -147,6 +148,7 @@ def test_bad_grids_are_refused(tmp_path, catalog):
              verbose=False)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_default_model_beats_the_centroid_shift_with_interaction():
     """Where each genre expresses a mood differently, one global shift cannot follow it.
 
@@ -169,3 +171,22 @@ def test_default_model_beats_the_centroid_shift_with_interaction():
     # The stored default strength is an operating point that reaches the target on test too.
     point = min(sweep["model"]["curve"], key=lambda p: abs(p["param"] - model.default_strength))
     assert point["mood_p@1"] >= 0.85
+
+
+def test_strength_is_swept_once_per_configuration(tmp_path, catalog, monkeypatch):
+    import moodshift.evaluation.sweep as sweep_mod
+
+    calls = []
+    real_curve = sweep_mod.strength_curve
+
+    def counting_curve(*args, **kwargs):
+        calls.append(1)
+        return real_curve(*args, **kwargs)
+
+    # train() imports strength_curve from the sweep module when it chooses a strength;
+    # tune() holds its own reference: count both.
+    monkeypatch.setattr(sweep_mod, "strength_curve", counting_curve)
+    monkeypatch.setattr(tune_mod, "strength_curve", counting_curve)
+    model = tune(catalog=catalog, out=tmp_path / "m", grid=GRID, progress=False, verbose=False)
+    assert len(calls) == len(GRID)
+    assert model.default_strength == model.selection["default_strength"]

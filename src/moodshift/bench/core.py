@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from moodshift.errors import InputError, MoodshiftError
+from moodshift.errors import InputError
 
 WHATS = ("selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all")
 #: ``all`` runs these (``mining`` trains two models to convergence: run it alone).
@@ -103,6 +103,11 @@ def run_bench(
     dict
         ``machine``, ``note`` and one entry per sub-benchmark (each with ``wall_s``,
         ``cpu_s``, ``peak_rss_mb``; a skipped one has ``skipped`` and the reason).
+
+    Raises
+    ------
+    InputError
+        For an unknown benchmark, a size below 1, or ``n`` too small for ``classes``.
     """
     if what not in WHATS:
         raise InputError(f"unknown benchmark {what!r}; use one of {', '.join(WHATS)}")
@@ -148,7 +153,13 @@ def _load_avg() -> list[float] | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, cores, threads, BLAS and environment that the figures depend on."""
+    """CPU, cores, threads, BLAS and environment that the figures depend on.
+
+    Returns
+    -------
+    dict
+        JSON-ready description of this machine and process.
+    """
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
@@ -212,6 +223,16 @@ def stage(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     Fills ``wall_s``, ``cpu_s``, ``rss_start_mb``, ``peak_rss_mb`` and
     ``peak_rss_scope`` ("stage" when the high-water mark could be reset, else
     "process": the peak since the process started).
+
+    Parameters
+    ----------
+    record : dict
+        Filled in place when the stage ends (also when it raises).
+
+    Yields
+    ------
+    dict
+        ``record``.
     """
     reset = _reset_peak_rss()
     rss0 = _rss_mb()
@@ -229,6 +250,17 @@ def stage(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def sgemm_peak(*, dim: int, size: int = 8192, reps: int = 3, device: str = "cpu"
                ) -> dict[str, float]:  # fmt: skip
     """GFLOP/s of one large float32 product ``(size x dim) @ (dim x size)``, best of ``reps``.
+
+    Parameters
+    ----------
+    dim : int
+        Inner dimension (the embedding dimension of the join it is compared with).
+    size : int
+        Rows of both operands.
+    reps : int
+        Timed repetitions after one warm-up.
+    device : str
+        ``cpu`` or ``cuda``.
 
     Returns
     -------
@@ -266,6 +298,18 @@ def synthetic_vectors(
     The generative model of :func:`moodshift.synthetic.make_catalog` (genre, mood,
     instruments, artist and noise through a random two-layer map), vectorised and
     generated in chunks so 10^6 x 512 needs no more than the result itself.
+
+    Parameters
+    ----------
+    n, dim : int
+        Output shape (n, dim).
+    classes : int
+        Mood classes.
+    seed : int
+    latent : int
+        Width of the latent space.
+    chunk : int
+        Rows generated at a time.
 
     Returns
     -------
@@ -358,6 +402,19 @@ def exact_rows_topk(
     x: np.ndarray, y: np.ndarray, rows: np.ndarray, *, k: int, classes: int, threads: int
 ) -> tuple[np.ndarray, float]:
     """Exact per-class top-k lists of the given rows only, and the seconds it took.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (n, d)
+        Unit-norm vectors.
+    y : np.ndarray of int, shape (n,)
+        Class of each row.
+    rows : np.ndarray of int, shape (r,)
+        Query rows.
+    k : int
+    classes : int
+    threads : int
+        torch threads to use.
 
     Returns
     -------
@@ -534,34 +591,14 @@ STAGE_KEYS_TRAIN = ("wall_s", "cpu_s", "rss_start_mb", "peak_rss_mb", "peak_rss_
 
 
 # --------------------------------------------------------------------------- embedding
-def _bench_embed(*, seed: int, embed_seconds: float, **_: Any) -> dict[str, Any]:
-    try:
-        from moodshift.audio.embedders import get_embedder
-    except ImportError as exc:
-        raise _Skip(f"moodshift.audio.embedders is not importable: {exc}") from exc
-    sr = 22050
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(embed_seconds * sr)) / sr
-    # A chord with a slow tremolo plus noise: enough signal for every feature to be defined.
-    audio = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
-    audio = (0.5 * audio * (1 + 0.3 * np.sin(2 * np.pi * 2 * t))
-             + 0.02 * rng.standard_normal(t.size)).astype(np.float32)  # fmt: skip
-    out: dict[str, Any] = {"audio_seconds": embed_seconds, "sample_rate": sr, "embedders": {}}
-    for name in ("features", "musicnn"):
-        rec: dict[str, Any] = {}
-        try:
-            emb = get_embedder(name)
-            emb.embed(audio[: 5 * sr], sr)  # warm-up: weights, kernels, caches
-        except (MoodshiftError, ImportError, OSError) as exc:
-            out["embedders"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
-            continue
-        with stage(rec):
-            vec = emb.embed(audio, sr)
-        rec["dim"] = int(np.asarray(vec).shape[0])
-        rec["x_realtime"] = round(embed_seconds / rec["wall_s"], 1)
-        rec["x_realtime_per_cpu_s"] = round(embed_seconds / max(rec["cpu_s"], 1e-9), 1)
-        out["embedders"][name] = rec
-    return out
+def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, **_: Any
+                 ) -> dict[str, Any]:  # fmt: skip
+    # A small library of compressed files through `embed --audio-dir` (moodshift.bench.embed;
+    # `moodshift bench embed` has the options: --audio-dir, --files, --clip-seconds).
+    from moodshift.bench.embed import bench_embed
+
+    return bench_embed(n_files=4, clip_seconds=embed_seconds, seed=seed, render=False,
+                       progress=progress)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- query latency
@@ -572,10 +609,10 @@ def _ivf_index(x: np.ndarray, *, seed: int) -> Any:
     with 25 rounds: about 10^14 flops at 10^6 x 512, too slow for a bounded benchmark
     on 2 cores. The search path measured is still ``moodshift.retrieval.index.FaissIndex``'s.
     """
-    import faiss
-
+    from moodshift._deps import require_faiss
     from moodshift.retrieval.index import FaissIndex
 
+    faiss = require_faiss()
     n, d = x.shape
     nlist = int(max(1, min(n // 39, round(4 * math.sqrt(n)))))
     quantizer = faiss.IndexFlatIP(d)
@@ -710,7 +747,18 @@ _BENCHES = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin wrapper
-    """``python -m moodshift.bench.core WHAT`` (same as ``moodshift bench WHAT``)."""
+    """``python -m moodshift.bench.core WHAT`` (same as ``moodshift bench WHAT``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code.
+    """
     args = list(argv if argv is not None else sys.argv[1:])
     what = args[0] if args else "selfjoin"
     print(json.dumps(run_bench(what), indent=2, default=str))

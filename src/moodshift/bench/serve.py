@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.errors import MoodshiftError
+from moodshift.errors import InputError, MoodshiftError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -95,6 +95,13 @@ def run_serve_bench(
         ``setup`` (sizes and build timings, index recall), ``runs`` (one per client
         count: p50/p90/p99/max latency in ms, requests per second, errors, CPU
         seconds of server and client), ``machine`` (cores, load averages) and a note.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``client``.
+    MoodshiftError
+        When the benchmark server exits or does not answer ``/healthz`` in time.
     """
     from moodshift.data.catalog import Catalog
     from moodshift.retrieval.index import build_catalog_index
@@ -102,7 +109,7 @@ def run_serve_bench(
     from moodshift.training.train import TrainConfig, train
 
     if client not in ("raw", "httpx"):
-        raise MoodshiftError(f"unknown client {client!r}; use 'raw' or 'httpx'.")
+        raise InputError(f"unknown client {client!r}; use 'raw' or 'httpx'.")
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="moodshift-bench-serve-")
@@ -444,7 +451,18 @@ def _self_cpu_seconds() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m moodshift.bench.serve [--n N] [--dim D] [--clients 1,8,32] [--json F]``."""
+    """``python -m moodshift.bench.serve [--n N] [--dim D] [--clients 1,8,32] [--json F]``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code.
+    """
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -19,7 +19,6 @@ import csv
 import io
 import json
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +90,7 @@ class Catalog:
         if int(self.provenance["dim"]) != self.dim:
             raise EmbedderMismatchError(
                 f"provenance says dim {self.provenance['dim']} but the embeddings have "
-                f"{self.dim} columns; re-import with the right --embedder-dim."
+                f"{self.dim} columns; rebuild the catalogue (`moodshift import` or `embed`)."
             )
         self._id_index: dict[str, int] | None = None
         self._normed: np.ndarray | None = None
@@ -254,13 +253,7 @@ class Catalog:
         _, y = self.classes(attribute)
         # Unlabelled tracks form a stratum of their own, so every part gets its share.
         y = y + 1
-        artists = self.labels["artist"].astype(str).to_numpy() if "artist" in self.labels else None
-        if artists is not None and pd.Series(artists).isin(["", "nan", "None"]).any():
-            artists = None
-            warnings.warn(
-                "some tracks have no artist: the split is stratified but not artist-disjoint",
-                stacklevel=2,
-            )
+        artists = self.labels["artist"].to_numpy(dtype=object) if "artist" in self.labels else None
         self.labels["split"] = make_split(y=y, groups=artists, seed=seed, fractions=fractions)
         self.split_info = {
             "attribute": attribute,
@@ -341,14 +334,42 @@ class Catalog:
                 f"{path} is not a moodshift catalogue (no catalog.json); create one with "
                 f"`moodshift import` or `moodshift embed`."
             )
+        fix = "re-create it with `moodshift import` (or `moodshift embed`)"
         try:
-            meta = json.loads(meta_path.read_text())
-            emb = np.load(path / "embeddings.npy", mmap_mode="r" if mmap else None)
-            labels = pd.read_parquet(path / "labels.parquet")
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise FileFormatError(
-                f"catalogue {path} is unreadable ({exc}); re-create it with `moodshift import`."
-            ) from exc
+                f"{meta_path} is not valid JSON ({_one_line(exc)}); {fix}."
+            ) from None
+        problem = _check_catalog_json(meta)
+        if problem:
+            raise FileFormatError(f"{meta_path}: {problem}; {fix}.")
+        emb_path, labels_path = path / "embeddings.npy", path / "labels.parquet"
+        try:
+            emb = np.load(emb_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            what = "missing" if not emb_path.is_file() else f"unreadable ({_one_line(exc)})"
+            raise FileFormatError(f"{emb_path} is {what}; {fix}.") from None
+        if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.dtype.kind != "f":
+            raise FileFormatError(
+                f"{emb_path} holds {getattr(emb, 'shape', '?')} {getattr(emb, 'dtype', '')}; "
+                f"expected an (n, dim) float array; {fix}."
+            )
+        if emb.shape != (meta["n_tracks"], meta["dim"]):
+            raise FileFormatError(
+                f"{emb_path} has shape {emb.shape} but catalog.json says "
+                f"({meta['n_tracks']}, {meta['dim']}) (truncated or replaced); {fix}."
+            )
+        try:
+            labels = pd.read_parquet(labels_path)
+        except Exception as exc:  # pyarrow raises several unrelated types
+            what = "missing" if not labels_path.is_file() else f"unreadable ({_one_line(exc)})"
+            raise FileFormatError(f"{labels_path} is {what}; {fix}.") from None
+        if len(labels) != meta["n_tracks"]:
+            raise FileFormatError(
+                f"{labels_path} has {len(labels)} rows but catalog.json says "
+                f"{meta['n_tracks']}; {fix}."
+            )
         labels = labels.astype(object).where(labels.notna(), "")
         root = meta.get("root")
         return cls(
@@ -361,6 +382,30 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------- helpers
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _check_catalog_json(meta: Any) -> str | None:
+    """What is wrong with a loaded ``catalog.json`` (None: nothing)."""
+    if not isinstance(meta, dict):
+        return f"expected an object, got {type(meta).__name__}"
+    for key in ("n_tracks", "dim"):
+        v = meta.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            return f"{key!r} must be a positive integer, got {v!r}"
+    prov = meta.get("provenance", {})
+    if not isinstance(prov, dict):
+        return "'provenance' must be an object"
+    if "dim" in prov and prov["dim"] != meta["dim"]:
+        return f"provenance dim {prov['dim']!r} differs from dim {meta['dim']}"
+    if not isinstance(meta.get("split", {}), dict):
+        return "'split' must be an object"
+    if meta.get("root") is not None and not isinstance(meta["root"], str):
+        return "'root' must be a string or null"
+    return None
+
+
 def l2_normalize(x: np.ndarray, *, axis: int = -1) -> np.ndarray:
     """Rows scaled to unit norm (float32); all-zero rows stay zero."""
     x = np.asarray(x, dtype=np.float32)
@@ -421,7 +466,18 @@ def make_split(
     Without groups every class is shuffled and cut by ``fractions``. With groups
     (artists) whole groups are placed, largest first, in the part whose per-class
     counts lag their targets most, so all tracks of one artist share a part while
-    class proportions stay close to ``fractions``.
+    class proportions stay close to ``fractions``. A track whose group is unknown
+    (empty, None, NaN, ``"nan"``, ``"None"``) is a group of its own: it cannot
+    share an artist with any other track, and the known artists stay disjoint.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n,), int
+        Class index per track.
+    groups : np.ndarray, shape (n,), optional
+        Artist (or other group) per track.
+    seed : int
+    fractions : three floats summing to 1
 
     Returns
     -------
@@ -446,7 +502,19 @@ def make_split(
             for part, chunk in zip(SPLITS, np.split(idx, cuts), strict=True):
                 out[chunk] = part
         return out
-    codes, uniq = pd.factorize(pd.Series(groups))
+    if len(groups) != n:
+        raise InputError(f"groups has {len(groups)} entries but y has {n}; give one per track.")
+    names = pd.Series(groups, dtype=object)
+    unknown = (
+        names.isna().to_numpy()
+        | names.astype(str).str.strip().isin(["", "nan", "None", "NaN", "<NA>"]).to_numpy()
+    )
+    if unknown.any():
+        # A control character cannot appear in an artist name read from CSV or Parquet
+        # cells we wrote, so these keys never collide with a real artist.
+        names = names.astype(str)
+        names[unknown] = [f"\x00unknown-{i}" for i in np.flatnonzero(unknown)]
+    codes, uniq = pd.factorize(names)
     per_group = np.zeros((len(uniq), n_cls), dtype=np.int64)
     np.add.at(per_group, (codes, y), 1)
     target = frac[:, None] * np.bincount(y, minlength=n_cls)[None, :]
@@ -459,8 +527,8 @@ def make_split(
         part = int(np.argmax(deficit))
         assign[g] = part
         have[part] += per_group[g]
-    names = np.array(SPLITS, dtype=object)
-    return names[assign[codes]]
+    parts = np.array(SPLITS, dtype=object)
+    return parts[assign[codes]]
 
 
 # ---------------------------------------------------------------------- import
@@ -551,8 +619,36 @@ def import_catalog(
         ``.npy`` of shape (n, d); row ``i`` belongs to label row ``i``. With
         ``mtg_jamendo``, row ``i`` belongs to the ``i``-th track of the TSVs' union
         in first-seen order unless ``labels`` gives a ``track_id`` order.
-    mtg_jamendo : folder
-        Folder holding MTG-Jamendo's ``autotagging_*.tsv`` files.
+    mtg_jamendo : path, optional
+        Folder holding MTG-Jamendo's ``autotagging_*.tsv`` files; tracks with
+        exactly one of the target moods are kept, the others counted in
+        ``provenance["skipped_on_import"]``.
+    attribute : str
+        Label column the split is stratified by (``mood``).
+    embedder : dict, optional
+        Provenance of the embeddings (``name``, ``version``); ``dim`` is taken
+        from the embeddings. Default ``unknown``.
+    seed : int
+        Seed of the split.
+    embedding_column : str
+        Name of the Parquet list column holding the embeddings.
+
+    Returns
+    -------
+    Catalog
+        ``n`` tracks, embeddings of shape (n, d), with the ``split`` column set.
+
+    Raises
+    ------
+    InputError
+        When neither ``labels`` nor ``mtg_jamendo`` is given, or ``mtg_jamendo``
+        comes without ``embeddings``.
+    DataError
+        When the labels lack ``track_id`` or ``attribute``, row counts differ,
+        or the catalogue's contents are invalid (NaN rows, duplicate ids, tiny
+        classes).
+    FileFormatError
+        When a file is unreadable or of the wrong format.
     """
     skipped: dict[str, int] = {}
     if mtg_jamendo is not None:

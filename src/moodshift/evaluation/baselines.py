@@ -1,4 +1,4 @@
-"""Training-free baselines (METHOD.md, "Baselines").
+"""Training-free baselines (docs/method.md, "Baselines").
 
 Query-vector baselines return unit-norm query embeddings that are then
 retrieved like the model's output; oracle and random baselines return ranked
@@ -8,15 +8,35 @@ All take unit-norm seeds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from moodshift.data.catalog import l2_normalize
 from moodshift.retrieval.search import topk_cosine
 from moodshift.training.model import slerp
 
+if TYPE_CHECKING:
+    from moodshift.data.catalog import Catalog
+
 
 def class_centroids(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: int) -> np.ndarray:
-    """Mean of the unit-norm embeddings of each class, shape (m, d) (not re-normalised)."""
+    """Mean of the unit-norm embeddings of each class (not re-normalised).
+
+    Parameters
+    ----------
+    embeddings : np.ndarray, shape (n, d)
+        Any norm; each row is normalised first.
+    labels : np.ndarray of int, shape (n,)
+        Class index of each row, in ``[0, n_classes)``.
+    n_classes : int
+        Number of classes m; a class without rows gets a zero centroid.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (m, d)
+    """
     x = l2_normalize(embeddings)
     out = np.zeros((n_classes, x.shape[1]), dtype=np.float32)
     np.add.at(out, labels, x)
@@ -24,8 +44,56 @@ def class_centroids(embeddings: np.ndarray, labels: np.ndarray, *, n_classes: in
     return out / np.maximum(counts, 1.0)[:, None]
 
 
+def training_centroids(
+    catalog: Catalog, *, attribute: str, classes: Sequence[str], part: str = "train"
+) -> np.ndarray:
+    """Class centroids of one split (the training split) in a given class order.
+
+    The single source of the centroids that the average-mood-vector baselines,
+    the sweep's collapse bound and the model's centroid shift all use. Tracks
+    whose class is not in ``classes``, and unlabelled tracks, are left out.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Must carry a split.
+    attribute : str
+        Label column whose classes are averaged (``mood``).
+    classes : sequence of str, length m
+        Class order of the result (a model's or an evaluator's vocabulary).
+    part : str
+        The split the centroids come from.
+
+    Returns
+    -------
+    np.ndarray of float32, shape (m, d)
+        Row ``i`` is the mean unit-norm embedding of class ``classes[i]``.
+
+    Raises
+    ------
+    DataError
+        When the catalogue has no split or the column is missing.
+    """
+    train = catalog.subset(catalog.split_indices(part))
+    lookup = {c: i for i, c in enumerate(classes)}
+    vocab, y = train.classes(attribute, min_count=0)  # -1: an unlabelled track
+    y = np.array([lookup.get(vocab[v], -1) if v >= 0 else -1 for v in y], dtype=np.int64)
+    keep = y >= 0
+    return class_centroids(train.embeddings[keep], y[keep], n_classes=len(classes))
+
+
 def seed_nn(seeds: np.ndarray) -> np.ndarray:
-    """No transform: the seed is the query (its nearest neighbours are returned)."""
+    """No transform: the seed is the query (its nearest neighbours are returned).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        The seeds, unit-norm.
+    """
     return l2_normalize(seeds)
 
 
@@ -37,26 +105,84 @@ def mood_shift(
     centroids: np.ndarray,
     alpha: float = 1.0,
 ) -> np.ndarray:
-    """Average mood vector, shift form: x_s - alpha * (c(y_s) - c(y_t)), shape (q, d)."""
+    """Average mood vector, shift form: x_s - alpha * (c(y_s) - c(y_t)).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    source, target : np.ndarray of int, shape (q,)
+        Class of each seed and the wanted class, rows of ``centroids``.
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids (:func:`training_centroids`).
+    alpha : float
+        Scale of the shift (1: the plain difference of centroids).
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return l2_normalize(l2_normalize(seeds) + alpha * (centroids[target] - centroids[source]))
 
 
 def mood_centroid(target: np.ndarray, *, centroids: np.ndarray) -> np.ndarray:
-    """Average mood vector, replacement form: the query is c(y_t) whatever the seed."""
+    """Average mood vector, replacement form: the query is c(y_t) whatever the seed.
+
+    Parameters
+    ----------
+    target : np.ndarray of int, shape (q,)
+        Wanted class per query.
+    centroids : np.ndarray, shape (m, d)
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return l2_normalize(centroids[target])
 
 
 def centroid_interp(
     seeds: np.ndarray, *, target: np.ndarray, centroids: np.ndarray, t: float
 ) -> np.ndarray:
-    """Spherical interpolation from the seed (t = 0) to the target centroid (t = 1)."""
+    """Spherical interpolation from the seed (t = 0) to the target centroid (t = 1).
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray of int, shape (q,)
+    centroids : np.ndarray, shape (m, d)
+    t : float in [0, 1]
+        Fraction of the angle travelled.
+
+    Returns
+    -------
+    np.ndarray, shape (q, d)
+        Unit-norm queries.
+    """
     return slerp(l2_normalize(seeds), l2_normalize(centroids[target]), t)
 
 
 def random_results(
     *, n_pool: int, exclude: np.ndarray, k: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """k distinct random pool rows per query, never the seed, shape (q, k)."""
+    """k distinct random pool rows per query, never the seed.
+
+    Parameters
+    ----------
+    n_pool : int
+        Pool size.
+    exclude : np.ndarray of int, shape (q,)
+        Pool row to leave out per query (the seed; -1 for none).
+    k : int
+        Results per query, at most ``n_pool - 1``.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows.
+    """
     q = exclude.shape[0]
     keys = rng.random((q, n_pool))
     rows = np.flatnonzero(exclude >= 0)
@@ -75,8 +201,26 @@ def oracle_topk(
 ) -> np.ndarray:
     """Oracle Top-1 (and its top-k): the seed's nearest pool tracks *labelled* y_t.
 
-    Returns pool rows, shape (q, k); a class with fewer than k tracks is padded
-    with its best track repeated.
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray of int, shape (q,)
+        Wanted class per query.
+    pool : np.ndarray, shape (n, d)
+        Unit-norm pool embeddings.
+    pool_labels : np.ndarray of int, shape (n,)
+        Class of each pool row.
+    exclude : np.ndarray of int, shape (q,)
+        Pool row of each seed (never returned), -1 for none.
+    k : int
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows. When the target class has fewer than k candidates (its
+        tracks, the seed left out), a query's list is shorter: its tail is
+        ``-1``, and it is scored over the tracks it has (see
+        :mod:`moodshift.evaluation.metrics`), never padded with repeats.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=None, rng=None)
 
@@ -95,6 +239,20 @@ def oracle_rand(
     """Oracle Rand-K: k random tracks (without replacement) of the seed's top-K in y_t.
 
     This is the distribution the training targets come from.
+
+    Parameters
+    ----------
+    seeds, target, pool, pool_labels, exclude, k
+        As :func:`oracle_topk`.
+    big_k : int
+        Depth K of the seed's within-class list that the k picks come from.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray of int, shape (q, k)
+        Pool rows; ``-1`` past the candidates a small class has, as in
+        :func:`oracle_topk`.
     """
     return _within_class(seeds, target, pool, pool_labels, exclude, k, pick=big_k, rng=rng)
 
@@ -110,8 +268,16 @@ def _within_class(
     pick: int | None,
     rng: np.random.Generator | None,
 ) -> np.ndarray:
+    """Top (or random of top-``pick``) rows of the target class per query, ``-1``-padded.
+
+    Returns
+    -------
+    np.ndarray, shape (q, k), int64
+        Pool rows; a query whose class has fewer than ``k`` candidates (the seed
+        excluded) gets a shorter list followed by ``-1``.
+    """
     x = l2_normalize(seeds)
-    out = np.empty((x.shape[0], k), dtype=np.int64)
+    out = np.full((x.shape[0], k), -1, dtype=np.int64)
     for c in np.unique(target):
         q = np.flatnonzero(target == c)
         members = np.flatnonzero(pool_labels == c)
@@ -123,6 +289,11 @@ def _within_class(
         ok[ok] &= members[where[ok]] == ex[ok]
         pos[ok] = where[ok]
         depth = k if pick is None else max(k, pick)
+        # Candidates: the class members, less the seed when it is one of them.
+        n_cand = members.size - int(np.any(pos >= 0))
+        depth = min(depth, members.size)
+        if depth == 0 or n_cand <= 0:
+            continue
         idx, _ = topk_cosine(x[q], pool[members], k=depth, exclude=pos)
         if pick is not None:
             assert rng is not None
@@ -130,9 +301,10 @@ def _within_class(
             keys = rng.random((q.size, idx.shape[1]))
             keys[:, depth_avail:] = np.inf
             idx = np.take_along_axis(idx, np.argsort(keys, axis=1), axis=1)
-        if idx.shape[1] < k:
-            idx = np.concatenate([idx, np.repeat(idx[:, :1], k - idx.shape[1], axis=1)], axis=1)
-        out[q] = members[idx[:, :k]]
+        # No padding with repeats: a short list stays short (-1 beyond it).
+        take = idx[:, :k]
+        rows = np.where(take >= 0, members[np.maximum(take, 0)], -1)
+        out[q, : rows.shape[1]] = rows
     return out
 
 

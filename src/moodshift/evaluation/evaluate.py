@@ -1,4 +1,4 @@
-"""Evaluation protocol (METHOD.md, "Evaluation") and the paper-style results table.
+"""Evaluation protocol (docs/method.md, "Evaluation") and the paper-style results table.
 
 For every seed of the evaluated part and every target class other than its
 own: build a query (model or baseline), retrieve by cosine among that part's
@@ -50,6 +50,23 @@ def make_queries(
     """Each labelled seed paired with each class other than its own (optionally a sample).
 
     Unlabelled tracks (class ``-1``) are never seeds: their source is unknown.
+
+    Parameters
+    ----------
+    pool_classes : np.ndarray of int, shape (n,)
+        Class of each pool track, -1 where unlabelled.
+    n_classes : int
+        Number of classes m.
+    max_seeds : int, optional
+        Use a random sample of this many seeds (sorted); default every labelled track.
+    rng : np.random.Generator, optional
+        For the sample (default seed 0).
+
+    Returns
+    -------
+    QuerySet
+        ``seeds``, ``source``, ``target``, each of shape (Q,) with
+        Q = seeds x (m - 1).
     """
     seeds = np.flatnonzero(np.asarray(pool_classes) >= 0)
     if max_seeds is not None and seeds.size > max_seeds:
@@ -193,21 +210,63 @@ class RetrievalEvaluator:
 
     # ---------------------------------------------------------------- retrieval
     def retrieve(self, queries: np.ndarray) -> np.ndarray:
-        """Top-k pool rows for query vectors (one per pair), the seed excluded."""
+        """Top-k pool rows for query vectors (one per pair), the seed excluded.
+
+        Parameters
+        ----------
+        queries : np.ndarray, shape (Q, d)
+            One query vector per (seed, target) pair of :attr:`queries`.
+
+        Returns
+        -------
+        np.ndarray of int, shape (Q, k_max)
+            Pool rows, best first.
+        """
         idx, _ = topk_cosine(queries, self.x, k=self.k_max, exclude=self.queries.seeds)
         return idx
 
     def score(self, rows: np.ndarray) -> dict[str, float]:
-        """Metrics of ranked pool rows, shape (Q, k_max)."""
+        """Metrics of ranked pool rows.
+
+        A row may end in ``-1`` entries when a method had fewer than ``k_max``
+        candidates (an oracle on a small class): that query's list is the part
+        before them, scored over the results it has (rule in
+        :mod:`moodshift.evaluation.metrics`). ``-1`` may only trail a list.
+
+        Parameters
+        ----------
+        rows : np.ndarray of int, shape (Q, k_max)
+            Ranked pool rows per query, never the query's seed; ``-1`` may trail.
+
+        Returns
+        -------
+        dict of str to float
+            Every figure of :func:`moodshift.evaluation.metrics.evaluate` at every k,
+            ``cf@k`` where the pool has groups, and ``primary``.
+
+        Raises
+        ------
+        InputError
+            When ``rows`` has the wrong shape, holds a query's own seed, or a
+            ``-1`` before a result.
+        """
         q = self.queries
         if rows.shape != (len(q), self.k_max):
             raise InputError(f"expected results of shape {(len(q), self.k_max)}, got {rows.shape}")
         if np.any(rows == q.seeds[:, None]):
             raise InputError("a seed was returned as its own result; exclude it")
+        if np.any(rows < -1) or np.any(rows >= len(self.pool)):
+            raise InputError(f"result rows must lie in 0..{len(self.pool) - 1} (or -1 for none)")
+        valid = rows >= 0
+        lengths = valid.sum(axis=1)
+        if np.any(valid != (np.arange(self.k_max)[None, :] < lengths[:, None])):
+            raise InputError("a result list has -1 before a real row; -1 may only end a list")
+        lists = [r[:m].tolist() for r, m in zip(rows, lengths.tolist(), strict=True)]
         target = q.target.tolist()
-        retrieved_attr = self.y[rows].tolist()
+        y = self.y.tolist()
+        retrieved_attr = [[y[j] for j in r] for r in lists]
         seed_labels = {c: [s[i] for i in q.seeds] for c, s in self.label_sets.items()}
-        retrieved = {c: [[s[j] for j in r] for r in rows] for c, s in self.label_sets.items()}
+        retrieved = {c: [[s[j] for j in r] for r in lists] for c, s in self.label_sets.items()}
         cf = self.counterfactual
         out = metrics.evaluate(
             target=target, retrieved_attribute=retrieved_attr, seed_labels=seed_labels,
@@ -215,19 +274,40 @@ class RetrievalEvaluator:
         )  # fmt: skip
         if cf is not None and (cf >= 0).any():
             has = cf >= 0
+            cf_lists = [lst for lst, h in zip(lists, has.tolist(), strict=True) if h]
             for k in self.ks:
-                out[f"cf@{k}"] = metrics.counterfactual_hit(
-                    cf[has].tolist(), rows[has].tolist(), k=k
-                )
+                out[f"cf@{k}"] = metrics.counterfactual_hit(cf[has].tolist(), cf_lists, k=k)
         out["primary"] = self.primary(out)
         return out
 
     def primary(self, scores: dict[str, float]) -> float:
+        """``min(mood_p@1 / mood_target, 1) + mean(preservation@1)`` (the class docstring).
+
+        Parameters
+        ----------
+        scores : dict of str to float
+            A :meth:`score` result.
+
+        Returns
+        -------
+        float
+        """
         mood = scores[f"{self._attr_name()}_p@1"]
         keep = [scores[k] for k in self.preservation_keys() if k in scores]
         return float(min(mood / self.mood_target, 1.0) + (np.mean(keep) if keep else 0.0))
 
     def preservation_keys(self, k: int = 1) -> list[str]:
+        """Names of the preservation figures at ``k`` (``genre_p@k``, ``inst_j@k``, ...).
+
+        Parameters
+        ----------
+        k : int
+
+        Returns
+        -------
+        list of str
+            One per preserved label column.
+        """
         keys = []
         for c in self.preserved:
             keys.append(
@@ -239,9 +319,21 @@ class RetrievalEvaluator:
         return "mood" if self.attribute == "mood" else self.attribute
 
     def __call__(self, model: MoodshiftModel, *, strength: float = 1.0) -> dict[str, float]:
+        """Score a model's queries at ``strength`` (:meth:`score` of :meth:`model_queries`)."""
         return self.score(self.retrieve(self.model_queries(model, strength=strength)))
 
     def model_queries(self, model: MoodshiftModel, *, strength: float = 1.0) -> np.ndarray:
+        """The model's query vector for every (seed, target) pair.
+
+        Parameters
+        ----------
+        model : MoodshiftModel
+        strength : float in [0, 1]
+
+        Returns
+        -------
+        np.ndarray, shape (Q, d)
+        """
         q = self.queries
         return model.transform(self.x[q.seeds], source=q.source, target=q.target, strength=strength)
 
@@ -260,6 +352,13 @@ class Report:
     results: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
+        """The figures (without ``primary``), what was evaluated, and the extras.
+
+        Returns
+        -------
+        dict
+            JSON-ready.
+        """
         out: dict[str, Any] = {
             "methods": {
                 m: {k: v for k, v in s.items() if k != "primary"} for m, s in self.methods.items()
@@ -283,22 +382,29 @@ def baseline_results(
     tagger: Any = None,
     nuisance: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Ranked pool rows of every training-free baseline, shape (Q, k_max) each.
+    """Ranked pool rows of every training-free baseline.
 
     Parameters
     ----------
     ev : RetrievalEvaluator
     centroids : np.ndarray, shape (m, d)
-        Training-split class centroids (:func:`moodshift.evaluation.baselines.class_centroids`).
+        Training-split class centroids in ``ev``'s class order
+        (:func:`moodshift.evaluation.baselines.training_centroids`).
     big_k : int
-        K of ``oracle_rand<K>``.
+        Depth of Oracle Rand-K (its result is named ``oracle_rand{big_k}``).
     seed : int
+        Seed of the random baselines.
     methods : sequence of str
-        Baselines to run (names of :data:`METHODS`; others are ignored).
+        Baselines to run (names of :data:`METHODS`; others, like ``model``, are ignored).
     tagger : MoodTagger, optional
         Needed by ``tagger_filter`` and ``probe_direction`` (skipped without it).
     nuisance : np.ndarray, shape (r, d), optional
         Directions ``probe_direction`` keeps (:func:`baselines.nuisance_directions`).
+
+    Returns
+    -------
+    dict of str to np.ndarray
+        Pool rows per method, each of shape (Q, k_max).
     """
     q = ev.queries
     rng = np.random.default_rng(seed)
@@ -329,16 +435,6 @@ def baseline_results(
         ))  # fmt: skip
     wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
     return {m: makers[m]() for m in wanted if m in makers}
-
-
-def train_centroids(catalog: Catalog, *, attribute: str, classes: Sequence[str]) -> np.ndarray:
-    """Class centroids of the labelled training tracks, in ``classes`` order, shape (m, d)."""
-    train = catalog.subset(catalog.split_indices("train"))
-    lookup = {c: i for i, c in enumerate(classes)}
-    vocab, y = train.classes(attribute, min_count=0)
-    y = np.array([lookup.get(vocab[v], -1) if v >= 0 else -1 for v in y], dtype=np.int64)
-    keep = y >= 0
-    return baselines.class_centroids(train.embeddings[keep], y[keep], n_classes=len(classes))
 
 
 def evaluate_catalog(
@@ -406,13 +502,14 @@ def evaluate_catalog(
     attribute = attribute or (model.attribute if model else "mood")
     if model is not None:
         catalog.check_compatible(model.embedder, what="model")
+        model.check_catalog(catalog, strict=True)  # refuse before any work
     pool = catalog.subset(catalog.split_indices(part))
     classes = model.classes if model is not None else None
     ev = RetrievalEvaluator(
         pool, attribute=attribute, classes=classes, ks=ks, max_seeds=max_seeds, seed=seed,
         label_fraction=label_fraction,
     )  # fmt: skip
-    centroids = train_centroids(catalog, attribute=attribute, classes=ev.classes)
+    centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     tagger = model.tagger if model is not None else None
     wants_probe = {"tagger_filter", "probe_direction"} & set(methods)
     if tagger is None and (wants_probe or (model is not None and "query_default" in methods)):
@@ -462,7 +559,18 @@ def evaluate_catalog(
 
 
 def format_table(report: Report, *, k_values: Sequence[int] = (1, 10)) -> str:
-    """The paper-style table: methods x metrics, as plain text."""
+    """The paper-style table: methods x metrics, as plain text.
+
+    Parameters
+    ----------
+    report : Report
+    k_values : sequence of int
+        The cut-offs shown.
+
+    Returns
+    -------
+    str
+    """
     first = next(iter(report.methods.values()))
     cols = [c for k in k_values for c in first if c.endswith(f"@{k}") and c != "primary"]
     width = max(len(m) for m in report.methods) + 2

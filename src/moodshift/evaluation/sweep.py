@@ -23,14 +23,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import InputError
+from moodshift.errors import SweepError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, baseline_results
 from moodshift.training.model import MoodshiftModel
@@ -47,12 +46,20 @@ CURVE_METHODS = ("model", "mood_shift", "centroid_interp")
 POINT_METHODS = ("oracle_top1", "oracle_rand100")
 
 
-class SweepError(InputError):
-    """A sweep was asked for with unusable knob values."""
-
-
 def level_key(metric: str, level: float) -> str:
-    """Name of a summary figure, e.g. ``genre_p@1_at_mood_0.9``."""
+    """Name of a summary figure, e.g. ``genre_p@1_at_mood_0.9``.
+
+    Parameters
+    ----------
+    metric : str
+        A preservation figure (``genre_p@1``).
+    level : float
+        The Mood P@1 level.
+
+    Returns
+    -------
+    str
+    """
     return f"{metric}_at_mood_{level:g}"
 
 
@@ -69,6 +76,15 @@ def best_at_level(
     a crossing, where a segment's Mood P@1 equals ``level`` exactly and
     ``metric`` is interpolated (``m0 + (level - mood0) / (mood1 - mood0) *
     (m1 - m0)``). A single-point curve counts only its point.
+
+    Parameters
+    ----------
+    curve : sequence of dict
+        Points with ``mood_p@1`` and ``metric`` (``None`` where unknown), in knob order.
+    level : float
+        Least Mood P@1.
+    metric : str
+        The figure maximised.
 
     Returns
     -------
@@ -96,7 +112,21 @@ def best_at_level(
 
 
 def summarise(curve: list[dict[str, Any]], *, levels: Sequence[float] = LEVELS) -> dict[str, Any]:
-    """A method's entry: its curve and, per level, the best preservation at that level."""
+    """A method's entry: its curve and, per level, the best preservation at that level.
+
+    Parameters
+    ----------
+    curve : list of dict
+        The method's points (:data:`POINT_KEYS` and ``param``).
+    levels : sequence of float
+        Mood P@1 levels.
+
+    Returns
+    -------
+    dict
+        ``{"curve": curve, level_key(metric, level): float or None, ...}`` for every
+        metric of :data:`PRESERVATION_KEYS` and every level.
+    """
     entry: dict[str, Any] = {"curve": curve}
     for level in levels:
         for metric in PRESERVATION_KEYS:
@@ -106,16 +136,6 @@ def summarise(curve: list[dict[str, Any]], *, levels: Sequence[float] = LEVELS) 
 
 def _point(param: float | None, scores: dict[str, float]) -> dict[str, Any]:
     return {"param": param, **{k: scores.get(k) for k in POINT_KEYS}}
-
-
-def train_centroids(catalog: Catalog, ev: RetrievalEvaluator, *, attribute: str) -> np.ndarray:
-    """Class centroids of the training split in ``ev``'s class order (as evaluate_catalog)."""
-    train = catalog.subset(catalog.split_indices("train"))
-    lookup = {c: i for i, c in enumerate(ev.classes)}
-    vocab, y = train.classes(attribute)
-    y = np.array([lookup.get(vocab[v], -1) for v in y], dtype=np.int64)
-    keep = y >= 0
-    return baselines.class_centroids(train.embeddings[keep], y[keep], n_classes=len(ev.classes))
 
 
 def _check_knobs(name: str, values: Sequence[float], *, low: float, high: float) -> list[float]:
@@ -128,7 +148,19 @@ def _check_knobs(name: str, values: Sequence[float], *, low: float, high: float)
 def model_curve(
     ev: RetrievalEvaluator, model: MoodshiftModel, *, strengths: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """The model's curve on an evaluator's pool: one point per strength."""
+    """The model's curve on an evaluator's pool: one point per strength.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    model : MoodshiftModel
+    strengths : sequence of float in [0, 1]
+
+    Returns
+    -------
+    list of dict
+        One point per strength: ``param`` and :data:`POINT_KEYS`.
+    """
     return [_point(s, ev(model, strength=s)) for s in strengths]
 
 
@@ -139,6 +171,19 @@ def strength_curve(
 
     ``preservation`` is the mean of the evaluator's preservation figures
     (Genre P@1, Instrument J@1, other labels' P@1), as in its ``primary``.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+        Usually on the validation split.
+    model : MoodshiftModel
+    strengths : sequence of float in [0, 1]
+        Default :data:`DEFAULT_STRENGTHS`, the one strength grid of the project.
+
+    Returns
+    -------
+    list of dict
+        One point per strength: every figure of ``ev``, ``param`` and ``preservation``.
     """
     keys = ev.preservation_keys()
     curve = []
@@ -153,8 +198,33 @@ def strength_curve(
 MIN_KEPT = 0.25
 
 
+def _grid_text(values: Sequence[float]) -> str:
+    return f"{values[0]:g}, {values[1]:g}, ..., {values[-1]:g}"
+
+
+#: The operating-point rule of :func:`operating_point` in one paragraph: stored with
+#: every tuned model (``selection.json``) and printed by ``moodshift tune``.
+OPERATING_POINT_RULE = (
+    f"On the validation split, sweep the model's strength over {_grid_text(DEFAULT_STRENGTHS)}. "
+    "A point is collapsed when its preservation (mean of genre_p@1, inst_j@1 and other "
+    f"preserved labels' P@1) keeps less than {MIN_KEPT:g} of the gap between the target-mood "
+    "centroid baseline and the seed's neighbours. Operating point: the non-collapsed strength "
+    "with the highest preservation among those with mood_p@1 >= mood_target (tier 2, "
+    "feasible); else the non-collapsed strength with the highest primary = "
+    "min(mood_p@1 / mood_target, 1) + preservation (tier 1); else the highest primary "
+    "(tier 0); ties go to the higher mood_p@1, then the larger strength."
+)
+
+
 def collapse_bounds(ev: RetrievalEvaluator, *, centroids: np.ndarray) -> tuple[float, float]:
     """Preservation of the collapse and of the seed on ``ev``'s pool.
+
+    Parameters
+    ----------
+    ev : RetrievalEvaluator
+    centroids : np.ndarray, shape (m, d)
+        Training-split class centroids in ``ev``'s class order
+        (:func:`moodshift.evaluation.baselines.training_centroids`).
 
     Returns
     -------
@@ -195,11 +265,24 @@ def operating_point(
     - 2: Mood P@1 >= ``mood_target`` and ``kept >= min_kept``;
     - 1: ``kept >= min_kept`` only;
     - 0: collapsed (it keeps less than ``min_kept`` of what separates the seed's
-      neighbours from the target-mood centroid: METHOD.md's "failed" model).
+      neighbours from the target-mood centroid: the "failed" model of
+      docs/method.md, whose genre is no better than the centroid's).
 
     The chosen point is in the highest tier present; within tier 2 it has the
     highest preservation, within tiers 1 and 0 the highest ``primary`` (ties:
-    higher Mood P@1, then larger strength).
+    higher Mood P@1, then larger strength). :data:`OPERATING_POINT_RULE` says
+    the same in one paragraph.
+
+    Parameters
+    ----------
+    curve : sequence of dict
+        :func:`strength_curve` points.
+    mood_target : float
+        Validation Mood P@1 to reach.
+    bounds : (float, float), optional
+        ``(collapse, seed)`` preservation from :func:`collapse_bounds`.
+    min_kept : float
+        Least ``kept`` of a non-collapsed point.
 
     Returns
     -------
@@ -207,6 +290,11 @@ def operating_point(
         The chosen point of ``curve`` (``param`` is the strength), with
         ``kept``, ``primary``, ``tier`` and ``score`` (what it was ranked by) added.
     tier : int
+
+    Raises
+    ------
+    SweepError
+        For an empty curve.
     """
     if not curve:
         raise SweepError("an empty curve has no operating point.")
@@ -260,6 +348,12 @@ def run_sweep(
         Seed-to-target-centroid interpolation fractions (default 21 steps).
     levels : sequence of float
         Mood P@1 levels of the summary figures.
+    big_k : int
+        Depth of Oracle Rand-K.
+    attribute : str, optional
+        Label column transformed (default: the model's, else ``mood``).
+    progress : bool
+        Show a progress bar.
     label_fraction : float in [0, 1]
         Pool labels the ``query_default`` curve may read (as ``evaluate``).
 
@@ -276,6 +370,15 @@ def run_sweep(
         argmax filter is its ``param`` None point) and ``probe_direction`` (over
         the step ``alpha``). The model's entry also holds ``default_strength``,
         the strength stored in the model (1.0 unless chosen on validation).
+
+    Raises
+    ------
+    SweepError
+        When a knob list has fewer than 2 values or one outside its range.
+    EmbedderMismatchError, DimensionMismatchError
+        When the model was trained on another embedder's catalogue.
+    DataError
+        When the catalogue has no split.
     """
     strengths = _check_knobs("strengths", strengths, low=0.0, high=1.0)
     alphas = _check_knobs("alphas", alphas, low=0.0, high=2.0)
@@ -288,7 +391,7 @@ def run_sweep(
         pool, attribute=attribute, classes=model.classes if model is not None else None,
         ks=(1,), max_seeds=max_seeds, seed=seed, label_fraction=label_fraction,
     )  # fmt: skip
-    centroids = train_centroids(catalog, ev, attribute=attribute)
+    centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     q = ev.queries
     seeds = ev.x[q.seeds]
     n_steps = (len(strengths) if model is not None else 0) + len(alphas) + len(ts) + 1
@@ -407,6 +510,19 @@ def dominates(
     is True when ``method`` is >= ``other`` at every level (within ``tol``) and
     strictly greater at one level at least.
 
+    Parameters
+    ----------
+    sweep : dict
+        A :func:`run_sweep` result.
+    method, other : str
+        The two methods compared.
+    metric : str
+        The preservation figure compared.
+    levels : sequence of float
+        Mood P@1 levels (default 0.80, 0.81, ..., 0.95).
+    tol : float
+        Ties within ``tol`` count as equal.
+
     Returns
     -------
     dict
@@ -428,113 +544,3 @@ def dominates(
         method: mine,
         other: theirs,
     }
-
-
-# ---------------------------------------------------------------------- plots
-_STYLE = {
-    "model": {"color": "C0", "marker": "o"},
-    "mood_shift": {"color": "C1", "marker": "s"},
-    "centroid_interp": {"color": "C2", "marker": "^"},
-    "oracle_top1": {"color": "k", "marker": "*"},
-    "oracle_rand100": {"color": "C7", "marker": "P"},
-    "query_default": {"color": "C3", "marker": "D"},
-    "tagger_filter": {"color": "C4", "marker": "v"},
-    "probe_direction": {"color": "C5", "marker": "<"},
-}
-
-
-def _xy(curve: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [(p["mood_p@1"], p.get(key)) for p in curve if p.get(key) is not None]
-    if not pts:
-        return np.array([]), np.array([])
-    arr = np.asarray(pts, dtype=float)
-    return arr[:, 0], arr[:, 1]
-
-
-def plot_sweep(sweep: dict[str, Any], *, out_dir: str | Path) -> list[Path]:
-    """Write ``sweep_frontier.png`` and ``sweep_summary.png`` into ``out_dir``.
-
-    The frontier plot has Mood P@1 on x and Genre P@1 on y, one curve per
-    method (oracles as single markers); a second panel shows Instrument J@1
-    (solid) and CF@1 (dashed) where the sweep has them. The summary figure
-    shows each method's best Genre P@1 (and Instrument J@1, CF@1) at Mood P@1
-    >= 0.9 and >= 0.95; a missing bar means the method never reaches the level.
-
-    Returns
-    -------
-    list of Path
-        The written files.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from moodshift.evaluation.plots import _save
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    methods = list(sweep)
-    has_second = any(
-        p.get("inst_j@1") is not None or p.get("cf@1") is not None
-        for m in methods
-        for p in sweep[m]["curve"]
-    )
-    fig, axes = plt.subplots(1, 2 if has_second else 1, figsize=(13 if has_second else 7, 5.2))
-    axes = np.atleast_1d(axes)
-    for m in methods:
-        style = _STYLE.get(m, {"marker": "x"})
-        single = len(sweep[m]["curve"]) == 1
-        x, y = _xy(sweep[m]["curve"], "genre_p@1")
-        axes[0].plot(x, y, label=m, linestyle="none" if single else "-",
-                     markersize=12 if single else 4, **style)  # fmt: skip
-        if has_second:
-            for key, ls in (("inst_j@1", "-"), ("cf@1", "--")):
-                x2, y2 = _xy(sweep[m]["curve"], key)
-                if x2.size:
-                    axes[1].plot(x2, y2, linestyle="none" if single else ls,
-                                 markersize=12 if single else 3, label=f"{m} {key}",
-                                 **style)  # fmt: skip
-    for level in LEVELS:
-        for ax in axes:
-            ax.axvline(level, color="0.6", linewidth=0.8, linestyle=":")
-    axes[0].set_xlabel("Mood P@1 (target mood reached)")
-    axes[0].set_ylabel("Genre P@1 (genre kept)")
-    axes[0].set_title("mood / genre trade-off (up and right is better)")
-    axes[0].legend(fontsize=8, loc="lower left")
-    if has_second:
-        axes[1].set_xlabel("Mood P@1")
-        axes[1].set_ylabel("Instrument J@1 (solid), CF@1 (dashed)")
-        axes[1].set_title("other preservation")
-        axes[1].legend(fontsize=7, loc="lower left", ncol=2)
-    for ax in axes:
-        ax.set_xlim(-0.02, 1.02)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    written = [_save(fig, out / "sweep_frontier.png")]
-
-    first = level_key("{}", LEVELS[0])
-    metrics = [
-        k
-        for k in PRESERVATION_KEYS
-        if any(sweep[m].get(first.format(k)) is not None for m in methods)
-    ]
-    metrics = metrics or ["genre_p@1"]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
-    width = 0.8 / len(LEVELS)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for j, level in enumerate(LEVELS):
-            vals = [sweep[m].get(level_key(metric, level)) for m in methods]
-            heights = [np.nan if v is None else v for v in vals]
-            pos = np.arange(len(methods)) + j * width
-            ax.bar(pos, heights, width, label=f"Mood P@1 >= {level:g}")
-            for p, v in zip(pos, vals, strict=True):
-                ax.text(p, 0.01 if v is None else v + 0.01, "n/a" if v is None else f"{v:.2f}",
-                        ha="center", fontsize=7, rotation=90 if v is None else 0)  # fmt: skip
-        ax.set_xticks(np.arange(len(methods)) + width * (len(LEVELS) - 1) / 2, methods,
-                      rotation=30, ha="right")  # fmt: skip
-        ax.set_ylim(0, 1.1)
-        ax.set_title(f"best {metric} at Mood P@1 >= level")
-        ax.legend(fontsize=7)
-    written.append(_save(fig, out / "sweep_summary.png"))
-    return written

@@ -258,13 +258,97 @@ class LabelPostings:
 
     @classmethod
     def load(cls, folder: Path, meta: dict[str, Any], *, mmap: bool = True) -> LabelPostings:
-        mode = "r" if mmap else None
-        return cls(
-            n=int(meta["n"]),
-            keys=[(c, v) for c, v in meta["keys"]],
-            offsets=np.load(folder / "postings_offsets.npy"),
-            rows=np.load(folder / "postings_rows.npy", mmap_mode=mode),
-        )
+        """Read the postings arrays written by :meth:`save`, checking shapes and ranges.
+
+        Raises
+        ------
+        FileFormatError
+            If an array is missing, truncated or inconsistent with ``meta``.
+        """
+        fix = "rebuild the index with `moodshift index --catalog <catalogue>`"
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(meta.get("n"), int)
+            or not isinstance(meta.get("keys"), list)
+            or not all(
+                isinstance(k, list) and len(k) == 2 and all(isinstance(x, str) for x in k)
+                for k in meta["keys"]
+            )
+        ):
+            raise FileFormatError(
+                f"{folder / 'index.json'}: 'postings' must be {{'n': int, 'keys': [[column, "
+                f"value], ...]}}; {fix}."
+            )
+        arrays = {}
+        for name in ("postings_offsets", "postings_rows"):
+            f = folder / f"{name}.npy"
+            try:
+                arrays[name] = np.load(f, mmap_mode="r" if mmap and name.endswith("rows") else None,
+                                       allow_pickle=False)  # fmt: skip
+            except (OSError, ValueError, EOFError) as exc:
+                what = "missing" if not f.is_file() else f"unreadable ({_short(exc)})"
+                raise FileFormatError(f"{f} is {what}; {fix}.") from None
+        offsets, rows = arrays["postings_offsets"], arrays["postings_rows"]
+        n_keys = len(meta["keys"])
+        if offsets.dtype.kind not in "iu" or offsets.shape != (n_keys + 1,):
+            raise FileFormatError(
+                f"{folder / 'postings_offsets.npy'} has shape {offsets.shape} ({offsets.dtype}); "
+                f"expected ({n_keys + 1},) integers for {n_keys} label values; {fix}."
+            )
+        if rows.dtype.kind not in "iu" or rows.ndim != 1:
+            raise FileFormatError(
+                f"{folder / 'postings_rows.npy'} is not a 1-D integer array; {fix}."
+            )
+        if offsets[0] != 0 or offsets[-1] != rows.size or np.any(np.diff(offsets) < 0):
+            raise FileFormatError(
+                f"{folder / 'postings_offsets.npy'} does not describe the {rows.size} rows of "
+                f"postings_rows.npy (truncated or mixed files); {fix}."
+            )
+        n = int(meta["n"])
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
+            raise FileFormatError(
+                f"{folder / 'postings_rows.npy'} holds rows outside 0..{n - 1}; {fix}."
+            )
+        return cls(n=n, keys=[(c, v) for c, v in meta["keys"]], offsets=offsets, rows=rows)
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's message on one line (file errors are shown inside one-line messages)."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+#: index.json: key -> (accepted types, required).
+_INDEX_JSON_SCHEMA: dict[str, tuple[tuple[type, ...], bool]] = {
+    "kind": ((str,), True),
+    "n": ((int,), True),
+    "dim": ((int,), True),
+    "params": ((dict,), False),
+    "exact_filter_rows": ((int,), False),
+    "exact_filter_fraction": ((int, float), False),
+    "postings": ((dict,), False),
+    "provenance": ((dict,), False),
+    "fingerprint": ((dict,), False),
+    "catalog": ((str,), False),
+}
+
+
+def _check_index_json(meta: Any, where: Path) -> dict[str, Any]:
+    """Refuse an ``index.json`` that is not the object :meth:`FaissIndex.save` writes."""
+    fix = "rebuild the index with `moodshift index --catalog <catalogue>`"
+    if not isinstance(meta, dict):
+        raise FileFormatError(f"{where} holds a {type(meta).__name__}, not an object; {fix}.")
+    for key, (types, required) in _INDEX_JSON_SCHEMA.items():
+        if key not in meta:
+            if required:
+                raise FileFormatError(f"{where} lacks the key {key!r}; {fix}.")
+            continue
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise FileFormatError(f"{where}: {key!r} must be {want}, got {v!r:.60}; {fix}.")
+    if meta["kind"] not in ("flat", "hnsw", "ivf"):
+        raise FileFormatError(f"{where}: unknown index kind {meta['kind']!r}; {fix}.")
+    return meta
 
 
 # ---------------------------------------------------------------------- the index
@@ -480,8 +564,10 @@ class FaissIndex:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
             raise FileFormatError(
-                f"{meta_path} is unreadable ({exc}); rebuild with `moodshift index`."
-            ) from exc
+                f"{meta_path} is not readable JSON ({_short(exc)}); rebuild it with "
+                f"`moodshift index --catalog <catalogue>`."
+            ) from None
+        meta = _check_index_json(meta, meta_path)
         if catalog is not None:
             check_index_matches(meta, catalog, where=path)
         index = None
@@ -495,17 +581,22 @@ class FaissIndex:
                 index = faiss.read_index(str(faiss_path))
             except RuntimeError as exc:
                 raise FileFormatError(
-                    f"{faiss_path} is not a readable FAISS index ({exc}); rebuild it with "
-                    f"`moodshift index`."
-                ) from exc
+                    f"{faiss_path} is not a readable FAISS index ({_short(exc)}); rebuild it "
+                    f"with `moodshift index --catalog <catalogue>`."
+                ) from None
         if index.ntotal != meta.get("n") or index.d != meta.get("dim"):
             raise FileFormatError(
                 f"{faiss_path} holds {index.ntotal} x {index.d} but index.json says "
                 f"{meta.get('n')} x {meta.get('dim')}; rebuild with `moodshift index`."
             )
         postings = None
-        if "postings" in meta and (path / "postings_rows.npy").is_file():
+        if "postings" in meta:
             postings = LabelPostings.load(path, meta.pop("postings"), mmap=mmap)
+            if postings.n != index.ntotal:
+                raise FileFormatError(
+                    f"{meta_path}: postings cover {postings.n} rows but the index "
+                    f"{index.ntotal}; rebuild with `moodshift index --catalog <catalogue>`."
+                )
         out = cls(
             index, kind=meta["kind"], meta=meta, postings=postings,
             exact_rows=int(meta.get("exact_filter_rows", EXACT_FILTER_ROWS)),
@@ -515,10 +606,11 @@ class FaissIndex:
         if proba_path.is_file():
             try:
                 proba = np.load(proba_path, mmap_mode="r" if mmap else None)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 raise FileFormatError(
-                    f"{proba_path} is damaged ({exc}); rebuild with `moodshift index --model`."
-                ) from exc
+                    f"{proba_path} is damaged ({_short(exc)}); rebuild with `moodshift index "
+                    f"--catalog <catalogue> --model <model>`."
+                ) from None
             if proba.ndim != 2 or proba.shape[0] != out.n:
                 raise FileFormatError(
                     f"{proba_path} has shape {proba.shape} for {out.n} tracks; rebuild with "
@@ -734,22 +826,47 @@ def _tune_and_measure(
 
 
 # ---------------------------------------------------------------------- catalogue indexes
-def catalog_fingerprint(catalog: Any) -> dict[str, Any]:
-    """What identifies a catalogue's contents: n, dim, hashes of track ids and embeddings.
+def index_fingerprint(
+    *,
+    track_ids: Sequence[Any],
+    embeddings: np.ndarray,
+    labels: Mapping[str, Sequence[Any]] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """What identifies the data an index serves: one hash per stored part.
 
-    Embeddings up to :data:`FULL_HASH_MAX_BYTES` are hashed whole (BLAKE2b, about
-    1 GB/s); larger ones by a fixed sample of 65,536 rows plus the first and last
-    rows, which catches a re-embedding (every row changes) at a small fraction of the cost.
+    Every part the index (or the server through it) reads must be here, so that
+    a change to any of them after ``moodshift index`` is caught at load time.
+
+    Parameters
+    ----------
+    track_ids : sequence of n ids
+    embeddings : np.ndarray, shape (n, d)
+        Up to :data:`FULL_HASH_MAX_BYTES` hashed whole (BLAKE2b, about 1 GB/s);
+        larger by a fixed sample of 65,536 rows plus the first and last 64, which
+        catches a re-embedding (every row changes) at a small fraction of the cost.
+    labels : mapping column -> n cells, optional
+        The label columns the index's postings (filters) are built from.
+    arrays : mapping name -> np.ndarray, optional
+        Any further per-track array stored with the index (hashed whole).
+
+    Returns
+    -------
+    dict
+        ``n``, ``dim``, ``dtype``, ``embeddings_hash_mode`` and ``hashes``
+        (part name -> hex digest).
     """
-    emb = catalog.embeddings
+    emb = embeddings
     n, d = (int(s) for s in emb.shape)
+    hashes: dict[str, str] = {}
     ids = hashlib.blake2b(digest_size=16)
+    ids_arr = np.asarray(track_ids, dtype=object)
     for chunk in range(0, n, 100_000):
-        ids.update("\n".join(map(str, catalog.track_ids[chunk : chunk + 100_000])).encode())
+        ids.update("\n".join(map(str, ids_arr[chunk : chunk + 100_000])).encode())
         ids.update(b"\n")
+    hashes["track_ids"] = ids.hexdigest()
     h = hashlib.blake2b(digest_size=16)
-    nbytes = int(emb.nbytes)
-    if nbytes <= FULL_HASH_MAX_BYTES:
+    if int(emb.nbytes) <= FULL_HASH_MAX_BYTES:
         mode = "full"
         step = max(1, (64 << 20) // max(1, d * emb.itemsize))
         for s in range(0, n, step):
@@ -760,28 +877,58 @@ def catalog_fingerprint(catalog: Any) -> dict[str, Any]:
         ends = np.r_[np.arange(min(n, 64)), np.arange(max(0, n - 64), n)]
         rows = np.unique(np.concatenate([spread, ends]))
         h.update(np.ascontiguousarray(emb[rows]).tobytes())
-    return {
-        "n": n,
-        "dim": d,
-        "dtype": str(emb.dtype),
-        "track_ids_hash": ids.hexdigest(),
-        "embeddings_hash": h.hexdigest(),
-        "embeddings_hash_mode": mode,
-    }
+    hashes["embeddings"] = h.hexdigest()
+    if labels is not None:
+        lh = hashlib.blake2b(digest_size=16)
+        for column in sorted(labels):
+            cells = np.asarray(labels[column], dtype=object)
+            lh.update(f"\x1e{column}\x1e".encode())
+            for chunk in range(0, len(cells), 100_000):
+                part = ("" if v is None else str(v) for v in cells[chunk : chunk + 100_000])
+                lh.update("\x1f".join(part).encode("utf-8", "surrogatepass"))
+                lh.update(b"\x1f")
+        hashes["labels"] = lh.hexdigest()
+    for name, arr in sorted((arrays or {}).items()):
+        ah = hashlib.blake2b(digest_size=16)
+        a = np.ascontiguousarray(arr)
+        ah.update(f"{a.dtype.str}{a.shape}".encode())
+        ah.update(a.tobytes())
+        hashes[name] = ah.hexdigest()
+    return {"n": n, "dim": d, "dtype": str(emb.dtype), "embeddings_hash_mode": mode,
+            "hashes": hashes}  # fmt: skip
+
+
+def catalog_fingerprint(catalog: Any) -> dict[str, Any]:
+    """:func:`index_fingerprint` of a catalogue: ids, embeddings and every label column."""
+    columns = catalog.label_columns()
+    return index_fingerprint(
+        track_ids=catalog.track_ids,
+        embeddings=catalog.embeddings,
+        labels={c: catalog.labels[c].to_numpy(dtype=object) for c in columns},
+    )
+
+
+_PART_NAMES = {"track_ids": "track ids", "embeddings": "embeddings", "labels": "labels"}
 
 
 def check_index_matches(meta: Mapping[str, Any], catalog: Any, *, where: Any = "index") -> None:
-    """Raise :class:`StaleArtifactError` unless ``meta`` was built from ``catalog``."""
+    """Raise :class:`StaleArtifactError` unless ``meta`` was built from ``catalog``.
+
+    Every part hashed by :func:`catalog_fingerprint` must match; an index
+    written before a part was hashed is stale too (it cannot be checked).
+    """
     built_from = meta.get("catalog") or "<catalogue>"
-    same = Path(str(where)).resolve() == (Path(built_from) / "index").resolve()
+    same = Path(str(where)).resolve() == (Path(str(built_from)) / "index").resolve()
     out = "" if same else f" --out {where}"
     fix = f"rebuild it with `moodshift index --catalog {built_from}{out}`"
     prov = meta.get("provenance") or {}
     mine = catalog.provenance
+    if not isinstance(prov, Mapping):
+        raise FileFormatError(f"{where}/index.json: 'provenance' is not an object; {fix}.")
     if prov and (
         str(prov.get("name")) != str(mine.get("name"))
         or str(prov.get("version")) != str(mine.get("version"))
-        or int(prov.get("dim", -1)) != catalog.dim
+        or _as_int(prov.get("dim")) != catalog.dim
     ):
         raise StaleArtifactError(
             f"the index at {where} was built from embedder {prov.get('name')} "
@@ -789,22 +936,32 @@ def check_index_matches(meta: Mapping[str, Any], catalog: Any, *, where: Any = "
             f"{mine.get('name')} {mine.get('version')} ({catalog.dim}-d); {fix}."
         )
     fp = meta.get("fingerprint")
-    if not fp:
+    if not fp or not isinstance(fp, Mapping) or not isinstance(fp.get("hashes"), Mapping):
         raise StaleArtifactError(
-            f"the index at {where} has no catalogue fingerprint, so it cannot be checked; {fix}."
+            f"the index at {where} has no (current) catalogue fingerprint, so it cannot be "
+            f"checked; {fix}."
         )
-    if int(fp.get("n", -1)) != len(catalog) or int(fp.get("dim", -1)) != catalog.dim:
+    if _as_int(fp.get("n")) != len(catalog) or _as_int(fp.get("dim")) != catalog.dim:
         raise StaleArtifactError(
             f"the index at {where} covers {fp.get('n')} x {fp.get('dim')} embeddings but the "
             f"catalogue has {len(catalog)} x {catalog.dim}; {fix}."
         )
-    now = catalog_fingerprint(catalog)
-    for key, what in (("track_ids_hash", "track ids"), ("embeddings_hash", "embeddings")):
-        if fp.get(key) != now[key]:
+    now = catalog_fingerprint(catalog)["hashes"]
+    stored = fp["hashes"]
+    for part, digest in now.items():
+        if stored.get(part) != digest:
+            what = _PART_NAMES.get(part, part)
             raise StaleArtifactError(
                 f"the index at {where} is stale: the catalogue's {what} changed since it was "
                 f"built; {fix}."
             )
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
 def default_index_dir(catalog_path: str | os.PathLike[str]) -> Path:

@@ -304,6 +304,51 @@ class Searcher:
             results.append(Result(str(rec["track_id"]), float(s), labels, rank, **m))
         return results, qvec[0]
 
+    def playlist(
+        self,
+        *,
+        track_id: str,
+        to: str,
+        length: int = 12,
+        via: str | None = None,
+        max_per_artist: int | None = 1,
+    ) -> list[dict[str, Any]]:
+        """A mood-journey playlist from ``track_id``'s mood to ``to``.
+
+        See :func:`moodshift.retrieval.playlist.mood_journey` for the rules.
+
+        Returns
+        -------
+        list of dict
+            ``track_id, artist, title, mood, mood_source, mood_probability,
+            strength, p_target, audio_path`` (absolute path or None) per item.
+        """
+        from moodshift.retrieval.playlist import mood_journey
+
+        target = self.model.class_index(to)
+        via_i = None if via is None else self.model.class_index(via)
+        items = mood_journey(self.engine, seed_row=self.catalog.index_of(track_id),
+                             target=target, length=length, via=via_i,
+                             max_per_artist=max_per_artist)  # fmt: skip
+        rows = np.array([it.row for it in items], dtype=np.int64)
+        moods = self.engine.evidence.describe(rows, classes=self.model.classes)
+        labels = self.catalog.labels
+        out = []
+        for it, m in zip(items, moods, strict=True):
+            rec = labels.iloc[it.row]
+            audio = self.catalog.audio_path(it.row)
+            out.append({
+                "track_id": str(rec["track_id"]),
+                "artist": str(rec["artist"]) if "artist" in labels else None,
+                "title": str(rec["title"]) if "title" in labels else None,
+                **m,
+                "strength": round(it.strength, 4),
+                "toward": self.model.classes[it.target],
+                "p_target": round(it.p_target, 4),
+                "audio_path": None if audio is None else str(audio),
+            })  # fmt: skip
+        return out
+
 
 def _label_value(column: str, value: Any) -> Any:
     if column in ("genre", "instruments"):

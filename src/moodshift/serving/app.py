@@ -30,7 +30,18 @@ exactly: see :mod:`moodshift.retrieval.index`); ``GET /healthz`` costs ~0.13 ms.
 ``serve(workers=N)`` runs N processes sharing the memory-mapped data.
 
 Audio files are only ever looked up by track id through the catalogue:
-nothing from the URL becomes a filesystem path.
+nothing from the URL becomes a filesystem path. The catalogue's path is then
+resolved (symlinks included) and served only when it is a regular file with an
+audio media type under one of the audio roots (the catalogue's folder, plus
+``audio_roots``).
+
+Refusals (see the README's "Security and reliability"): a Host header outside
+``allowed_hosts`` gets 400 (DNS rebinding); every response carries a
+Content-Security-Policy without third-party origins, ``nosniff`` and
+``frame-ancestors 'none'``; CORS is off unless ``cors_origins`` is given; slash
+redirects are off (they would be built from the Host header); HEAD is answered
+on every GET route; ``POST /query`` has one validation path (the middleware's
+fast path and the route both call ``answer_raw``).
 """
 
 
@@ -40,6 +51,7 @@ nothing from the URL becomes a filesystem path.
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,6 +64,7 @@ from moodshift.errors import (
 )
 from moodshift.retrieval.index import FaissIndex
 from moodshift.serving.middleware import (
+    DEFAULT_ALLOWED_HOSTS,
     DEFAULT_MAX_BODY,
     GuardMiddleware,
     RequestMetrics,
@@ -63,6 +76,8 @@ from moodshift.training.model import MoodshiftModel
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).with_name("web")
+#: Audio spans up to this size are read in one step; longer ones stream in such chunks.
+AUDIO_CHUNK_BYTES = 1024 * 1024
 
 
 # ---------------------------------------------------------------------- the app
@@ -74,6 +89,9 @@ def create_app(
     max_k: int = 100,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     inline: bool | None = None,
+    allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
+    cors_origins: Sequence[str] = (),
+    audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
     """The FastAPI application (routes in the module docstring).
 
@@ -95,14 +113,31 @@ def create_app(
         Answer ``POST /query`` on the event loop (fast path) rather than in the
         threadpool. Default: when the index is approximate or the catalogue has
         at most :data:`EXACT_MAX_ROWS` tracks, i.e. when a query takes ~1 ms.
+    allowed_hosts : sequence of str
+        Host header names answered (port ignored); others get 400. ``"*"`` allows
+        any. Default: loopback names only.
+    cors_origins : sequence of str
+        Origins allowed to call the API from a browser page (CORS); none by default.
+    audio_roots : sequence of folders
+        Folders, besides the catalogue's own (where relative audio paths
+        resolve), under which audio files may be served.
 
     Returns
     -------
     fastapi.FastAPI
+
+    Raises
+    ------
+    InputError
+        If the model cannot serve this catalogue (see :meth:`MoodshiftModel.check_catalog`).
+    StaleArtifactError
+        If ``index`` is a folder built from another version of the catalogue.
     """
     from fastapi import FastAPI, Query, Request
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, PlainTextResponse, Response
+    from fastapi.routing import APIRoute
     from fastapi.staticfiles import StaticFiles
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -110,7 +145,9 @@ def create_app(
 
     if isinstance(index, str | os.PathLike):
         index = FaissIndex.load(index, catalog=catalog)
-    state = ServingState(catalog=catalog, model=model, index=index, max_k=max_k)
+    state = ServingState(
+        catalog=catalog, model=model, index=index, max_k=max_k, audio_roots=audio_roots
+    )
     if inline is not None:
         state.inline = bool(inline)
     metrics = RequestMetrics()
@@ -120,19 +157,33 @@ def create_app(
         """Like this track (or this embedding), but in ``target_mood``."""
 
         model_config = ConfigDict(extra="forbid")
-        track_id: str | None = Field(None, description="Seed track id (or give embedding)")
-        embedding: list[float] | None = Field(
-            None, description=f"Seed embedding, {state.dim} numbers (or give track_id)"
+        # Strict types: JSON true is not the number 1, and "5" is not 5.
+        track_id: str | None = Field(
+            None, strict=True, max_length=1000, description="Seed track id (or give embedding)"
         )
-        source_mood: str | None = Field(None, description=f"Mood of the embedding: {moods}")
-        target_mood: str = Field(..., description=f"One of {moods}")
-        k: int = Field(10, ge=1, le=max_k, description=f"Number of results, 1..{max_k}")
+        # The length is documented here but checked by ServingState, whose message
+        # names the catalogue's embedder.
+        embedding: list[float] | None = Field(
+            None, strict=True,
+            description=f"Seed embedding, {state.dim} numbers (or give track_id)",
+            json_schema_extra={"minItems": state.dim, "maxItems": state.dim},
+        )  # fmt: skip
+        source_mood: str | None = Field(
+            None, strict=True, description=f"Mood of the embedding: {moods}",
+            json_schema_extra={"enum": [*moods, None]},
+        )  # fmt: skip
+        target_mood: str = Field(
+            ..., strict=True, description=f"One of {moods}", json_schema_extra={"enum": moods}
+        )
+        k: int = Field(
+            10, strict=True, ge=1, le=max_k, description=f"Number of results, 1..{max_k}"
+        )
         strength: float | None = Field(
-            None, ge=0.0, le=1.0,
+            None, strict=True, ge=0.0, le=1.0,
             description="0 = seed, 1 = full transform; default: the model's (chosen on validation)",
         )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
-            None, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
+            None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
         )
         evidence: Literal["auto", "labels", "probe", "none"] = Field(
             "auto",
@@ -140,13 +191,39 @@ def create_app(
             "elsewhere (auto), labels only, the tagger only (probe), or none",
         )
         max_per_artist: int | None = Field(
-            None, ge=1, le=max_k, description="At most this many results per artist"
+            None, strict=True, ge=1, le=max_k, description="At most this many results per artist"
         )
+
+    class PlaylistRequest(BaseModel):
+        """A mood journey from ``track_id``'s mood to ``to``."""
+
+        model_config = ConfigDict(extra="forbid")
+        track_id: str = Field(
+            ..., strict=True, max_length=1000, description="Seed track id (never in the list)"
+        )
+        to: str = Field(
+            ..., strict=True, description=f"Target mood, one of {moods}",
+            json_schema_extra={"enum": moods},
+        )  # fmt: skip
+        via: str | None = Field(
+            None, strict=True, description="A mood to pass through half-way",
+            json_schema_extra={"enum": [*moods, None]},
+        )  # fmt: skip
+        length: int = Field(12, strict=True, ge=1, le=max_k, description=f"Items, 1..{max_k}")
+        max_per_artist: int | None = Field(
+            1, strict=True, ge=1, le=max_k,
+            description="At most this many items per artist (null: no cap)",
+        )  # fmt: skip
 
     app = FastAPI(
         title="moodshift",
         version=__version__,
         description="Like this track, but in another mood: retrieval in embedding space.",
+        # The stock docs pages load their scripts from a CDN: /docs is served locally.
+        docs_url=None,
+        redoc_url=None,
+        # A slash redirect's Location would be built from the Host header.
+        redirect_slashes=False,
     )
     app.state.moodshift = state
     app.state.metrics = metrics
@@ -182,13 +259,35 @@ def create_app(
             return code, json.dumps(payload).encode()
 
     def answer_raw(raw: bytes) -> tuple[int, bytes]:
-        """``POST /query`` from the raw body (the middleware's fast path)."""
+        """``POST /query`` from the raw body: the only validation path of this route.
+
+        Both the middleware's fast path and the FastAPI route call it, so the same
+        body always gets the same status and message.
+        """
         try:
             req = QueryRequest.model_validate_json(raw)
         except ValidationError as exc:
             payload = validation_payload(exc.errors(), prefix=("body",))
             return 422, json.dumps(payload).encode()
         return answer(req)
+
+    error_schema = {
+        "type": "object",
+        "properties": {"detail": {"anyOf": [{"type": "string"}, {"type": "array"}]}},
+        "required": ["detail"],
+    }
+    not_found = {404: {"description": "Unknown track id (or no audio file)",
+                       "content": {"application/json": {"schema": error_schema}}}}  # fmt: skip
+    validation_error = {"$ref": "#/components/schemas/HTTPValidationError"}
+    query_responses: dict[int | str, Any] = {
+        200: {"description": "Ranked results and map coordinates",
+              "content": {"application/json": {"schema": {"type": "object"}}}},
+        404: not_found[404],
+        413: {"description": "Body too large",
+              "content": {"application/json": {"schema": error_schema}}},
+        422: {"description": "Invalid body (names the field)",
+              "content": {"application/json": {"schema": validation_error}}},
+    }  # fmt: skip
 
     # ------------------------------------------------------------------ routes
     @app.get("/healthz", tags=["ops"])
@@ -212,7 +311,9 @@ def create_app(
     @app.get("/tracks", tags=["tracks"])
     def tracks(
         q: Annotated[str | None, Query(max_length=200, description="id/title/label text")] = None,
-        mood: Annotated[str | None, Query(description="only this mood")] = None,
+        mood: Annotated[
+            str | None, Query(description="only this mood", json_schema_extra={"enum": moods})
+        ] = None,
         genre: Annotated[str | None, Query(description="only this genre")] = None,
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -231,34 +332,66 @@ def create_app(
             )
         return json_response(out)
 
-    @app.get("/tracks/{track_id:path}", tags=["tracks"])
+    @app.get("/tracks/{track_id:path}", tags=["tracks"], responses=not_found)
     async def track(track_id: str) -> Response:
         row = state.row_of(track_id)
         rec = state.record(row)
         rec["map"] = np.round(state.project(state.unit_row(row)), 4)[0].tolist()
         return json_response(rec)
 
-    @app.post("/query", tags=["query"])
-    async def query(req: QueryRequest) -> Response:
+    AudioFileResponse = _audio_response_class()
+    query_schema = QueryRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    @app.post(
+        "/query", tags=["query"], responses=query_responses,
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": query_schema}}}},
+    )  # fmt: skip
+    async def query(request: Request) -> Response:
         """Like this track (or embedding), but in ``target_mood``: ranked results + map.
 
         With an approximate index (or a small catalogue) this route is answered
-        by the middleware's fast path with the same code (see ``GuardMiddleware``).
+        by the middleware's fast path; both call ``answer_raw`` (one validation).
         """
-        from fastapi.concurrency import run_in_threadpool
-
-        code, data = await run_in_threadpool(answer, req)
+        raw = await request.body()
+        code, data = await run_in_threadpool(answer_raw, raw)
         return Response(data, status_code=code, media_type="application/json")
 
-    @app.get("/audio/{track_id:path}", tags=["tracks"])
+    @app.post("/playlist", tags=["query"], responses=not_found)
+    def playlist(req: PlaylistRequest) -> Response:
+        """A playlist that moves from the seed's mood to ``to``, strength rising along it."""
+        return json_response(state.playlist(req.model_dump()))
+
+    audio_responses: dict[int | str, Any] = {
+        200: {"description": "The audio file (HTTP range requests supported)",
+              "content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}},
+        206: {"description": "Part of the audio file (Range request)",
+              "content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}},
+        416: {"description": "Range not satisfiable"},
+        **not_found,
+    }  # fmt: skip
+
+    @app.get(
+        "/audio/{track_id:path}", tags=["tracks"], response_class=Response,
+        responses=audio_responses,
+    )  # fmt: skip
     async def audio(track_id: str) -> Response:
-        # The id is only a dictionary key; the path comes from the catalogue.
+        # The id is only a dictionary key; the path comes from the catalogue, and is
+        # served only when it resolves to a regular audio file under an audio root.
         row = state.id_to_row.get(track_id)
-        path = state.catalog.audio_path(row) if row is not None else None
-        if path is None or not path.is_file():
+        found = state.audio_file(row) if row is not None else None
+        if found is None:
             what = "unknown track id" if row is None else "no audio file for this track"
             return json_response({"detail": f"{what}: {track_id!r}"}, status=404)
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+        path, stat_result, media_type = found
+        return AudioFileResponse(
+            path, stat_result=stat_result, media_type=media_type,
+            headers={"Cache-Control": "public, max-age=3600"},
+        )  # fmt: skip
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return FileResponse(WEB_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
 
     if WEB_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
@@ -267,8 +400,78 @@ def create_app(
         async def page() -> Response:
             return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
+    # Every GET route answers HEAD too (players and proxies probe with it). Added
+    # after the schema is generated, so that OpenAPI lists each operation once.
+    app.openapi()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and "GET" in route.methods:
+            route.methods.add("HEAD")
+
     max_body = max(int(max_body_bytes), 24 * state.dim + 4096)
     # Inline on the event loop only when a query is fast (see the module docstring).
     fast = {("POST", "/query"): answer_raw} if state.inline else {}
-    app.add_middleware(GuardMiddleware, metrics=metrics, max_body=max_body, fast=fast)
+    origins = [o.rstrip("/") for o in cors_origins if o]
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["content-type"], max_age=600,
+        )  # fmt: skip
+    app.add_middleware(
+        GuardMiddleware, metrics=metrics, max_body=max_body, fast=fast,
+        allowed_hosts=allowed_hosts, cors_origins=origins,
+    )  # fmt: skip
     return app
+
+
+def _read_span(path: str | os.PathLike[str], start: int, length: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(length)
+
+
+def _audio_response_class() -> Any:
+    import anyio
+    from starlette.responses import FileResponse
+
+    class AudioFileResponse(FileResponse):
+        """Starlette's file response (ranges, HEAD), reading small spans in one go.
+
+        Starlette opens, reads each 64 KiB chunk and closes in separate threadpool
+        hops, each waiting for a turn of the event loop that also answers queries:
+        under load a 440 kB file took about ten such turns. Spans up to
+        :data:`AUDIO_CHUNK_BYTES` are read in one hop here; longer ones stream in
+        chunks of that size.
+        """
+
+        chunk_size = AUDIO_CHUNK_BYTES
+
+        async def _send_span(self, send: Any, start: int, length: int) -> None:
+            data = await anyio.to_thread.run_sync(_read_span, self.path, start, length)
+            await send({"type": "http.response.body", "body": data, "more_body": False})
+
+        async def _handle_simple(
+            self, send: Any, send_header_only: bool, send_pathsend: bool
+        ) -> None:
+            size = self.stat_result.st_size
+            if send_header_only or send_pathsend or size > self.chunk_size:
+                await super()._handle_simple(send, send_header_only, send_pathsend)
+                return
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})  # fmt: skip
+            await self._send_span(send, 0, size)
+
+        async def _handle_single_range(
+            self, send: Any, start: int, end: int, file_size: int, send_header_only: bool
+        ) -> None:
+            if send_header_only or end - start > self.chunk_size:
+                await super()._handle_single_range(send, start, end, file_size, send_header_only)
+                return
+            headers = [(k, v) for k, v in self.raw_headers if k not in (b"content-length",)]
+            headers += [(b"content-range", f"bytes {start}-{end - 1}/{file_size}".encode()),
+                        (b"content-length", str(end - start).encode())]  # fmt: skip
+            await send({"type": "http.response.start", "status": 206, "headers": headers})
+            await self._send_span(send, start, end - start)
+
+    return AudioFileResponse

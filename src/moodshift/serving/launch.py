@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-# functions' annotations at runtime, and they name classes local to create_app.
 import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import (
-    InputError,
-)
+from moodshift.errors import InputError
 from moodshift.serving.app import create_app
 from moodshift.training.model import MoodshiftModel
 
@@ -30,6 +28,9 @@ def serve(
     workers: int = 1,
     access_log: bool = False,
     log_level: str = "info",
+    allowed_hosts: Sequence[str] | None = None,
+    cors_origins: Sequence[str] = (),
+    audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> None:
     """Load catalogue, model and index, then run the app with uvicorn (blocks).
 
@@ -38,6 +39,11 @@ def serve(
     catalog : folder or Catalog
         Loaded memory-mapped.
     model : folder or MoodshiftModel
+        The trained transformation.
+    host, port
+        Where to listen.
+    max_k : int
+        Largest ``k`` a request may ask for.
     index : folder, optional
         Defaults to ``<catalog>/index`` when that exists (built by ``moodshift
         index``); refused with :class:`StaleArtifactError` if it no longer matches.
@@ -48,8 +54,38 @@ def serve(
         describes the worker that answered it.
     access_log : bool
         One log line per request (off by default: it costs CPU; /metrics counts).
+    log_level : str
+        uvicorn's log level.
+    allowed_hosts : sequence of str, optional
+        Host header names answered (``*``: any). Default: the loopback names,
+        plus ``host`` when it names one interface (not ``0.0.0.0`` or ``::``).
+    cors_origins : sequence of str
+        Browser origins allowed to call the API (CORS); none by default.
+    audio_roots : sequence of folders
+        Further folders audio may be served from, besides the catalogue's own.
+
+    Raises
+    ------
+    InputError
+        When ``workers > 1`` is asked for with objects instead of folders.
+    StaleArtifactError
+        When the index no longer matches the catalogue.
+    EmbedderMismatchError, DimensionMismatchError
+        When the model was trained on another embedder's catalogue.
+    FileFormatError
+        When a folder is not a readable catalogue, model or index.
+
+    Notes
+    -----
+    A client gets :data:`HEADER_TIMEOUT_S` seconds to send a request's headers
+    (then the connection is closed) and ``BODY_TIMEOUT_S`` for its body (408).
     """
     import uvicorn
+
+    hosts = list(allowed_hosts) if allowed_hosts else _default_hosts(host)
+    web = {"allowed_hosts": hosts, "cors_origins": list(cors_origins),
+           "audio_roots": [str(r) for r in audio_roots]}  # fmt: skip
+    opts = {"http": HeaderTimeoutProtocol, "timeout_keep_alive": 5}
 
     if workers > 1:
         if isinstance(catalog, Catalog) or isinstance(model, MoodshiftModel):
@@ -57,15 +93,15 @@ def serve(
         spec = {"catalog": str(catalog), "model": str(model), "max_k": max_k,
                 "index": None if index is None else str(index)}  # fmt: skip
         _check_artifacts(**spec)  # fail here, once, on a stale index or a bad folder
-        os.environ[_WORKER_ENV] = json.dumps(spec)
+        os.environ[_WORKER_ENV] = json.dumps({**spec, **web})
         print(f"moodshift: {workers} workers at http://{host}:{port}/", flush=True)
         uvicorn.run(
             "moodshift.serving.launch:_worker_app", factory=True, workers=workers, host=host,
-            port=port, access_log=access_log, log_level=log_level,
+            port=port, access_log=access_log, log_level=log_level, **opts,
         )  # fmt: skip
         return
     t0 = time.perf_counter()
-    app = _load_app(catalog=catalog, model=model, index=index, max_k=max_k)
+    app = _load_app(catalog=catalog, model=model, index=index, max_k=max_k, **web)
     state = app.state.moodshift
     print(
         f"moodshift: {state.n} tracks ({state.dim}-d), index {state.index_kind}, moods "
@@ -73,10 +109,79 @@ def serve(
         f"(API docs /docs)",
         flush=True,
     )
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level, **opts)
 
 
 _WORKER_ENV = "MOODSHIFT_SERVE_SPEC"
+#: Seconds a client may take to send a request's headers before it is disconnected.
+HEADER_TIMEOUT_S = 10.0
+
+
+def _default_hosts(host: str) -> list[str]:
+    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
+
+    hosts = list(DEFAULT_ALLOWED_HOSTS)
+    if host and host not in ("0.0.0.0", "::", "") and host not in hosts:
+        hosts.append(host)
+    return hosts
+
+
+def _header_timeout_protocol() -> type:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        """uvicorn's HTTP protocol with a deadline on each request's headers.
+
+        uvicorn waits for headers indefinitely, so clients that send them a byte
+        at a time (slowloris) hold connections open. The deadline starts when the
+        connection opens and again after each response; it is cleared once a
+        request's headers are complete (uvicorn then starts a request cycle).
+        """
+
+        header_timeout = HEADER_TIMEOUT_S
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._seen_cycle = None
+            self._header_timer = None
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if getattr(self, "_header_timer", None) is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            cycle = self.cycle
+            if cycle is None or (cycle is self._seen_cycle and cycle.response_complete):
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not None and self.cycle is not self._seen_cycle:
+                self._seen_cycle = self.cycle
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    HeaderTimeoutProtocol.__module__ = __name__
+    HeaderTimeoutProtocol.__qualname__ = "HeaderTimeoutProtocol"
+    return HeaderTimeoutProtocol
+
+
+HeaderTimeoutProtocol = _header_timeout_protocol()
 
 
 def _limit_threads() -> None:
@@ -98,22 +203,32 @@ def _load_app(
     model: str | os.PathLike[str] | MoodshiftModel,
     index: str | os.PathLike[str] | None,
     max_k: int,
+    allowed_hosts: Sequence[str] | None = None,
+    cors_origins: Sequence[str] = (),
+    audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
     from moodshift.retrieval.index import load_catalog_index
+    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     _limit_threads()
     cat = catalog if isinstance(catalog, Catalog) else Catalog.load(catalog, mmap=True)
     mdl = model if isinstance(model, MoodshiftModel) else MoodshiftModel.load(model)
     catalog_path = None if isinstance(catalog, Catalog) else catalog
     idx = load_catalog_index(cat, catalog_path=catalog_path, path=index)
-    return create_app(catalog=cat, model=mdl, index=idx, max_k=max_k)
+    return create_app(
+        catalog=cat, model=mdl, index=idx, max_k=max_k,
+        allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS, cors_origins=cors_origins,
+        audio_roots=audio_roots,
+    )  # fmt: skip
 
 
 def _check_artifacts(*, catalog: str, model: str, index: str | None, max_k: int) -> None:
     from moodshift.retrieval.index import load_catalog_index
 
     cat = Catalog.load(catalog, mmap=True)
-    cat.check_compatible(MoodshiftModel.load(model).embedder, what="model")
+    mdl = MoodshiftModel.load(model)
+    cat.check_compatible(mdl.embedder, what="model")
+    mdl.check_catalog(cat)
     load_catalog_index(cat, catalog_path=catalog, path=index)
 
 

@@ -1,8 +1,9 @@
-"""Pure-ASGI middleware of the server: body limit, metrics, the inline JSON fast path."""
+"""Pure-ASGI middleware of the server: Host check, security headers, body limit, metrics,
+and the inline JSON fast path."""
 
 from __future__ import annotations
 
-# functions' annotations at runtime, and they name classes local to create_app.
+import asyncio
 import json
 import logging
 import time
@@ -18,6 +19,23 @@ from moodshift.serving.state import BodyFieldError, UnknownMoodError
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 64 * 1024
+#: Host names answered by default: loopback only (a DNS-rebinding page gets 400).
+DEFAULT_ALLOWED_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Seconds a client may take to send a request body.
+BODY_TIMEOUT_S = 10.0
+#: The page's scripts, styles, images and requests come from this server only.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -78,11 +96,30 @@ def _esc(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def host_name(value: bytes) -> str:
+    """The host name of a Host header value, lower-case, without port or IPv6 brackets."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[1 : text.find("]")] if "]" in text else text[1:]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
 class GuardMiddleware:
-    """Pure-ASGI middleware: body-size limit (413) and request metrics.
+    """Pure-ASGI middleware: Host allow-list (400), security headers, body-size limit
+    (413) and timeout (408), and request metrics.
 
     Written against raw ASGI rather than ``BaseHTTPMiddleware`` because the
     latter adds a task and a memory stream per request, which shows in p99.
+
+    Parameters
+    ----------
+    allowed_hosts : sequence of str
+        Host names answered (``"*"``: any). A request whose Host header names
+        another gets 400: a page on another site that re-points its own domain
+        at this address (DNS rebinding) sends its own domain as Host.
+    cors_origins : sequence of str
+        Origins that get ``Access-Control-Allow-Origin`` on fast-path answers
+        (the inner CORS middleware handles the other routes and preflights).
     """
 
     def __init__(
@@ -92,10 +129,18 @@ class GuardMiddleware:
         metrics: RequestMetrics,
         max_body: int,
         fast: dict[tuple[str, str], Any] | None = None,
+        allowed_hosts: Any = DEFAULT_ALLOWED_HOSTS,
+        cors_origins: Any = (),
+        body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h.strip()}
+        self.any_host = "*" in hosts
+        self.allowed_hosts = frozenset(hosts)
+        self.cors_origins = frozenset(o.encode() for o in cors_origins)
+        self.body_timeout = float(body_timeout)
         # (method, path) -> handler(body bytes) -> (status, JSON bytes). Such routes
         # are answered here, skipping routing and FastAPI's dependency machinery
         # (about a third of the server's CPU per query); the FastAPI route of the
@@ -108,29 +153,63 @@ class GuardMiddleware:
             return
         t0 = time.perf_counter()
         status = [500]
+        origin = None
+        host = None
+        for key, value in scope.get("headers", ()):
+            if key == b"host":
+                host = value
+            elif key == b"origin":
+                origin = value
+        cors = origin if origin is not None and origin in self.cors_origins else None
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                headers = list(message.get("headers", ()))
+                present = {k.lower() for k, _ in headers}
+                headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
+                if cors is not None and b"access-control-allow-origin" not in present:
+                    headers += [(b"access-control-allow-origin", cors), (b"vary", b"Origin")]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
+            if (
+                not self.any_host
+                and host is not None
+                and (host_name(host) not in self.allowed_hosts)
+            ):
+                scope["route_name"] = "<bad host>"
+                await send_json(
+                    send_wrapper, 400,
+                    {"detail": "invalid Host header; start the server with --allowed-hosts "
+                               "naming this host"},
+                )  # fmt: skip
+                return
             if scope["method"] in ("POST", "PUT", "PATCH"):
-                body = await self._read_body(scope, receive)
+                try:
+                    body = await asyncio.wait_for(
+                        self._read_body(scope, receive), timeout=self.body_timeout
+                    )
+                except asyncio.TimeoutError:
+                    scope["route_name"] = "<slow body>"
+                    await send_json(
+                        send_wrapper, 408,
+                        {"detail": f"request body not received within {self.body_timeout:g} s"},
+                    )  # fmt: skip
+                    return
                 if body is None:
                     await send_json(
-                        send, 413,
+                        send_wrapper, 413,
                         {"detail": f"request body larger than {self.max_body} bytes; send less"},
                     )  # fmt: skip
-                    status[0] = 413
                     scope["route_name"] = "<too large>"
                     return
                 handler = self.fast.get((scope["method"], scope["path"]))
                 if handler is not None and is_json(scope):
                     scope["route_name"] = scope["path"]
                     code, data = handler(body)
-                    status[0] = code
-                    await send_bytes(send, code, data)
+                    await send_bytes(send_wrapper, code, data)
                     return
                 sent = [False]
 
@@ -199,7 +278,10 @@ def error_payload(exc: MoodshiftError) -> tuple[int, dict[str, Any]]:
         return 422, {"detail": [{"loc": loc, "msg": exc.msg, "type": "value_error"}]}
     if isinstance(exc, UnknownTrackError):
         return 404, {"detail": str(exc)}
-    return (422 if isinstance(exc, InputError) else 500), {"detail": str(exc)}
+    if isinstance(exc, InputError):
+        # The same shape as every other 422 (FastAPI's HTTPValidationError).
+        return 422, {"detail": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}
+    return 500, {"detail": str(exc)}
 
 
 async def send_json(send: Any, status: int, payload: Any) -> None:

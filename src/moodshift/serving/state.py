@@ -8,9 +8,13 @@ from __future__ import annotations
 # functions' annotations at runtime, and they name classes local to create_app.
 import logging
 import math
+import mimetypes
+import os
+import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -55,12 +59,28 @@ class ServingState:
         Without one, an exact in-memory FAISS index is built (fine up to
         :data:`EXACT_MAX_ROWS` tracks; above, build one with ``moodshift index``).
     max_k : int
+    audio_roots : sequence of folders
+        Where audio may be served from, besides the catalogue's folder (the one
+        relative audio paths resolve against). See :meth:`audio_file`.
+
+    Raises
+    ------
+    InputError
+        If the model cannot serve the catalogue (:meth:`MoodshiftModel.check_catalog`).
     """
 
     def __init__(
-        self, *, catalog: Catalog, model: MoodshiftModel, index: Any | None, max_k: int
+        self,
+        *,
+        catalog: Catalog,
+        model: MoodshiftModel,
+        index: Any | None,
+        max_k: int,
+        audio_roots: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         catalog.check_compatible(model.embedder, what="model")
+        model.check_servable()
+        model.check_catalog(catalog)
         self.catalog = catalog
         self.model = model
         self.max_k = int(max_k)
@@ -69,10 +89,9 @@ class ServingState:
         labels = catalog.labels
         self.attribute = model.attribute
         if self.attribute not in labels.columns:
-            raise InputError(
-                f"the model transforms {self.attribute!r} but the catalogue has no such column "
-                f"(columns: {list(labels.columns)}); serve a model trained on this catalogue."
-            )
+            # A catalogue without the column (an untagged music folder) is all unlabelled:
+            # the model's tagger judges every track.
+            labels = labels.assign(**{self.attribute: ""})
         self.moods = list(model.classes)
         self._mood_index = {m: i for i, m in enumerate(self.moods)}
         self.track_ids = labels["track_id"].astype(str).to_numpy(dtype=object)
@@ -90,13 +109,19 @@ class ServingState:
             if c in ("genre", "instruments")
             or labels[c].astype(str).str.contains(SEPARATOR, regex=False).any()
         }
+        roots = [catalog.root] if catalog.root is not None else []
+        roots += [Path(r) for r in audio_roots]
+        # Resolved once: a served file must resolve (symlinks followed) under one of these.
+        self.audio_roots = [Path(os.path.realpath(r)) for r in roots]
         self.has_audio = (
             labels["audio_path"].fillna("").astype(str).str.len().to_numpy() > 0
             if "audio_path" in labels.columns
             else np.zeros(self.n, dtype=bool)
         )
         if self.attribute not in self.columns:
-            self.columns[self.attribute] = labels[self.attribute].astype(str).to_numpy(object)
+            self.columns[self.attribute] = (
+                labels[self.attribute].fillna("").astype(str).to_numpy(object)
+            )
         # Seed moods as model class codes (-1: a value the model does not know).
         self.source_codes = np.array(
             [self._mood_index.get(v, -1) for v in self.columns[self.attribute]], dtype=np.int64
@@ -222,6 +247,30 @@ class ServingState:
             raise UnknownMoodError(field=field, value=mood, known=self.moods)
         return code
 
+    # ------------------------------------------------------------------ audio
+    def audio_file(self, row: int) -> tuple[Path, os.stat_result, str] | None:
+        """The track's audio file if it may be served: (resolved path, stat, media type).
+
+        None unless the catalogue's path, with every symlink resolved, is a regular
+        file under one of :attr:`audio_roots` with an audio media type (by suffix).
+        """
+        path = self.catalog.audio_path(row)
+        if path is None:
+            return None
+        real = Path(os.path.realpath(path))
+        if not any(real.is_relative_to(root) for root in self.audio_roots):
+            return None
+        media_type = audio_media_type(real)
+        if media_type is None:
+            return None
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return real, st, media_type
+
     # ------------------------------------------------------------------ track search
     def search_tracks(
         self, *, q: str | None, filters: Mapping[str, str], page: int, page_size: int
@@ -239,9 +288,12 @@ class ServingState:
         if rows is not None and exact_row >= 0 and mask is not None and mask[exact_row]:
             # An exact id match is what the user most likely wants: list it first.
             rows = np.concatenate([[exact_row], rows[rows != exact_row]])
-        start = (page - 1) * page_size
-        if rows is None:
-            page_rows = np.arange(start, min(self.n, start + page_size))
+        # Python ints: a page number near 2**63 must give an empty page, not overflow numpy.
+        start = (int(page) - 1) * int(page_size)
+        if start >= total or start < 0:
+            page_rows: Any = ()
+        elif rows is None:
+            page_rows = range(start, min(self.n, start + page_size))
         else:
             page_rows = rows[start : start + page_size]
         return {
@@ -347,8 +399,31 @@ class ServingState:
             "took_ms": round((time.perf_counter() - t0) * 1e3, 3),
         }  # fmt: skip
 
+    def playlist(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Answer a validated ``POST /playlist`` body with ``{"tracks": [...]}``."""
+        from moodshift.retrieval.playlist import mood_journey
+
+        t0 = time.perf_counter()
+        row = self.row_of(body["track_id"])
+        target = self.mood_code(body["to"], field="to")
+        via = None if body.get("via") is None else self.mood_code(body["via"], field="via")
+        items = mood_journey(self.engine, seed_row=row, target=target,
+                             length=int(body.get("length") or 12), via=via,
+                             max_per_artist=body.get("max_per_artist"))  # fmt: skip
+        rows = np.array([it.row for it in items], dtype=np.int64)
+        moods = self.evidence.describe(rows, classes=self.moods)
+        tracks = []
+        for it, m in zip(items, moods, strict=True):
+            rec = self.record(it.row)
+            rec.update(m, strength=round(it.strength, 4), toward=self.moods[it.target],
+                       p_target=round(it.p_target, 4))  # fmt: skip
+            tracks.append(rec)
+        return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
+                "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
+
     def _check_embedding(self, embedding: Any) -> np.ndarray:
-        vec = np.asarray(embedding, dtype=np.float32)
+        with np.errstate(over="ignore"):  # above float32's range: inf, refused below
+            vec = np.asarray(embedding, dtype=np.float32)
         if vec.ndim != 1 or vec.size != self.dim:
             raise BodyFieldError(
                 "embedding",
@@ -360,11 +435,14 @@ class ServingState:
             raise BodyFieldError(
                 "embedding", "embedding contains NaN or infinity; send finite numbers"
             )
-        if not np.any(vec):
+        peak = float(np.max(np.abs(vec)))
+        if peak == 0.0:
             raise BodyFieldError(
                 "embedding", "embedding is all zeros; cosine similarity is undefined"
             )
-        return l2_normalize(vec[None, :])[0]
+        # Only the direction counts: scale by the largest entry first, so that the
+        # norm neither overflows float32 (entries near 1e30) nor underflows (1e-40).
+        return l2_normalize((vec / np.float32(peak))[None, :])[0]
 
     def info(self) -> dict[str, Any]:
         filters = {}
@@ -389,6 +467,23 @@ class ServingState:
             "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
             "has_audio": bool(self.has_audio.any()),
         }
+
+
+#: Audio media types by file suffix (``mimetypes`` misses some, e.g. ``.opus``).
+AUDIO_TYPES = {
+    ".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
+    ".oga": "audio/ogg", ".opus": "audio/ogg", ".m4a": "audio/mp4", ".aac": "audio/aac",
+    ".aif": "audio/aiff", ".aiff": "audio/aiff", ".weba": "audio/webm", ".mid": "audio/midi",
+}  # fmt: skip
+
+
+def audio_media_type(path: Path) -> str | None:
+    """The audio media type of a file name, or None when it is not audio."""
+    known = AUDIO_TYPES.get(path.suffix.lower())
+    if known:
+        return known
+    guess, _ = mimetypes.guess_type(path.name)
+    return guess if guess and guess.startswith("audio/") else None
 
 
 class BodyFieldError(InputError):

@@ -299,7 +299,18 @@ class MoodshiftModel:
 
     @classmethod
     def load(cls, path: str | Path) -> MoodshiftModel:
-        """Load a model folder written by :meth:`save` (or by ``moodshift train``)."""
+        """Load a model folder written by :meth:`save` (or by ``moodshift train``).
+
+        Every file is checked against its schema before use, and the
+        configuration must be one the model can serve (:meth:`check_servable`).
+
+        Raises
+        ------
+        FileFormatError
+            A file is missing, not JSON, or breaks its schema (one line naming it).
+        InputError
+            The configuration cannot serve (e.g. a default strength outside [0, 1]).
+        """
         path = resolve_dir(path)
         needed = ["config.json", "model.safetensors", "vocab.json"]
         missing = [n for n in needed if not (path / n).is_file()]
@@ -308,36 +319,223 @@ class MoodshiftModel:
                 f"{path} is not a moodshift model folder (missing {', '.join(missing)}); "
                 f"train one with `moodshift train`."
             )
+        cfg = _read_json(path / "config.json", None, schema=_check_config)
+        vocab = _read_json(path / "vocab.json", None, schema=_check_vocab)
+        a = cfg["architecture"]
+        arch = Architecture(
+            dim=a["dim"], n_classes=a["n_classes"], hidden=tuple(a["hidden"]),
+            class_hidden=tuple(a["class_hidden"]), dropout=float(a["dropout"]),
+            class_dropout=float(a["class_dropout"]), residual=bool(a.get("residual", False)),
+            head_hidden=int(a.get("head_hidden", 0)),
+            centroid_shift=bool(a.get("centroid_shift", False)),
+            shift_scale=float(a.get("shift_scale", 1.0)),
+        )  # fmt: skip
+        if len(vocab["classes"]) != arch.n_classes:
+            raise FileFormatError(
+                f"{path / 'vocab.json'} lists {len(vocab['classes'])} classes but config.json's "
+                f"architecture has {arch.n_classes}; the folder mixes two models: retrain it."
+            )
+        weights_path = path / "model.safetensors"
         try:
-            cfg = json.loads((path / "config.json").read_text())
-            vocab = json.loads((path / "vocab.json").read_text())
-            a = cfg["architecture"]
-            arch = Architecture(
-                dim=int(a["dim"]), n_classes=int(a["n_classes"]), hidden=tuple(a["hidden"]),
-                class_hidden=tuple(a["class_hidden"]), dropout=float(a["dropout"]),
-                class_dropout=float(a["class_dropout"]), residual=bool(a.get("residual", False)),
-                head_hidden=int(a.get("head_hidden", 0)),
-                centroid_shift=bool(a.get("centroid_shift", False)),
-                shift_scale=float(a.get("shift_scale", 1.0)),
-            )  # fmt: skip
-            net = MoodTransformer(arch)
-            net.load_state_dict(load_file(str(path / "model.safetensors")))
-        except Exception as exc:  # safetensors raises its own error type
-            raise FileFormatError(f"model folder {path} is corrupt ({exc}); retrain it.") from exc
-        embedder = _read_json(path / "embedder.json", {"dim": arch.dim})
-        log = _read_json(path / "training_log.json", [])
-        selection = _read_json(path / "selection.json", None)
-        tagger = MoodTagger.read_from(path, dim=arch.dim, classes=list(vocab["classes"]))
-        return cls(
+            weights = load_file(str(weights_path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise FileFormatError(
+                f"{weights_path} is not a readable safetensors file ({_one_line(exc)}); "
+                f"retrain the model or restore the file."
+            ) from None
+        net = MoodTransformer(arch)
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in weights.items()}
+        if expected != got:
+            diff = sorted(set(expected) ^ set(got)) or sorted(
+                k for k in expected if expected[k] != got[k]
+            )
+            shown = ", ".join(
+                f"{k} {got.get(k, 'absent')} vs {expected.get(k, 'absent')}" for k in diff[:2]
+            )
+            raise FileFormatError(
+                f"{weights_path} does not match the architecture in config.json ({shown}); "
+                f"restore the config.json the model was trained with, or retrain."
+            )
+        net.load_state_dict(weights)
+        embedder = _read_json(path / "embedder.json", {"dim": arch.dim}, schema=_check_embedder)
+        log = _read_json(path / "training_log.json", [], schema=_check_log)
+        selection = _read_json(path / "selection.json", None, schema=_check_object)
+        try:
+            tagger = MoodTagger.read_from(path, dim=arch.dim, classes=list(vocab["classes"]))
+        except FileFormatError as exc:  # keep the CLI's message on one line
+            raise FileFormatError(" ".join(str(exc).split())) from None
+        model = cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
             embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
         )  # fmt: skip
+        model.check_servable(where=path)
+        return model
+
+    def check_servable(self, *, where: Any = "the model") -> None:
+        """Refuse a configuration that would fail every query.
+
+        Raises
+        ------
+        InputError
+            If the default strength lies outside [0, 1] (or is not a number), or
+            the embedder's dimension disagrees with the network's.
+        """
+        raw = self.config.get("default_strength", 1.0)
+        ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+        if not ok or not (0.0 <= float(raw) <= 1.0):
+            raise InputError(
+                f"{where}: default_strength {raw!r} in config.json is outside [0, 1]; set it "
+                f"to a number in [0, 1] (or rerun `moodshift tune`)."
+            )
+        dim = self.embedder.get("dim")
+        if dim is not None and int(dim) != self.dim:
+            raise FileFormatError(
+                f"{where}: embedder.json says {dim}-d embeddings but the network takes "
+                f"{self.dim}-d; restore embedder.json or retrain."
+            )
+
+    def check_catalog(self, catalog: Any, *, strict: bool = False) -> None:
+        """Refuse to run on a catalogue this model cannot answer for.
+
+        Each of the model's classes must label at least one track unless the
+        catalogue also holds unlabelled tracks (then the tagger finds them).
+        Serving and querying (``strict=False``) treat a catalogue without the
+        attribute column as wholly unlabelled, and a mood the model does not know
+        as no label (with a warning): an untagged or differently tagged music
+        folder is served through the tagger. Evaluation (``strict=True``) must
+        score every labelled mood, so it refuses both.
+
+        Raises
+        ------
+        InputError
+        """
+        import warnings
+
+        from moodshift.data.catalog import parse_values
+
+        if self.attribute not in catalog.labels.columns:
+            if strict:
+                raise InputError(
+                    f"the model transforms {self.attribute!r} but the catalogue has no such "
+                    f"column (columns: {list(catalog.labels.columns)}); use a model trained on it."
+                )
+            return
+        present: set[str] = set()
+        unlabelled = False
+        for cell in catalog.labels[self.attribute].tolist():
+            values = parse_values(cell)
+            if not values:
+                unlabelled = True
+            present |= values
+        unknown = sorted(present - set(self.classes))
+        if unknown and strict:
+            raise InputError(
+                f"the catalogue's {self.attribute} values {unknown[:10]} are not in the model's "
+                f"vocabulary {self.classes}; retrain on this catalogue (`moodshift train`)."
+            )
+        if unknown:
+            warnings.warn(
+                f"the catalogue's {self.attribute} values {unknown[:10]} are not in the model's "
+                f"vocabulary {self.classes}: those tracks count as unlabelled (the tagger "
+                f"judges them)",
+                stacklevel=2,
+            )
+            unlabelled = True
+        absent = [c for c in self.classes if c not in present]
+        if absent and not unlabelled:
+            raise InputError(
+                f"the model's {self.attribute} class(es) {absent} label no track of the "
+                f"catalogue, so queries toward them cannot be checked or served; retrain on "
+                f"this catalogue (`moodshift train`)."
+            )
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
+    """Parse one JSON file of a model folder and check it with ``schema`` (None: absent)."""
     if not path.is_file():
+        if default is None and schema in (_check_config, _check_vocab):
+            raise FileFormatError(f"{path} is missing; retrain the model.")
         return default
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FileFormatError(
+            f"{path} is not valid JSON ({_one_line(exc)}); restore it or retrain the model."
+        ) from None
+    problem = schema(data)
+    if problem:
+        raise FileFormatError(f"{path}: {problem}; restore it or retrain the model.")
+    return data
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_object(data: Any) -> str | None:
+    return None if isinstance(data, dict) else f"expected an object, got {type(data).__name__}"
+
+
+def _check_config(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return _check_object(data)
+    a = data.get("architecture")
+    if not isinstance(a, dict):
+        return "no 'architecture' object"
+    for key in ("dim", "n_classes"):
+        if not _is_int(a.get(key)) or a[key] < 1:
+            return f"architecture.{key} must be a positive integer, got {a.get(key)!r}"
+    for key in ("hidden", "class_hidden"):
+        v = a.get(key)
+        if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v)):
+            return f"architecture.{key} must be two positive integers, got {v!r}"
+    for key in ("dropout", "class_dropout"):
+        if not _is_num(a.get(key)) or not 0 <= a[key] < 1:
+            return f"architecture.{key} must be a number in [0, 1), got {a.get(key)!r}"
+    if not _is_int(a.get("head_hidden", 0)) or a.get("head_hidden", 0) < 0:
+        return f"architecture.head_hidden must be an integer >= 0, got {a.get('head_hidden')!r}"
+    for key in ("residual", "centroid_shift"):
+        if not isinstance(a.get(key, False), bool):
+            return f"architecture.{key} must be true or false, got {a.get(key)!r}"
+    if not _is_num(a.get("shift_scale", 1.0)):
+        return f"architecture.shift_scale must be a number, got {a.get('shift_scale')!r}"
+    return None
+
+
+def _check_vocab(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return _check_object(data)
+    classes = data.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        return "'classes' must be a list of at least two class names"
+    if not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes):
+        return "'classes' must hold distinct non-empty strings"
+    if not isinstance(data.get("attribute", "mood"), str):
+        return "'attribute' must be a string"
+    return None
+
+
+def _check_embedder(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return _check_object(data)
+    if "dim" in data and data["dim"] is not None and (not _is_int(data["dim"]) or data["dim"] < 1):
+        return f"'dim' must be a positive integer, got {data['dim']!r}"
+    return None
+
+
+def _check_log(data: Any) -> str | None:
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        return "expected a list of per-epoch objects"
+    return None
 
 
 def _version() -> str:

@@ -1,4 +1,4 @@
-"""Proxy-target sampling (METHOD.md, "Proxy targets"), one whole batch at a time.
+"""Proxy-target sampling (docs/method.md, "Proxy targets"), one whole batch at a time.
 
 For a seed of class y_s a target class y_t is drawn uniformly from all m classes
 (its own included). Same class: the target is the seed itself (identity pairs).

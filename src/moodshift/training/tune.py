@@ -4,22 +4,15 @@ Every candidate configuration of a grid is trained on the training split and
 measured on the validation split; the test split is dropped from the
 catalogue before anything else happens, so it can never influence the choice.
 
-The selection rule (stored with the winner in ``selection.json``):
+The selection rule (:data:`SELECTION_RULE`, stored with the winner in
+``selection.json``):
 
-1. For each trained configuration, sweep the strength ``s`` of the model over
-   :data:`STRENGTHS` on validation. Each point has a *preservation* (the mean
-   of Genre P@1, Instrument J@1 and any other preserved label's P@1, as in
-   :meth:`RetrievalEvaluator.primary`) and a *kept* fraction: how much of the
-   gap between the collapse (every query answered by the target mood's
-   centroid) and the seed's own neighbours that preservation keeps. A point
-   with ``kept < 0.25`` has collapsed (METHOD.md: a model whose Genre P@1
-   equals the centroid baseline's has failed, whatever its Mood P@1).
-2. Its operating point (:func:`moodshift.evaluation.sweep.operating_point`): among the
-   non-collapsed strengths with validation Mood P@1 >= ``mood_target``, the
-   one with the highest preservation (tier 2, *feasible*); when there is none,
-   the non-collapsed strength with the highest ``primary`` = min(Mood P@1 /
-   mood_target, 1) + preservation (tier 1); when every strength collapsed, the
-   highest ``primary`` (tier 0).
+1. Each configuration is trained once on the training split (with
+   ``choose_strength`` off: the sweep below does that choice, once).
+2. Its operating point on validation is chosen by
+   :func:`moodshift.evaluation.sweep.operating_point` over the strengths of
+   :data:`moodshift.evaluation.sweep.DEFAULT_STRENGTHS`
+   (:data:`moodshift.evaluation.sweep.OPERATING_POINT_RULE` states it).
 3. The winner is the configuration whose operating point has the highest
    tier, then the highest score in it (preservation in tier 2, ``primary``
    below), then the higher Mood P@1, then the shorter training.
@@ -50,37 +43,32 @@ import numpy as np
 
 from moodshift._atomic import atomic_dir, resolve_dir, write_text
 from moodshift.data.catalog import Catalog
-from moodshift.errors import DataError, InputError
+from moodshift.errors import DataError, TuneError
+from moodshift.evaluation.baselines import training_centroids
 from moodshift.evaluation.evaluate import RetrievalEvaluator
 from moodshift.evaluation.sweep import (
+    DEFAULT_STRENGTHS,
+    OPERATING_POINT_RULE,
     POINT_KEYS,
     best_at_level,
     collapse_bounds,
     operating_point,
     strength_curve,
-    train_centroids,
 )
 from moodshift.training.model import MoodshiftModel
 from moodshift.training.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-#: Strengths tried per configuration when choosing its operating point.
-STRENGTHS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
+#: The whole rule, stored with the winner in ``selection.json``.
 SELECTION_RULE = (
     "Train every configuration on the training split; the test split is removed first and "
-    "never read. On the validation split, sweep each model's strength over 0, 0.05, ..., 1. "
-    "A point is collapsed when its preservation (mean of genre_p@1, inst_j@1 and other "
-    "preserved labels' P@1) keeps less than 0.25 of the gap between the target-mood centroid "
-    "baseline and the seed's neighbours. Operating point: the non-collapsed strength with the "
-    "highest preservation among those with mood_p@1 >= mood_target (tier 2, feasible); else "
-    "the non-collapsed strength with the highest primary = min(mood_p@1 / mood_target, 1) + "
-    "preservation (tier 1); else the highest primary (tier 0). Winner: highest tier, then "
-    "highest score (preservation in tier 2, primary below), then higher mood_p@1, then "
-    "shorter training. The winner's strength is stored as default_strength."
+    f"never read. {OPERATING_POINT_RULE} Winner: highest tier, then highest score "
+    "(preservation in tier 2, primary below), then higher mood_p@1, then shorter training. "
+    "The winner's strength is stored as default_strength."
 )
 
-#: The paper's network and optimiser as METHOD.md describes them (for the grid's
+#: The paper's network and optimiser as docs/method.md describes them (for the grid's
 #: paper-like rows; the batch stays at the default so every row takes as many steps).
 PAPER_NET: dict[str, Any] = {
     "residual": False, "head_hidden": 0, "centroid_shift": False, "extrapolation": 1.0,
@@ -120,24 +108,49 @@ DEFAULT_GRID: tuple[dict[str, Any], ...] = (
 )  # fmt: skip
 
 
-class TuneError(InputError):
-    """The search cannot run on this catalogue or with this grid."""
-
-
 def config_key(config: TrainConfig) -> str:
-    """A short, stable hash of a configuration (the cache key of its row)."""
+    """A short, stable hash of a configuration (the cache key of its row).
+
+    Parameters
+    ----------
+    config : TrainConfig
+
+    Returns
+    -------
+    str
+        16 hex digits of the SHA-256 of the configuration's sorted JSON.
+    """
     text = json.dumps(config.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def without_test(catalog: Catalog) -> Catalog:
-    """The catalogue minus its test split: what tuning is allowed to see."""
+    """The catalogue minus its test split: what tuning is allowed to see.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        With a stored split.
+
+    Returns
+    -------
+    Catalog
+        Its train and validation tracks.
+
+    Raises
+    ------
+    DataError
+        When the catalogue has no split, or no validation track.
+    """
     split = catalog.split
     if split is None:
         raise DataError("the catalogue has no split; run `moodshift import` again to store one.")
     keep = np.flatnonzero(split != "test")
     if not (split[keep] == "val").any():
-        raise DataError("the catalogue has no validation split; tuning needs one.")
+        raise DataError(
+            "the catalogue has no validation split, which tuning needs; re-import it with "
+            "more tracks per mood (10 % of each mood goes to validation)."
+        )
     return catalog.subset(keep)
 
 
@@ -146,7 +159,23 @@ def _rank_key(row: dict[str, Any]) -> tuple[float, ...]:
 
 
 def select(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The winning row (see the module docstring)."""
+    """The winning row: highest tier, then score, then Mood P@1, then shorter training.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Table rows; only those with ``status == "done"`` compete.
+
+    Returns
+    -------
+    dict
+        The winning row.
+
+    Raises
+    ------
+    TuneError
+        When no row is done.
+    """
     done = [r for r in rows if r.get("status") == "done"]
     if not done:
         raise TuneError("no configuration finished; raise --budget.")
@@ -160,7 +189,7 @@ def _evaluate(
     mood_target: float,
     bounds: tuple[float, float],
 ) -> dict[str, Any]:
-    curve = strength_curve(ev, model, strengths=STRENGTHS)
+    curve = strength_curve(ev, model, strengths=DEFAULT_STRENGTHS)
     point, tier = operating_point(curve, mood_target=mood_target, bounds=bounds)
     full = curve[-1]
     out: dict[str, Any] = {
@@ -212,7 +241,15 @@ def _cell(value: Any) -> Any:
 
 
 def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) -> None:
-    """The ablation table on the terminal (rich)."""
+    """The ablation table on the terminal (rich).
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Table rows (:data:`TABLE_COLUMNS` and more).
+    winner : str, optional
+        Name of the row to highlight.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -285,10 +322,21 @@ def tune(
         Settings shared by every configuration before its overrides (device,
         ``val_max_seeds``, ...); default ``TrainConfig()``.
 
+    progress, verbose : bool
+        Progress bars; the table and the winner printed at the end.
+
     Returns
     -------
     MoodshiftModel
         The winner, with ``default_strength`` and ``selection`` set.
+
+    Raises
+    ------
+    TuneError
+        When ``mood_target`` is outside (0, 1], the grid is empty, has a
+        duplicate name or an unknown option, or no configuration finished.
+    DataError
+        When the catalogue has no split or no validation part.
     """
     if not 0 < mood_target <= 1:
         raise TuneError(f"mood_target must lie in (0, 1], got {mood_target}.")
@@ -306,7 +354,8 @@ def tune(
         classes=classes, ks=(1,), max_seeds=configs[0][1].val_max_seeds,
         mood_target=mood_target, seed=seed,
     )  # fmt: skip
-    bounds = collapse_bounds(ev, centroids=train_centroids(dev, ev, attribute=ev.attribute))
+    centroids = training_centroids(dev, attribute=ev.attribute, classes=ev.classes)
+    bounds = collapse_bounds(ev, centroids=centroids)
     t_start = time.monotonic()
     rows: list[dict[str, Any]] = []
     leader_path = cache / "leader"
@@ -404,7 +453,10 @@ def _configs(
         if name in names:
             raise TuneError(f"grid names must be unique; {name!r} appears twice.")
         names.add(name)
-        params = base_dict | overrides | {"seed": seed, "mood_target": mood_target}
+        # The strength is chosen here, on the same validation sweep, so train() skips its own.
+        params = base_dict | overrides | {
+            "seed": seed, "mood_target": mood_target, "choose_strength": False,
+        }  # fmt: skip
         if epochs is not None:
             params["epochs"] = epochs
         try:

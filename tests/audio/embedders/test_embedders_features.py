@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from moodshift.audio.embedders import get_embedder
@@ -39,13 +37,3 @@ def test_key_profiles_find_the_key() -> None:
     major, minor = key_profile_scores(chroma)
     assert minor.argmax() == 9 and minor.max() > major.max()
     assert key_profile_scores(np.ones(12))[0].tolist() == [0.0] * 12
-
-
-def test_fast_enough(make_chords) -> None:
-    emb = FeaturesEmbedder()
-    y = make_chords(MAJOR * 3, sr=44100, chord_s=10 / 12)  # 10 s
-    emb.embed(y[:44100], 44100)  # warm-up: numba compiles librosa's peak picking once
-    t0 = time.perf_counter()
-    emb.embed(y, 44100)
-    # budget is 0.3 s per 10 s clip on one idle core; allow for busy shared CI cores
-    assert time.perf_counter() - t0 < 1.5

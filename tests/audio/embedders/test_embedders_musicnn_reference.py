@@ -21,6 +21,7 @@ deliberately does not reproduce; checked with a looser tolerance.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -28,13 +29,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("musicnn")  # the package that ships the TF checkpoints
-
 from moodshift.audio.embedders.musicnn import (
     MSD_LABELS,
     MTT_LABELS,
     MusicnnEmbedder,
+    _checkpoint_names,
     find_musicnn_checkpoint,
+    find_musicnn_weights,
     log_mel,
 )
 from moodshift.audio.embedders.tf_checkpoint import (
@@ -43,6 +44,13 @@ from moodshift.audio.embedders.tf_checkpoint import (
     read_checkpoint,
 )
 from moodshift.errors import FileFormatError, InputError
+
+# The original TF checkpoints (only for the conversion and checkpoint-reader
+# tests; the embedder itself runs on the weights shipped inside moodshift).
+needs_musicnn_wheel = pytest.mark.skipif(
+    importlib.util.find_spec("musicnn") is None,
+    reason="needs the original checkpoints: pip install --no-deps musicnn==0.1.0",
+)
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "musicnn" / "reference.npz"
 MODELS = ("MTT_musicnn", "MSD_musicnn")
@@ -116,11 +124,17 @@ def test_resampled_input_close_to_native(ref: dict) -> None:
     np.testing.assert_allclose(emb.embed(y44, 44100), emb.embed(y16, 16000), atol=2e-3)
 
 
-def test_tag_names_and_dims() -> None:
+@needs_musicnn_wheel
+def test_tag_names_match_musicnn() -> None:
     import musicnn.configuration as cfg  # plain constants, no TensorFlow import
 
     assert list(MTT_LABELS) == cfg.MTT_LABELS
     assert list(MSD_LABELS) == cfg.MSD_LABELS
+
+
+def test_tag_names_and_dims() -> None:
+    assert len(MTT_LABELS) == len(MSD_LABELS) == 50
+    assert MSD_LABELS[-1] == "happy" and MSD_LABELS[-3] == "sad"
     for output, dim in {"penultimate": 200, "max_pool": 753, "mean_pool": 753, "tags": 50}.items():
         assert MusicnnEmbedder(output=output).dim == dim
     assert MusicnnEmbedder(model="mtt").tag_names[0] == "guitar"
@@ -130,7 +144,41 @@ def test_tag_names_and_dims() -> None:
         MusicnnEmbedder(model="MSD_vgg")
 
 
+# ----------------------------------------------------------------- shipped weights
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_weights_are_complete_and_licensed(model: str) -> None:
+    from safetensors import safe_open
+
+    path = find_musicnn_weights(model)
+    with safe_open(str(path), framework="numpy") as f:
+        assert sorted(f.keys()) == sorted(_checkpoint_names())
+        meta = f.metadata()
+    assert meta["model"] == model and "ISC" in meta["licence"]
+    licence = (path.parent / "LICENSE-musicnn.md").read_text()
+    assert "Universitat Pompeu Fabra" in licence and "Permission to use, copy" in licence
+
+
+@needs_musicnn_wheel
+@pytest.mark.parametrize("model", MODELS)
+def test_shipped_weights_equal_the_checkpoint(model: str) -> None:
+    from safetensors.numpy import load_file
+
+    shipped = load_file(str(find_musicnn_weights(model)))
+    original = read_checkpoint(find_musicnn_checkpoint(model), names=_checkpoint_names())
+    for name, value in original.items():
+        assert shipped[name].dtype == np.float32
+        np.testing.assert_array_equal(shipped[name], value, err_msg=name)
+
+
+def test_broken_weights_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "MSD_musicnn.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(FileFormatError, match="cannot read musicnn weights"):
+        MusicnnEmbedder(checkpoint_dir=bad).net  # noqa: B018 (loading is the test)
+
+
 # ----------------------------------------------------------------- checkpoint reader
+@needs_musicnn_wheel
 def test_checkpoint_reader_lists_and_verifies() -> None:
     ckpt = find_musicnn_checkpoint("MSD_musicnn")
     entries = list_variables(ckpt)
@@ -143,6 +191,7 @@ def test_checkpoint_reader_lists_and_verifies() -> None:
         read_checkpoint(ckpt, names=["nope/kernel"])
 
 
+@needs_musicnn_wheel
 def test_checkpoint_reader_detects_corruption(tmp_path: Path) -> None:
     src = find_musicnn_checkpoint("MTT_musicnn")
     dst = tmp_path / "ckpt"

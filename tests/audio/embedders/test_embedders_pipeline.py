@@ -144,6 +144,7 @@ def test_empty_input_and_all_failed(files: dict[str, Path]) -> None:
     assert run.embeddings.shape == (0, 2) and len(run.failures) == 1
 
 
+@pytest.mark.slow
 def test_worker_processes_match_in_process_and_survive_crashes(
     files: dict[str, Path], write_wav, make_noise
 ) -> None:

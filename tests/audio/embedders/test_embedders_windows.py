@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("musicnn")
-
 from moodshift.audio.embedders.musicnn import MusicnnEmbedder
 
 

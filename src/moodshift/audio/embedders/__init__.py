@@ -7,8 +7,8 @@ Built-in embedders (see :func:`available_embedders`):
     penultimate layer averaged over 3 s windows every 2 s. Options:
     ``output="penultimate" | "max_pool" | "mean_pool" | "tags"`` (200, 753,
     753, 50 dims), ``model="MSD_musicnn" | "MTT_musicnn"``. Pure PyTorch; the
-    weights are read from the TF checkpoints of the ``musicnn`` package
-    (``pip install --no-deps musicnn==0.1.0``).
+    pretrained weights ship inside moodshift (``embedders/weights/``, ISC
+    licence, converted from the ``musicnn`` 0.1.0 checkpoints).
 ``musicnn-mtt``
     The same network trained on MagnaTagATune.
 ``features``

@@ -1,11 +1,13 @@
-"""MusiCNN (Pons & Serra, 2019) in PyTorch, with the published weights read from TF checkpoints.
+"""MusiCNN (Pons & Serra, 2019) in PyTorch, with the published weights shipped in the package.
 
 The network is a line-by-line port of ``musicnn/models.py::build_musicnn``
-(musicnn 0.1.0); the weights come from the TensorFlow checkpoints shipped
-inside the installed ``musicnn`` package (ISC licence), read by
-:mod:`moodshift.audio.embedders.tf_checkpoint` -- TensorFlow is never imported.
-Install the weights with ``pip install --no-deps musicnn==0.1.0`` (its declared
-dependencies, TensorFlow and numpy<1.17, are not needed and must not be pulled).
+(musicnn 0.1.0). Its pretrained weights (ISC licence, which allows
+redistribution with the copyright notice: ``weights/LICENSE-musicnn.md``) ship
+inside moodshift as ``weights/{MSD,MTT}_musicnn.safetensors`` (3.2 MB each),
+converted once from the TensorFlow checkpoints of the ``musicnn`` wheel by
+``scripts/convert_musicnn_weights.py`` with
+:mod:`moodshift.audio.embedders.tf_checkpoint`; TensorFlow is never imported.
+A musicnn checkpoint folder can still be given as ``checkpoint_dir``.
 
 Architecture, for a batch of log-mel patches ``x`` of shape (B, 187, 96)::
 
@@ -42,6 +44,7 @@ import functools
 import importlib.util
 import threading
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +64,7 @@ __all__ = [
     "MusicnnEmbedder",
     "MusicnnNet",
     "find_musicnn_checkpoint",
+    "find_musicnn_weights",
     "log_mel",
 ]
 
@@ -113,6 +117,37 @@ def _canonical_model(model: str) -> str:
 
 
 # --------------------------------------------------------------------------- weights
+#: Folder of the shipped safetensors weights (package data).
+WEIGHTS_DIR = Path(str(resources.files("moodshift.audio.embedders") / "weights"))
+
+
+def find_musicnn_weights(model: str = "MSD_musicnn") -> Path:
+    """The safetensors weights of a musicnn model shipped inside moodshift.
+
+    Parameters
+    ----------
+    model : {"MSD_musicnn", "MTT_musicnn"}
+
+    Returns
+    -------
+    Path
+        ``<package>/audio/embedders/weights/<model>.safetensors``.
+
+    Raises
+    ------
+    DependencyError
+        The file is missing (a broken or partial install).
+    """
+    model = _canonical_model(model)
+    path = WEIGHTS_DIR / f"{model}.safetensors"
+    if not path.is_file():
+        raise DependencyError(
+            f"the shipped musicnn weights {path} are missing: the moodshift install is "
+            "incomplete; reinstall it (`pip install --force-reinstall moodshift`)"
+        )
+    return path
+
+
 def find_musicnn_checkpoint(model: str = "MSD_musicnn") -> Path:
     """Directory of a checkpoint inside the installed ``musicnn`` package.
 
@@ -236,6 +271,25 @@ class MusicnnNet(torch.nn.Module):
         """Build the network from a TF checkpoint (a musicnn model directory)."""
         return cls(read_checkpoint(prefix, names=_checkpoint_names())).eval()
 
+    @classmethod
+    def from_safetensors(cls, path: str | Path) -> MusicnnNet:
+        """Build the network from converted weights (TF variable names, float32).
+
+        Raises
+        ------
+        FileFormatError
+            The file is not a readable safetensors file of musicnn variables.
+        """
+        from safetensors.numpy import load_file
+
+        try:
+            weights = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise FileFormatError(
+                f"cannot read musicnn weights {path}: {exc}; reinstall moodshift"
+            ) from exc
+        return cls(weights).eval()
+
     def _branch(self, x: torch.Tensor, name: str, pad_t: tuple[int, int]) -> torch.Tensor:
         # TF computes max_freq(BN(ReLU(conv + bias))). BN is a per-channel affine
         # map and ReLU and +bias are monotonic, so the max over frequency can be
@@ -307,13 +361,16 @@ _NET_CACHE: dict[str, MusicnnNet] = {}
 _NET_LOCK = threading.Lock()
 
 
-def _load_net(prefix: Path) -> MusicnnNet:
+def _load_net(source: Path) -> MusicnnNet:
     # One copy of the weights per process, however many embedders use them.
-    key = str(Path(prefix).resolve())
+    key = str(Path(source).resolve())
     with _NET_LOCK:
         net = _NET_CACHE.get(key)
         if net is None:
-            net = MusicnnNet.from_checkpoint(prefix)
+            if Path(source).suffix == ".safetensors":
+                net = MusicnnNet.from_safetensors(source)
+            else:
+                net = MusicnnNet.from_checkpoint(source)
             _NET_CACHE[key] = net
         return net
 
@@ -367,11 +424,12 @@ class MusicnnEmbedder(Embedder):
         activation is ~9 MB per patch, and bigger batches fall out of cache
         (measured single-thread: 0.041 s/patch at 1-2, 0.061 s at 16).
     checkpoint_dir : str or Path, optional
-        A musicnn TF checkpoint directory to use instead of the installed package's.
+        A musicnn TF checkpoint directory to use instead of the weights shipped
+        with moodshift (same values; see ``scripts/convert_musicnn_weights.py``).
 
     Notes
     -----
-    The first call loads the weights (~3 MB, tens of ms); they are shared by
+    The first call loads the weights (3.2 MB, tens of ms); they are shared by
     every embedder of the same model in the process. Torch uses its own
     intra-op threads (``torch.set_num_threads``).
     """
@@ -416,8 +474,8 @@ class MusicnnEmbedder(Embedder):
     def net(self) -> MusicnnNet:
         """The network (loaded on first use)."""
         if self._net is None:
-            prefix = self.checkpoint_dir or find_musicnn_checkpoint(self.model)
-            self._net = _load_net(prefix)
+            source = self.checkpoint_dir or find_musicnn_weights(self.model)
+            self._net = _load_net(source)
         return self._net
 
     def provenance(self) -> dict[str, Any]:

@@ -50,14 +50,19 @@ log = logging.getLogger(__name__)
 #: A file whose absolute peak stays below this is reported as silent.
 SILENCE_PEAK = 1e-4
 
-# Decoded by libsndfile (soundfile); libsndfile >= 1.1 also reads MP3.
+# Decoded by libsndfile (soundfile) first: it is the fastest here (60 s of stereo
+# MP3, one run on a loaded machine: 0.08 s, against 0.4 s through PyAV).
+# libsndfile >= 1.1 also reads MP3 and Opus.
 _SNDFILE_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
      ".au", ".snd", ".caf", ".w64", ".rf64"}
 )  # fmt: skip
-# Tried with librosa/audioread (needs ffmpeg or GStreamer) when libsndfile fails.
-_AUDIOREAD_EXTENSIONS = frozenset({".mp3", ".m4a", ".aac", ".mp4", ".wma"})
-SUPPORTED_EXTENSIONS: frozenset[str] = _SNDFILE_EXTENSIONS | _AUDIOREAD_EXTENSIONS
+# Decoded by FFmpeg through PyAV (its wheels bundle FFmpeg): the formats libsndfile
+# lacks (AAC/ALAC in MP4, WMA, Matroska/WebM), and the fallback when libsndfile
+# refuses a file of its own formats (unusual MP3 headers, Ogg with other codecs).
+_FFMPEG_EXTENSIONS = frozenset({".m4a", ".m4b", ".mp4", ".aac", ".alac", ".wma", ".webm",
+                                ".mka", ".ape", ".wv"}) | _SNDFILE_EXTENSIONS  # fmt: skip
+SUPPORTED_EXTENSIONS: frozenset[str] = _SNDFILE_EXTENSIONS | _FFMPEG_EXTENSIONS
 
 
 @dataclass
@@ -173,7 +178,7 @@ def _check_duration(duration: float, max_duration_s: float | None) -> None:
 def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    sf_error: Exception | None = None
+    error: Exception | None = None
     if ext in _SNDFILE_EXTENSIONS:
         try:
             info = sf.info(str(p))
@@ -184,32 +189,61 @@ def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray
         except AudioError:
             raise
         except (RuntimeError, sf.LibsndfileError, ValueError, OSError) as exc:
-            sf_error = exc
-    if ext in _AUDIOREAD_EXTENSIONS:
+            error = exc
+    if ext in _FFMPEG_EXTENSIONS:
         try:
-            return _decode_audioread(p, max_duration_s)
+            return _decode_ffmpeg(p, max_duration_s)
         except AudioError:
             raise
-        except Exception as exc:  # audioread raises many unrelated types
-            if sf_error is None:
-                sf_error = exc
+        except Exception as exc:  # PyAV raises its own FFmpegError family and OSError
+            # FFmpeg's reason ("Invalid data found") says more than libsndfile's
+            # generic one when both refused the file.
+            error = exc
     raise AudioError(
-        f"cannot decode ({_short(sf_error)}); the file is corrupt or its encoding is "
-        "unsupported (for MP3/M4A without libsndfile support, install ffmpeg)"
+        f"cannot decode ({_short(error)}); the file is corrupt or its encoding is unsupported"
     )
 
 
-def _decode_audioread(p: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    import warnings as _w
+def _decode_ffmpeg(p: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with FFmpeg (PyAV) to float32 frames x channels."""
+    import av
 
-    import librosa
+    with av.open(str(p), metadata_errors="ignore") as container:
+        if not container.streams.audio:
+            raise AudioError("no audio stream in the file")
+        stream = container.streams.audio[0]
+        stream.thread_type = "AUTO"
+        if container.duration is not None and container.duration > 0:
+            _check_duration(container.duration / av.time_base, max_duration_s)
+        chunks: list[np.ndarray] = []
+        sr = int(stream.codec_context.sample_rate or 0)
+        n = 0
+        limit = None if max_duration_s is None else max_duration_s + 1.0
+        for frame in container.decode(stream):
+            chunks.append(_frame_samples(frame))
+            sr = frame.sample_rate or sr
+            n += chunks[-1].shape[0]
+            if limit is not None and sr and n > limit * sr:
+                break  # a header without a duration: stop decoding once it is too long
+    if not chunks:
+        return np.zeros((0, 1), np.float32), sr
+    return np.concatenate(chunks), sr
 
-    with _w.catch_warnings():
-        _w.simplefilter("ignore")  # librosa warns when it falls back to audioread
-        y, sr = librosa.load(
-            str(p), sr=None, mono=True, duration=None if max_duration_s is None else
-            max_duration_s + 1.0)  # fmt: skip
-    return y, int(sr)
+
+def _frame_samples(frame: Any) -> np.ndarray:
+    """One decoded frame as float32 (samples, channels) in [-1, 1], as libsndfile returns.
+
+    Converting in numpy rather than through FFmpeg's resampler makes decoding
+    ~1.8x faster (60 s of stereo AAC: 0.45 s vs 0.82 s, best of 4, one run).
+    """
+    a = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    a = a.T if frame.format.is_planar else a.reshape(-1, channels)
+    if a.dtype == np.uint8:  # FFmpeg's only unsigned format: offset binary
+        return (a.astype(np.float32) - 128.0) / 128.0
+    if a.dtype.kind == "i":
+        return a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))
+    return a.astype(np.float32, copy=False)
 
 
 def _short(exc: BaseException | None) -> str:

@@ -128,6 +128,7 @@ function chooseSeed(rec) {
     tagList(rec),
     player(rec, "seed-audio"));
   $("go").disabled = !state.target;
+  $("journey").disabled = !state.target;
   if (state.target) runQuery();
   else setStatus("now choose a target mood");
   drawMap();
@@ -144,6 +145,7 @@ function chooseMood(mood) {
     chip.style.color = on ? "#fff" : moodColor(chip.dataset.mood);
   }
   $("go").disabled = !state.seed;
+  $("journey").disabled = !state.seed || !state.target;
   if (state.seed) runQuery();
 }
 
@@ -212,6 +214,38 @@ function renderResults(data) {
       el("div", { class: "sim" }, el("span", { text: "similarity" }), bar,
         el("span", { text: r.score.toFixed(3) })),
       player(r)));
+  }
+}
+
+// ------------------------------------------------------------------ journey
+async function runJourney() {
+  if (!state.seed || !state.target) return;
+  const mine = ++querySeq;
+  setStatus("building a mood journey\u2026");
+  try {
+    const data = await api("/playlist", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ track_id: state.seed.track_id, to: state.target,
+        length: Number($("k").value) }),
+    });
+    if (mine !== querySeq) return;
+    const list = $("results");
+    list.replaceChildren();
+    data.tracks.forEach((t, i) => {
+      list.append(el("li", { class: "result journey-item", "data-track-id": t.track_id },
+        el("div", { class: "result-head" },
+          el("span", { class: "rank", text: `${i + 1}.` }),
+          el("span", { class: "name", text: displayName(t), title: t.track_id }),
+          moodBadge(t.mood), moodSource(t)),
+        el("div", { class: "sim" },
+          el("span", { text: `strength ${t.strength.toFixed(2)} \u00b7 p(${t.toward}) ${t.p_target.toFixed(2)}` })),
+        player(t)));
+    });
+    setStatus(`mood journey: ${data.tracks.length} tracks from ${state.seed.mood || "?"} to ${data.to} ` +
+      `in ${data.took_ms.toFixed(0)} ms`);
+  } catch (err) {
+    if (mine === querySeq) setStatus(err.message, true);
   }
 }
 
@@ -332,6 +366,7 @@ async function init() {
   $("next-page").addEventListener("click", () => { state.page = Math.min(state.pages, state.page + 1); searchTracks(); });
   const requery = debounce(runQuery, 150);
   $("evidence").addEventListener("change", () => { if (state.seed) runQuery(); });
+  $("journey").addEventListener("click", runJourney);
   $("strength").addEventListener("input", () => {
     state.strengthTouched = true;
     $("strength-value").textContent = Number($("strength").value).toFixed(2);
