@@ -447,20 +447,9 @@ def exact_rows_topk(
     return ids, time.perf_counter() - t0
 
 
-def _recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
-    """Mean |approx ∩ exact| / |exact| over (row, class) lists."""
-    hit = total = 0
-    for a, e in zip(approx_ids.reshape(-1, approx_ids.shape[-1]),
-                    exact_ids.reshape(-1, exact_ids.shape[-1]), strict=True):  # fmt: skip
-        ev = e[e >= 0]
-        hit += np.intersect1d(a[a >= 0], ev, assume_unique=True).size
-        total += ev.size
-    return hit / total if total else 1.0
-
-
 def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
                   approx_sample: int, progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
-    from moodshift.mining.neighbors import EXACT_MAX_CLASS, class_topk
+    from moodshift.mining.neighbors import EXACT_MAX_CLASS, class_topk, list_recall
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     threads = torch.get_num_threads()
@@ -501,7 +490,7 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                     nb = class_topk(embeddings=xs, labels=ys, k=k, n_classes=classes,
                                     normalized=True, method=kind, nprobe=nprobe, seed=seed,
                                     progress=progress)  # fmt: skip
-            rec["recall"] = round(_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
+            rec["recall"] = round(list_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
             rec["speedup"] = round(exact_s / rec["wall_s"], 2)
             rec["params"] = {str(c): v for c, v in (nb.info.get("approx") or {}).items()}
             entry["runs"].append(rec)

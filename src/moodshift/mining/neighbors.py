@@ -1066,19 +1066,35 @@ def topk_recall(approx: ClassNeighbors, exact: ClassNeighbors, *, rows: np.ndarr
     float
     """
     rows = np.arange(exact.indices.shape[0]) if rows is None else np.asarray(rows)
-    a = approx.indices[rows]
-    b = exact.indices[rows]
+    return list_recall(approx.indices[rows], exact.indices[rows])
+
+
+def list_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean overlap |approx ∩ exact| / |exact| of id lists (``-1`` padding ignored).
+
+    Parameters
+    ----------
+    approx_ids : np.ndarray, shape (..., K_a), int
+    exact_ids : np.ndarray, shape (..., K_e), int
+        The same leading shape (e.g. rows x classes); ids unique within each list.
+
+    Returns
+    -------
+    float
+        Summed hits over summed exact list lengths (1.0 when every exact list is empty).
+    """
+    a = np.asarray(approx_ids).reshape(-1, np.shape(approx_ids)[-1])
+    b = np.asarray(exact_ids).reshape(-1, np.shape(exact_ids)[-1])
+    if a.shape[0] != b.shape[0]:
+        raise InputError(f"recall needs lists of the same rows, got {a.shape} and {b.shape}")
+    # Row-wise intersection sizes without Python loops over rows: sort and search.
+    bs = np.sort(b, axis=1)
     hit = 0
-    total = 0
-    for c in range(b.shape[1]):
-        ac, bc = a[:, c], b[:, c]
-        # Row-wise intersection sizes without Python loops over rows: sort and search.
-        bs = np.sort(bc, axis=1)
-        for j in range(ac.shape[1]):
-            col = ac[:, j : j + 1]
-            pos = np.clip((bs < col).sum(axis=1, keepdims=True), 0, bs.shape[1] - 1)
-            hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
-        total += int((bc >= 0).sum())
+    for j in range(a.shape[1]):
+        col = a[:, j : j + 1]
+        pos = np.clip((bs < col).sum(axis=1, keepdims=True), 0, bs.shape[1] - 1)
+        hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
+    total = int((b >= 0).sum())
     return hit / total if total else 1.0
 
 
