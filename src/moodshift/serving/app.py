@@ -41,7 +41,7 @@ Content-Security-Policy without third-party origins, ``nosniff`` and
 ``frame-ancestors 'none'``; CORS is off unless ``cors_origins`` is given; slash
 redirects are off (they would be built from the Host header); HEAD is answered
 on every GET route; ``POST /query`` has one validation path (the middleware's
-fast path and the route both call ``answer_raw``).
+fast path and the route both go through ``answer_many``).
 """
 
 
@@ -63,6 +63,7 @@ from moodshift.errors import (
     UnknownLabelError,
 )
 from moodshift.retrieval.index import FaissIndex
+from moodshift.serving.batching import MicroBatcher
 from moodshift.serving.middleware import (
     DEFAULT_ALLOWED_HOSTS,
     DEFAULT_MAX_BODY,
@@ -134,7 +135,6 @@ def create_app(
         If ``index`` is a folder built from another version of the catalogue.
     """
     from fastapi import FastAPI, Query, Request
-    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, PlainTextResponse, Response
     from fastapi.routing import APIRoute
@@ -250,26 +250,36 @@ def create_app(
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         return json_response(validation_payload(exc.errors()), status=422)
 
-    def answer(req: Any) -> tuple[int, bytes]:
-        """A validated ``POST /query`` body to (status, JSON bytes)."""
-        try:
-            return 200, json.dumps(state.query(req.model_dump())).encode()
-        except MoodshiftError as exc:
-            code, payload = error_payload(exc)
-            return code, json.dumps(payload).encode()
+    def answer_many(raws: list[bytes]) -> list[tuple[int, bytes]]:
+        """Raw ``POST /query`` bodies answered together: the only validation path of the route.
 
-    def answer_raw(raw: bytes) -> tuple[int, bytes]:
-        """``POST /query`` from the raw body: the only validation path of this route.
-
-        Both the middleware's fast path and the FastAPI route call it, so the same
-        body always gets the same status and message.
+        Both the middleware's fast path and the FastAPI route submit bodies to the
+        micro-batcher, which calls this, so the same body always gets the same
+        status and message.
         """
-        try:
-            req = QueryRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            payload = validation_payload(exc.errors(), prefix=("body",))
-            return 422, json.dumps(payload).encode()
-        return answer(req)
+        out: list[tuple[int, bytes] | None] = [None] * len(raws)
+        valid: list[int] = []
+        bodies: list[dict[str, Any]] = []
+        for i, raw in enumerate(raws):
+            try:
+                bodies.append(QueryRequest.model_validate_json(raw).model_dump())
+                valid.append(i)
+            except ValidationError as exc:
+                payload = validation_payload(exc.errors(), prefix=("body",))
+                out[i] = (422, json.dumps(payload).encode())
+        for i, ans in zip(valid, state.query_batch(bodies), strict=True):
+            if isinstance(ans, MoodshiftError):
+                code, payload = error_payload(ans)
+                out[i] = (code, json.dumps(payload).encode())
+            else:
+                out[i] = (200, json.dumps(ans).encode())
+        return [o for o in out if o is not None]
+
+    batcher = MicroBatcher(answer_many)
+    app.state.batcher = batcher
+
+    async def answer_batched(raw: bytes) -> tuple[int, bytes]:
+        return await batcher.submit(raw)
 
     error_schema = {
         "type": "object",
@@ -297,7 +307,8 @@ def create_app(
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def get_metrics() -> Response:
         return PlainTextResponse(
-            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+            metrics.render() + batcher.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 
     @app.get("/api/info", tags=["tracks"])
@@ -351,10 +362,10 @@ def create_app(
         """Like this track (or embedding), but in ``target_mood``: ranked results + map.
 
         With an approximate index (or a small catalogue) this route is answered
-        by the middleware's fast path; both call ``answer_raw`` (one validation).
+        by the middleware's fast path; both go through ``answer_many`` (one validation).
         """
         raw = await request.body()
-        code, data = await run_in_threadpool(answer_raw, raw)
+        code, data = await answer_batched(raw)
         return Response(data, status_code=code, media_type="application/json")
 
     @app.post("/playlist", tags=["query"], responses=not_found)
@@ -409,7 +420,9 @@ def create_app(
 
     max_body = max(int(max_body_bytes), 24 * state.dim + 4096)
     # Inline on the event loop only when a query is fast (see the module docstring).
-    fast = {("POST", "/query"): answer_raw} if state.inline else {}
+    # The middleware answers /query itself (skipping routing) unless told not to; either
+    # way concurrent queries share one batched search (serving.batching).
+    fast = {("POST", "/query"): answer_batched} if state.inline else {}
     origins = [o.rstrip("/") for o in cors_origins if o]
     if origins:
         from starlette.middleware.cors import CORSMiddleware

@@ -141,7 +141,7 @@ class GuardMiddleware:
         self.allowed_hosts = frozenset(hosts)
         self.cors_origins = frozenset(o.encode() for o in cors_origins)
         self.body_timeout = float(body_timeout)
-        # (method, path) -> handler(body bytes) -> (status, JSON bytes). Such routes
+        # (method, path) -> async handler(body bytes) -> (status, JSON bytes). Such routes
         # are answered here, skipping routing and FastAPI's dependency machinery
         # (about a third of the server's CPU per query); the FastAPI route of the
         # same path calls the same handler, so both give identical answers.
@@ -208,7 +208,7 @@ class GuardMiddleware:
                 handler = self.fast.get((scope["method"], scope["path"]))
                 if handler is not None and is_json(scope):
                     scope["route_name"] = scope["path"]
-                    code, data = handler(body)
+                    code, data = await handler(body)
                     await send_bytes(send_wrapper, code, data)
                     return
                 sent = [False]

@@ -14,6 +14,7 @@ import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ import numpy as np
 from moodshift.data.catalog import SEPARATOR, Catalog, l2_normalize, parse_values
 from moodshift.errors import (
     InputError,
+    MoodshiftError,
     UnknownLabelError,
     UnknownTrackError,
 )
@@ -152,7 +154,9 @@ class ServingState:
         self.postings: LabelPostings = postings or LabelPostings.from_frame(
             labels, self.label_columns
         )
-        self.inline = self.n <= EXACT_MAX_ROWS or self.index_kind in ("hnsw", "ivf")
+        # Queries run in a worker thread (serving.batching), so the middleware may answer
+        # them without FastAPI's routing whatever the index.
+        self.inline = True
         self._parsed: dict[str, list[str]] = {}
         # One query engine for every consumer (CLI, Searcher, API, evaluation).
         vectors = catalog.normalized if self.n <= EXACT_LIMIT else UnitRows(catalog.embeddings)
@@ -322,11 +326,59 @@ class ServingState:
     # ------------------------------------------------------------------ query
     def query(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a validated ``POST /query`` body (see ``QueryRequest`` in the app)."""
+        out = self.query_batch([body])[0]
+        if isinstance(out, MoodshiftError):
+            raise out
+        return out
+
+    def query_batch(self, bodies: list[Mapping[str, Any]]) -> list[dict[str, Any] | MoodshiftError]:
+        """Answer several validated bodies; compatible ones share one engine search.
+
+        Bodies with the same evidence, strength and artist cap and no filter are
+        searched together: one batched transform and one batched search (the
+        micro-batch of concurrent requests). Each answer equals :meth:`query`'s.
+
+        Returns
+        -------
+        list
+            Per body, its answer, or the :class:`MoodshiftError` it raised.
+        """
         t0 = time.perf_counter()
+        prepared: list[_Prepared | MoodshiftError] = []
+        for body in bodies:
+            try:
+                prepared.append(self._prepare(body))
+            except MoodshiftError as exc:
+                prepared.append(exc)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(prepared):
+            if isinstance(p, _Prepared):
+                key = (p.evidence, p.strength, p.cap) if p.allowed is None else ("alone", i)
+                groups.setdefault(key, []).append(i)
+        out: list[dict[str, Any] | MoodshiftError] = list(prepared)  # errors stay in place
+        for members in groups.values():
+            ps = [prepared[i] for i in members]
+            assert all(isinstance(p, _Prepared) for p in ps)
+            first = ps[0]
+            assert isinstance(first, _Prepared)
+            rows, scores, qvecs = self.engine.search(
+                np.stack([p.seed for p in ps]),  # type: ignore[union-attr]
+                source=np.array([p.source for p in ps]),  # type: ignore[union-attr]
+                target=np.array([p.target for p in ps]),  # type: ignore[union-attr]
+                k=max(p.k for p in ps),  # type: ignore[union-attr]
+                evidence=first.evidence, strength=first.strength,
+                exclude=np.array([p.row for p in ps]),  # type: ignore[union-attr]
+                allowed=first.allowed, max_per_artist=first.cap,
+            )  # fmt: skip
+            for j, i in enumerate(members):
+                p = prepared[i]
+                assert isinstance(p, _Prepared)
+                out[i] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
+        return out
+
+    def _prepare(self, body: Mapping[str, Any]) -> _Prepared:
         target = self.mood_code(body["target_mood"], field="target_mood")
-        k = int(body["k"])
         raw = body.get("strength")
-        strength = None if raw is None else float(raw)
         evidence = body.get("evidence") or "auto"
         if evidence not in EVIDENCE_MODES:
             raise BodyFieldError("evidence", f"evidence must be one of {', '.join(EVIDENCE_MODES)}")
@@ -365,34 +417,39 @@ class ServingState:
             except UnknownLabelError as exc:
                 raise BodyFieldError("filters", str(exc)) from None
         cap = body.get("max_per_artist")
-        rows, scores, qvecs = self.engine.search(
-            seed[None, :], source=np.array([source]), target=np.array([target]), k=k,
-            evidence=evidence, strength=strength, exclude=np.array([row]), allowed=allowed,
-            max_per_artist=None if cap is None else int(cap),
+        return _Prepared(
+            seed=seed, row=row, source=source, target=target, k=int(body["k"]),
+            strength=None if raw is None else float(raw), evidence=evidence,
+            allowed=allowed, cap=None if cap is None else int(cap), filters=filters or {},
+            source_kind="predicted" if predicted else ("label" if src is None else "given"),
         )  # fmt: skip
-        keep = rows[0] >= 0
-        idx, sc, qvec = rows[0][keep], scores[0][keep], qvecs[0]
-        moods = self.evidence.describe(idx, classes=self.moods, mode=evidence)
+
+    def _finish(
+        self, p: _Prepared, rows: np.ndarray, scores: np.ndarray, qvec: np.ndarray, t0: float
+    ) -> dict[str, Any]:
+        keep = rows >= 0
+        idx, sc = rows[keep], scores[keep]
+        moods = self.evidence.describe(idx, classes=self.moods, mode=p.evidence)
         results = []
         for rank, (i, s_, m) in enumerate(zip(idx.tolist(), sc.tolist(), moods, strict=True), 1):
             rec = self.record(i)
             rec.update(rank=rank, score=round(s_, 5), **m)
             results.append(rec)
-        pts = self.project(np.vstack([seed, qvec, self.unit_row(idx)]) if len(idx) else
-                           np.vstack([seed, qvec]))  # fmt: skip
+        pts = self.project(np.vstack([p.seed, qvec, self.unit_row(idx)]) if len(idx) else
+                           np.vstack([p.seed, qvec]))  # fmt: skip
         pts = np.round(pts.astype(np.float64), 4).tolist()
         settings = self.engine.settings
         return {
-            "seed": self.record(row) if row >= 0 else None,
-            "source_mood": self.moods[source],
-            "source_mood_source": "predicted" if predicted else ("label" if src is None
-                                                                  else "given"),
-            "target_mood": self.moods[target],
-            "strength": strength if strength is not None else (
-                self.model.default_strength if evidence == "none" else settings.strength_label),
-            "evidence": evidence,
-            "k": k,
-            "filters": filters or {},
+            "seed": self.record(p.row) if p.row >= 0 else None,
+            "source_mood": self.moods[p.source],
+            "source_mood_source": p.source_kind,
+            "target_mood": self.moods[p.target],
+            "strength": p.strength if p.strength is not None else (
+                self.model.default_strength if p.evidence == "none"
+                else settings.strength_label),
+            "evidence": p.evidence,
+            "k": p.k,
+            "filters": p.filters,
             "results": results,
             "map": {"seed": pts[0], "query": pts[1], "results": pts[2:]},
             "index": self.index_kind,
@@ -484,6 +541,23 @@ def audio_media_type(path: Path) -> str | None:
         return known
     guess, _ = mimetypes.guess_type(path.name)
     return guess if guess and guess.startswith("audio/") else None
+
+
+@dataclass
+class _Prepared:
+    """A validated query, ready to be searched alone or in a micro-batch."""
+
+    seed: np.ndarray
+    row: int
+    source: int
+    target: int
+    k: int
+    strength: float | None
+    evidence: str
+    allowed: np.ndarray | None
+    cap: int | None
+    filters: dict[str, Any]
+    source_kind: str
 
 
 class BodyFieldError(InputError):

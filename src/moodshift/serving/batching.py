@@ -1,0 +1,85 @@
+"""Micro-batching of concurrent queries: requests that arrive together share one search.
+
+While one batch is being answered (in a worker thread), the requests that
+arrive queue up; when it is done, all of them form the next batch. The window
+therefore adapts to the load by itself: a lone request is answered at once
+(there is nothing to wait for), and under 32 concurrent clients each batch
+holds the requests that came in during the previous one, answered with one
+batched transform (a matrix product) and one batched index search
+(:meth:`moodshift.serving.state.ServingState.query_batch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+#: The most requests answered together (bounds one batch's latency and memory).
+MAX_BATCH = 64
+
+
+class MicroBatcher:
+    """Collects concurrent calls and answers them with one call of ``fn`` per batch.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(list of items) -> list of answers`` (same length and order); run in
+        a worker thread so the event loop keeps accepting requests meanwhile.
+    max_batch : int
+    """
+
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int = MAX_BATCH):
+        self.fn = fn
+        self.max_batch = max_batch
+        self._queue: list[tuple[Any, asyncio.Future]] = []
+        self._running = False
+        #: Sizes of the batches answered so far (count per size), for metrics and benchmarks.
+        self.sizes: dict[int, int] = {}
+
+    def render(self) -> str:
+        """Prometheus text: batches answered, queries in them, and the largest batch."""
+        batches = sum(self.sizes.values())
+        queries = sum(n * c for n, c in self.sizes.items())
+        return (
+            "# HELP moodshift_query_batches_total Micro-batches of POST /query answered.\n"
+            "# TYPE moodshift_query_batches_total counter\n"
+            f"moodshift_query_batches_total {batches}\n"
+            "# HELP moodshift_query_batched_total Queries answered in those micro-batches.\n"
+            "# TYPE moodshift_query_batched_total counter\n"
+            f"moodshift_query_batched_total {queries}\n"
+            "# HELP moodshift_query_batch_size_max The largest micro-batch so far.\n"
+            "# TYPE moodshift_query_batch_size_max gauge\n"
+            f"moodshift_query_batch_size_max {max(self.sizes, default=0)}\n"
+        )
+
+    async def submit(self, item: Any) -> Any:
+        """Queue one item and wait for its answer."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if not self._running:
+            self._running = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                self.sizes[len(batch)] = self.sizes.get(len(batch), 0) + 1
+                try:
+                    answers = await run_in_threadpool(self.fn, [item for item, _ in batch])
+                except Exception as exc:  # answer every waiter, never leave one hanging
+                    for _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, fut), ans in zip(batch, answers, strict=True):
+                    if not fut.done():
+                        fut.set_result(ans)
+        finally:
+            self._running = False

@@ -1,0 +1,88 @@
+"""Micro-batching: concurrent queries share one search and get the answers they would alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+
+from moodshift.serving.batching import MicroBatcher
+from moodshift.serving.state import ServingState
+
+
+def test_batcher_groups_what_arrives_together_and_a_lone_call_waits_for_nothing():
+    calls: list[list[int]] = []
+
+    def fn(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return [i * 10 for i in items]
+
+    async def run() -> tuple[list[int], int]:
+        b = MicroBatcher(fn)
+        together = await asyncio.gather(*(b.submit(i) for i in range(10)))
+        alone = await b.submit(7)
+        return together, alone
+
+    together, alone = asyncio.run(run())
+    assert together == [i * 10 for i in range(10)] and alone == 70
+    assert calls == [list(range(10)), [7]]
+
+
+def test_batcher_passes_errors_to_every_waiter():
+    def fn(items: list[int]) -> list[int]:
+        raise RuntimeError("boom")
+
+    async def run() -> list[BaseException | int]:
+        b = MicroBatcher(fn)
+        return await asyncio.gather(*(b.submit(i) for i in range(3)), return_exceptions=True)
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(run()))
+
+
+def _strip(ans: dict) -> dict:
+    return {k: v for k, v in ans.items() if k != "took_ms"}
+
+
+def test_batched_answers_equal_single_answers(serve_catalog, serve_model):
+    state = ServingState(catalog=serve_catalog, model=serve_model, index=None, max_k=50)
+    ids = serve_catalog.labels["track_id"].tolist()
+    bodies = [
+        {"track_id": ids[i], "target_mood": m, "k": k, "evidence": ev}
+        for i, (m, k, ev) in enumerate(
+            [("happy", 5, "auto"), ("sad", 10, "auto"), ("calm", 3, "none"), ("happy", 7, "auto"),
+             ("energetic", 5, "probe"), ("nope", 5, "auto"), ("sad", 4, "labels")]
+        )
+    ]  # fmt: skip
+    filtered = {"track_id": ids[9], "target_mood": "calm", "k": 5, "filters": {"genre": "genre1"}}
+    bodies.append(filtered)
+    batch = state.query_batch(bodies)
+    for body, ans in zip(bodies, batch, strict=True):
+        if body["target_mood"] == "nope":
+            assert not isinstance(ans, dict)  # the error stays with its own request
+            continue
+        assert _strip(ans) == _strip(state.query(body))
+
+
+def test_concurrent_requests_are_batched(live_server, serve_catalog):
+    ids = serve_catalog.labels["track_id"].tolist()
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server, timeout=30) as c:
+            return await asyncio.gather(*(
+                c.post("/query", json={"track_id": ids[i], "target_mood": "happy", "k": 5})
+                for i in range(32)
+            ))  # fmt: skip
+
+    responses = asyncio.run(run())
+    assert all(r.status_code == 200 for r in responses)
+    with httpx.Client(base_url=live_server, timeout=30) as c:
+        for i in (0, 13, 31):
+            alone = c.post("/query", json={"track_id": ids[i], "target_mood": "happy", "k": 5})
+            got = [x["track_id"] for x in responses[i].json()["results"]]
+            assert got == [x["track_id"] for x in alone.json()["results"]]
+        metrics = c.get("/metrics").text
+    sizes = [float(line.split()[-1]) for line in metrics.splitlines()
+             if line.startswith("moodshift_query_batch_size_max")]  # fmt: skip
+    assert sizes and max(sizes) > 1
+    assert np.isfinite(sizes).all()
