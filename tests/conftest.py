@@ -11,6 +11,8 @@ from audio_helpers import write_tone
 
 # Two cores are shared by torch, numpy and the test runner; more threads only contend.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# ... and moodshift's thread policy (moodshift.threads) follows the same override.
+os.environ.setdefault("MOODSHIFT_THREADS", "1")
 
 import torch
 

@@ -165,7 +165,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     cat = _catalog(a.catalog)
     cfg = _config_from_args(a)
     model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
-                  ray_address=a.ray_address)  # fmt: skip
+                  ray_address=a.ray_address, threads=a.threads)  # fmt: skip
     t = model.config.get("training", {})
     print(f"model {a.out}: best epoch {t.get('best_epoch')}, "
           f"validation score {t.get('best_val_primary'):.3f} (K={t.get('k')})")  # fmt: skip
@@ -324,7 +324,8 @@ def cmd_bench(a: argparse.Namespace) -> None:
         from moodshift.bench.core import run_bench
 
         result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
-                           classes=a.classes, seed=a.seed)  # fmt: skip
+                           classes=a.classes, seed=a.seed, train_n=a.train_n,
+                           train_epochs=a.train_epochs)  # fmt: skip
         print(json.dumps(result, indent=2, default=str))
     text = json.dumps(result, indent=2, default=str)
     if a.json:
@@ -443,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True)
     p.add_argument("--out", required=True)
     _train_options(p)
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the cores other processes leave free, re-checked "
+                        "every epoch; or MOODSHIFT_THREADS)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="choose the training configuration on the validation split")
@@ -551,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-n", type=int, default=20_000, help="tracks of bench train/mining")
+    p.add_argument("--train-epochs", type=int, default=3, help="epochs of bench train")
     p.add_argument("--json")
     g = p.add_argument_group("bench embed")
     g.add_argument("--audio-dir", help="measure on this music folder (default: make a library)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -45,11 +46,24 @@ def test_approx_reports_recall_and_speedup_per_size():
             assert run["speedup"] >= 0 and set(run) >= STAGE_KEYS
 
 
-def test_train_reports_samples_per_second():
+def test_train_reports_quiet_and_contended_speed():
     r = _roundtrip(bench.run_bench("train", train_n=600, train_epochs=2, **TINY))
     t = r["train"]
     assert t["samples_per_s"] > 0 and len(t["samples_per_s_per_epoch"]) == 2
-    assert set(t) >= STAGE_KEYS
+    assert t["samples_per_s_contended"] > 0 and t["busy_processes"] >= 1
+    ratio = t["samples_per_s_contended"] / t["samples_per_s"]
+    assert t["contended_ratio"] == pytest.approx(ratio, abs=0.01)
+    assert set(t) >= STAGE_KEYS and set(t["contended"]) >= STAGE_KEYS
+
+
+def test_busy_processes_run_and_are_stopped():
+    with bench.busy_processes(2) as pids:
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, 0)  # alive
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_embed_reports_realtime_factor_or_a_reason():

@@ -11,6 +11,7 @@ from moodshift.errors import InputError
 from moodshift.mining.neighbors import (
     brute_force_class_topk,
     class_topk,
+    list_recall,
     merge_partial_topk,
     numba_available,
     topk_against,
@@ -206,6 +207,15 @@ def test_topk_recall_counts_overlap(rng):
     b = class_topk(embeddings=x, labels=y, k=5)
     b.indices[:, :, 0] = -1  # drop one of five everywhere
     assert topk_recall(b, a) == pytest.approx(0.8)
+
+
+def test_list_recall_on_plain_arrays():
+    exact = np.array([[1, 2, 3, -1], [4, 5, -1, -1]])
+    approx = np.array([[3, 9, 1], [6, 7, -1]])  # 2 of 3, then 0 of 2
+    assert list_recall(approx, exact) == pytest.approx(2 / 5)
+    assert list_recall(np.full((2, 3), -1), np.full((2, 4), -1)) == 1.0
+    with pytest.raises(InputError, match="same rows"):
+        list_recall(approx[:1], exact)
 
 
 @pytest.mark.parametrize(

@@ -88,3 +88,32 @@ def test_k_larger_than_class_is_clamped_with_warning():
     cat = make_catalog(n=120, dim=8, seed=2)
     with pytest.warns(UserWarning, match="K=500"):
         train(cat, config=TrainConfig(epochs=1, k=500), progress=False)
+
+
+def test_config_derives_the_architecture():
+    import dataclasses
+
+    from moodshift.mining.neighbors import METHODS
+    from moodshift.training.model import Architecture
+    from moodshift.training.train import ARCH_FIELDS
+
+    cfg = TrainConfig(head_hidden=64, residual=True, extrapolation=2.0, hidden=(32, 16))
+    arch = cfg.architecture(dim=24, n_classes=5)
+    assert (arch.dim, arch.n_classes, arch.shift_scale) == (24, 5, 2.0)
+    assert all(getattr(arch, name) == getattr(cfg, name) for name in ARCH_FIELDS)
+    # Every other Architecture field is set by the config under the same name.
+    names = {f.name for f in dataclasses.fields(Architecture)} - {"dim", "n_classes", "shift_scale"}
+    assert set(ARCH_FIELDS) == names
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= names
+    for method in METHODS:
+        assert TrainConfig(mining=method).mining == method
+    with pytest.raises(InputError, match="mining must be one of"):
+        TrainConfig(mining="annoy")
+
+
+def test_epochs_record_speed_and_threads(synthetic):
+    model = train(synthetic, config=TrainConfig(epochs=2, choose_strength=False), progress=False,
+                  threads=1)  # fmt: skip
+    assert [e["threads"] for e in model.log] == [1, 1]
+    assert all(e["samples_per_s"] > 0 for e in model.log)
+    assert model.config["training"]["threads"] == 1

@@ -4,10 +4,11 @@ For every track and every class, the K most cosine-similar tracks of that
 class (the track itself excluded). Four ways to get them, one result type:
 
 ``exact`` on CPU (numba available)
-    Blocked matrix products (torch, MKL) in tiles of ``block`` queries by
-    ``chunk`` candidates; each tile is scanned once by a streaming top-K
-    kernel (:mod:`moodshift.mining._topk`) that keeps a per-row heap and only does
-    work for the few scores above the row's running K-th best. Query blocks
+    Blocked matrix products (torch, MKL) in square tiles; the join is symmetric,
+    so each tile of class a's rows x class b's rows is multiplied once and
+    scanned twice (as is, into a's lists of class b; transposed, into b's lists
+    of class a) by a streaming top-K kernel (:mod:`moodshift.mining._topk`) that
+    only does work for the few scores above the row's running K-th best. Tiles
     run on ``threads`` Python threads, each with a single-threaded matrix
     product, so selection runs in parallel with (not after) the products.
 ``exact`` on GPU, or on CPU without numba
@@ -17,7 +18,7 @@ class (the track itself excluded). Four ways to get them, one result type:
     the pool provably might miss a true neighbour are redone in float32, so
     the result stays exact.
 ``ivf``
-    IVF-Flat per class (k-means lists from FAISS; each query probes its
+    IVF-Flat per class (spherical k-means lists; each query probes its
     ``nprobe`` nearest lists), computed list by list as blocked products into
     the same streaming top-K buffers, so it runs at matrix-product speed.
 ``ivf-faiss`` / ``hnsw``
@@ -28,9 +29,10 @@ class (the track itself excluded). Four ways to get them, one result type:
 
 Recall and speed of each: ``moodshift bench approx``.
 
-Memory stays bounded: no step needs more than ``block * chunk`` similarities
-per worker, so N = 10^6 never needs an N x N matrix. Only the result itself,
-``(n, m, K)`` indices and scores, grows with N.
+Memory stays bounded: no step needs more than two tiles of similarities per
+worker, so N = 10^6 never needs an N x N matrix. What grows with N is the
+result, ``(n, m, K)`` indices and scores, and the exact CPU join's top-K
+buffers of one class pair at a time (``2 n_c (2 K + 16)`` entries).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from moodshift._deps import require_faiss, torch_device
 from moodshift.errors import DependencyError, InputError
+from moodshift.threads import decide_threads, torch_threads
 
 METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "auto")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
@@ -95,15 +99,6 @@ class ClassNeighbors:
     @property
     def k(self) -> int:
         return int(self.indices.shape[2])
-
-
-def _torch_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but CUDA is not available; use device='cpu'.")
-    return dev
 
 
 def numba_available() -> bool:
@@ -269,7 +264,8 @@ def class_topk(
     device : str, optional
         ``"cpu"``, ``"cuda"`` or ``"auto"``/None (CUDA when available).
     threads : int, optional
-        CPU worker threads for the exact join (default: ``torch.get_num_threads()``).
+        CPU worker threads (default: the thread policy, :mod:`moodshift.threads`: free
+        cores, or ``MOODSHIFT_THREADS``).
     precision : {"auto", "fp32", "tf32", "bf16", "fp16"}
         Product precision for the candidate pool of the torch (GPU) path; results are
         re-ranked in float32 and stay exact. ``auto``: tf32 on CUDA, fp32 on CPU.
@@ -314,10 +310,10 @@ def class_topk(
                                    stacklevel=3)  # fmt: skip
     n = x.shape[0]
     counts_per_class = np.bincount(y, minlength=m)
-    dev = _torch_device(device)
+    dev = torch_device(device)
     if precision == "auto":
         precision = "tf32" if dev.type == "cuda" else "fp32"
-    threads = max(1, int(threads or torch.get_num_threads()))
+    threads = max(1, int(threads or decide_threads(role="mine").threads))
     if exact_max_class is None:
         exact_max_class = EXACT_MAX_CLASS_CUDA if dev.type == "cuda" else EXACT_MAX_CLASS
     per_class = []
@@ -380,18 +376,6 @@ def _tile_shape(
     w = max(1, min(w, largest))
     b = max(1, min(b, n, int(budget // w) or 1))
     return b, w
-
-
-@contextlib.contextmanager
-def _torch_threads(nthreads: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if nthreads != before:
-        torch.set_num_threads(nthreads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 #: Candidate buffer per row, in multiples of K: a cut every (factor - 1) K appends.
@@ -496,6 +480,37 @@ def topk_against(
     return np.where(valid, ids[pos.clamp(min=0).numpy()], -1), vals.numpy()
 
 
+class _ClassBuffers:
+    """Streaming top-K buffers of every row of one class, for its lists of another class."""
+
+    def __init__(self, rows: int, kc: int, blocks: int) -> None:
+        cap = _BUFFER_FACTOR * kc + 16
+        self.kc = kc
+        self.bv = np.empty((rows, cap), dtype=np.float32)
+        self.bi = np.empty((rows, cap), dtype=np.int64)
+        self.bn = np.zeros(rows, dtype=np.int64)
+        self.thr = np.full(rows, -np.inf, dtype=np.float32)
+        # One lock per row block: two tiles may feed the same rows at once (a tile and a
+        # transposed one); a scan holds only its own block's lock, so no deadlock.
+        self.locks = [threading.Lock() for _ in range(blocks)]
+
+    def scan(self, blk: int, r0: int, r1: int, sims: np.ndarray, col_ids: np.ndarray,
+             self_pos: np.ndarray) -> None:  # fmt: skip
+        from moodshift.mining import _topk
+
+        with self.locks[blk]:
+            _topk.buffer_update(sims, col_ids, self_pos, self.kc, self.bv[r0:r1],
+                                self.bi[r0:r1], self.bn[r0:r1], self.thr[r0:r1])  # fmt: skip
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        from moodshift.mining import _topk
+
+        out_v = np.empty((self.bv.shape[0], self.kc), dtype=np.float32)
+        out_i = np.empty((self.bv.shape[0], self.kc), dtype=np.int64)
+        _topk.buffer_finish(self.kc, self.bv, self.bi, self.bn, out_v, out_i)
+        return out_i, out_v
+
+
 def _exact_cpu(
     lay: _Layout,
     classes: Sequence[int],
@@ -507,42 +522,96 @@ def _exact_cpu(
     memory_mb: float,
     progress: bool,
 ) -> None:
-    n = lay.xs.shape[0]
-    largest = max(lay.members(c)[1] - lay.members(c)[0] for c in classes)
-    b, w = _tile_shape(n, largest, block=block, chunk=chunk, threads=threads,
-                       memory_mb=memory_mb)  # fmt: skip
+    """Exact join on CPU that computes each similarity once: the join is symmetric.
+
+    ``sim(i, j)`` serves track i's list of class(j) and track j's list of class(i). So for
+    every pair of classes ``a <= b`` the tiles of rows(a) x rows(b) are multiplied once
+    (for ``a == b`` only the tiles on and above the diagonal), each tile is scanned into
+    the rows of ``a`` and, transposed, into the rows of ``b``. That halves the matrix
+    products; the scans (about a quarter of the time at d = 512) stay as they were. Query
+    rows of classes that are not joined here (``auto`` sends large classes to IVF) still
+    need their lists of the joined classes, so pairs with them are computed too.
+
+    Memory: the buffers of one class pair, ``2 n_c (2 K + 16)`` entries of 12 bytes, plus
+    one tile and its transpose per worker.
+    """
+    m = lay.starts.shape[0] - 1
+    joined = set(classes)
+    sizes = [lay.members(c)[1] - lay.members(c)[0] for c in range(m)]
+    largest = max(sizes[c] for c in classes)
+    t, _ = _tile_shape(lay.xs.shape[0], largest, block=block, chunk=chunk, threads=threads,
+                       memory_mb=memory_mb / 2)  # fmt: skip
+    t = max(1, min(t, chunk or t))  # square tiles: the transpose of a tile is a tile
     xt = torch.from_numpy(lay.xs)
     local = threading.local()
+    # Pairs (a, b), a <= b, where at least one side's lists are wanted.
+    pairs = [(a, b) for a in range(m) for b in range(a, m)
+             if sizes[a] and sizes[b] and (a in joined or b in joined)]  # fmt: skip
+    total = sum(_pair_tiles(sizes[a], sizes[b], t, a == b) for a, b in pairs)
+    bar = tqdm(total=total, desc="self-join", unit="tile", disable=not progress, leave=False)
 
-    def run_block(r0: int, r1: int) -> None:
-        buf = getattr(local, "buf", None)
-        if buf is None:
-            buf = local.buf = torch.empty(b * w)
-        q = xt[r0:r1]
-        for c in classes:
-            s, e = lay.members(c)
-            self_pos = _self_positions(r0, r1, s, e)
-            ids, vals = _numba_topk(q, xt[s:e], lay.ids[s:e], int(lay.ks[c]), self_pos, w, buf)
-            out.write(lay.ids[r0:r1], c, ids, vals)
+    def bufs() -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(local, "buf", None) is None:
+            local.buf = (torch.empty(t * t), torch.empty(t * t))
+        return local.buf
 
-    starts = list(range(0, n, b))
-    bar = tqdm(total=n, desc="self-join", unit="track", disable=not progress, leave=False)
     try:
-        if threads == 1:
-            for r0 in starts:
-                run_block(r0, min(n, r0 + b))
-                bar.update(min(n, r0 + b) - r0)
-        else:
-            # One single-threaded product per worker: the workers' selection scans then run
-            # beside the other workers' products instead of idling all cores but one.
-            with _torch_threads(1), ThreadPoolExecutor(threads) as pool:
-                futures = {pool.submit(run_block, r0, min(n, r0 + b)): r0 for r0 in starts}
-                for fut in as_completed(futures):
-                    fut.result()
-                    r0 = futures[fut]
-                    bar.update(min(n, r0 + b) - r0)
+        for a, b in pairs:
+            sa, ea = lay.members(a)
+            sb, eb = lay.members(b)
+            na, nbb = ea - sa, eb - sb
+            blocks_a, blocks_b = math.ceil(na / t), math.ceil(nbb / t)
+            # buf_a: rows of a, their lists of class b; buf_b: rows of b, lists of class a.
+            buf_a = _ClassBuffers(na, int(lay.ks[b]), blocks_a) if b in joined else None
+            if a == b:
+                buf_b = buf_a
+            else:
+                buf_b = _ClassBuffers(nbb, int(lay.ks[a]), blocks_b) if a in joined else None
+
+            def tile(i: int, j: int, same: bool = a == b, sa: int = sa, ea: int = ea, sb: int = sb,
+                     eb: int = eb, buf_a: _ClassBuffers | None = buf_a,
+                     buf_b: _ClassBuffers | None = buf_b) -> None:  # fmt: skip
+                r0, r1 = sa + i * t, min(ea, sa + (i + 1) * t)
+                c0, c1 = sb + j * t, min(eb, sb + (j + 1) * t)
+                h, w = r1 - r0, c1 - c0
+                b1, b2 = bufs()
+                sims = b1[: h * w].view(h, w)
+                torch.mm(xt[r0:r1], xt[c0:c1].T, out=sims)
+                diag = same and i == j
+                if buf_a is not None:
+                    # On a diagonal tile row p's own column is p.
+                    sp = np.arange(h, dtype=np.int64) if diag else np.full(h, -1, np.int64)
+                    buf_a.scan(i, r0 - sa, r1 - sa, sims.numpy(), lay.ids[c0:c1], sp)
+                if buf_b is not None and not diag:
+                    simt = b2[: h * w].view(w, h)
+                    simt.copy_(sims.T)
+                    buf_b.scan(j, c0 - sb, c1 - sb, simt.numpy(), lay.ids[r0:r1],
+                               np.full(w, -1, np.int64))  # fmt: skip
+
+            jobs = [(i, j) for i in range(blocks_a) for j in range(blocks_b)
+                    if a != b or j >= i]  # fmt: skip
+            if threads == 1:
+                for i, j in jobs:
+                    tile(i, j)
+                    bar.update(1)
+            else:
+                with torch_threads(1), ThreadPoolExecutor(threads) as pool:
+                    for fut in as_completed([pool.submit(tile, i, j) for i, j in jobs]):
+                        fut.result()
+                        bar.update(1)
+            for buf, s, e, c in ((buf_a, sa, ea, b), (buf_b, sb, eb, a)):
+                if buf is not None:
+                    ids, vals = buf.finish()
+                    out.write(lay.ids[s:e], c, ids, vals)
+                if a == b:
+                    break
     finally:
         bar.close()
+
+
+def _pair_tiles(na: int, nb: int, t: int, same: bool) -> int:
+    ba, bb = math.ceil(na / t), math.ceil(nb / t)
+    return ba * (ba + 1) // 2 if same else ba * bb
 
 
 # --------------------------------------------------------------------------- exact, torch
@@ -714,18 +783,31 @@ def _ivf_nlist(nc: int) -> int:
     return int(max(1, min(round(2 * math.sqrt(nc)), nc // 40)))
 
 
-def _spherical_kmeans(x: np.ndarray, nlist: int, *, seed: int, threads: int) -> np.ndarray:
-    """``nlist`` unit centroids of unit rows ``x`` (FAISS k-means, 10 rounds, 64 points each)."""
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
-        km = faiss.Kmeans(x.shape[1], nlist, niter=10, seed=seed, spherical=True,
-                          min_points_per_centroid=1, max_points_per_centroid=64)  # fmt: skip
-        km.train(x)
-    finally:
-        faiss.omp_set_num_threads(before)
-    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+def _spherical_kmeans(
+    x: np.ndarray, nlist: int, *, seed: int, iters: int = 10, per_list: int = 48
+) -> np.ndarray:
+    """``nlist`` unit centroids of unit rows ``x``: Lloyd's rounds on a sample, in torch.
+
+    ``per_list`` sample points per centroid are plenty to partition for IVF. FAISS's
+    k-means took a quarter of the IVF join's time here on a busy 2-core machine (its
+    OpenMP threads wait on cores other processes hold); this runs in the caller's thread
+    as a few matrix products.
+    """
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    pick = np.sort(rng.choice(n, size=min(n, per_list * nlist), replace=False))
+    sample = torch.from_numpy(np.ascontiguousarray(x[pick]))
+    cent = sample[torch.from_numpy(rng.choice(sample.shape[0], size=nlist, replace=False))]
+    with torch.inference_mode():
+        for _ in range(iters):
+            assign = (sample @ cent.T).argmax(dim=1)
+            sums = torch.zeros_like(cent).index_add_(0, assign, sample)
+            counts = torch.bincount(assign, minlength=nlist)
+            empty = torch.nonzero(counts == 0).squeeze(1)
+            if empty.numel():  # reseed empty lists on random sample points
+                sums[empty] = sample[torch.from_numpy(rng.choice(sample.shape[0], empty.numel()))]
+            cent = torch.nn.functional.normalize(sums, dim=1)
+    return np.ascontiguousarray(cent.numpy(), dtype=np.float32)
 
 
 def _top_lists(x: np.ndarray, centroids: np.ndarray, n: int, *, block: int = 16384) -> np.ndarray:
@@ -771,7 +853,7 @@ def _ivf_gemm_class(
     # Enough probes that a query sees comfortably more than K candidates.
     probes = int(min(nlist, nprobe or default_nprobe(nlist)))
     probes = min(nlist, max(probes, math.ceil(2 * (kc + 1) * nlist / nc)))
-    centroids = _spherical_kmeans(cand, nlist, seed=seed, threads=threads)
+    centroids = _spherical_kmeans(cand, nlist, seed=seed)
     home = _top_lists(cand, centroids, 1)[:, 0]
     order = np.argsort(home, kind="stable")
     sorted_vecs = torch.from_numpy(np.ascontiguousarray(cand[order]))
@@ -820,7 +902,7 @@ def _ivf_gemm_class(
 
     bar = tqdm(total=nlist, desc=f"ivf class {c}", unit="list", disable=not progress,
                leave=False)  # fmt: skip
-    with _torch_threads(1), ThreadPoolExecutor(threads) as pool:
+    with torch_threads(1), ThreadPoolExecutor(threads) as pool:
         for fut in [pool.submit(run, w) for w in range(threads)]:
             fut.result()
     bar.close()
@@ -834,16 +916,6 @@ def _ivf_gemm_class(
     scanned = float(np.diff(list_start) @ np.diff(q_start)) / (n * nc)
     return {"kind": "ivf", "nlist": nlist, "nprobe": probes, "build_seconds": build_s,
             "scanned_fraction": scanned}  # fmt: skip
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
-        raise DependencyError(
-            "approximate mining needs faiss: pip install faiss-cpu (or use method='exact')"
-        ) from exc
-    return faiss
 
 
 def build_class_index(
@@ -865,7 +937,7 @@ def build_class_index(
     -------
     faiss.Index
     """
-    faiss = _faiss()
+    faiss = require_faiss()
     nc, d = vectors.shape
     if kind == "ivf":
         nlist = _ivf_nlist(nc)
@@ -903,7 +975,7 @@ def _approx_class(
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
-    faiss = _faiss()
+    faiss = require_faiss()
     s, e = lay.members(c)
     nc = e - s
     kc = int(lay.ks[c])
@@ -994,19 +1066,35 @@ def topk_recall(approx: ClassNeighbors, exact: ClassNeighbors, *, rows: np.ndarr
     float
     """
     rows = np.arange(exact.indices.shape[0]) if rows is None else np.asarray(rows)
-    a = approx.indices[rows]
-    b = exact.indices[rows]
+    return list_recall(approx.indices[rows], exact.indices[rows])
+
+
+def list_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean overlap |approx ∩ exact| / |exact| of id lists (``-1`` padding ignored).
+
+    Parameters
+    ----------
+    approx_ids : np.ndarray, shape (..., K_a), int
+    exact_ids : np.ndarray, shape (..., K_e), int
+        The same leading shape (e.g. rows x classes); ids unique within each list.
+
+    Returns
+    -------
+    float
+        Summed hits over summed exact list lengths (1.0 when every exact list is empty).
+    """
+    a = np.asarray(approx_ids).reshape(-1, np.shape(approx_ids)[-1])
+    b = np.asarray(exact_ids).reshape(-1, np.shape(exact_ids)[-1])
+    if a.shape[0] != b.shape[0]:
+        raise InputError(f"recall needs lists of the same rows, got {a.shape} and {b.shape}")
+    # Row-wise intersection sizes without Python loops over rows: sort and search.
+    bs = np.sort(b, axis=1)
     hit = 0
-    total = 0
-    for c in range(b.shape[1]):
-        ac, bc = a[:, c], b[:, c]
-        # Row-wise intersection sizes without Python loops over rows: sort and search.
-        bs = np.sort(bc, axis=1)
-        for j in range(ac.shape[1]):
-            col = ac[:, j : j + 1]
-            pos = np.clip((bs < col).sum(axis=1, keepdims=True), 0, bs.shape[1] - 1)
-            hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
-        total += int((bc >= 0).sum())
+    for j in range(a.shape[1]):
+        col = a[:, j : j + 1]
+        pos = np.clip((bs < col).sum(axis=1, keepdims=True), 0, bs.shape[1] - 1)
+        hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
+    total = int((b >= 0).sum())
     return hit / total if total else 1.0
 
 

@@ -103,11 +103,10 @@ def _join_task(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partial top-k of queries ``xs[r0:r1]`` against candidates ``xs[a:b]`` (one class)."""
-    import torch
-
     from moodshift.mining.neighbors import topk_against
+    from moodshift.threads import set_threads
 
-    torch.set_num_threads(1)
+    set_threads(1)  # Ray gives each task one CPU (num_cpus=1)
     rows = np.arange(r0, r1, dtype=np.int64)
     member = (rows >= class_start) & (rows < class_stop)
     self_pos = np.where(member & (rows >= a) & (rows < b), rows - a, -1)
@@ -212,9 +211,9 @@ class _EmbedBatch:
     """Ray Data actor: one embedder per actor, a batch of paths per call."""
 
     def __init__(self, blob: bytes, cache_dir: str | None, max_duration_s: float | None) -> None:
-        import torch
+        from moodshift.threads import set_threads
 
-        torch.set_num_threads(1)
+        set_threads(1)  # one CPU per actor; the pool's size is the parallelism
         self.embedder = pickle.loads(blob)
         self.cache_dir = cache_dir
         self.max_duration_s = max_duration_s

@@ -61,8 +61,8 @@ from typing import Any
 import numpy as np
 
 from moodshift._atomic import atomic_dir, resolve_dir
+from moodshift._deps import require_faiss
 from moodshift.errors import (
-    DependencyError,
     FileFormatError,
     InputError,
     StaleArtifactError,
@@ -83,16 +83,6 @@ EXACT_FILTER_FRACTION = 0.02
 #: ones by a fixed sample of rows (hashing 20 GB would make every load slow).
 FULL_HASH_MAX_BYTES = 1 << 30
 RECALL_SAMPLE = 500
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
-        raise DependencyError(
-            "faiss is not installed; `pip install faiss-cpu` (it is in moodshift's dependencies)."
-        ) from exc
-    return faiss
 
 
 # ---------------------------------------------------------------------- label postings
@@ -396,7 +386,7 @@ class FaissIndex:
         self.postings = postings
         self.exact_rows = int(exact_rows)
         self.exact_fraction = float(exact_fraction)
-        faiss = _faiss()
+        faiss = require_faiss()
         self._faiss = faiss
         self._storage = None
         if kind == "hnsw":
@@ -562,7 +552,7 @@ class FaissIndex:
             When given, refuse an index built from another catalogue or embedder
             (:class:`StaleArtifactError`).
         """
-        faiss = _faiss()
+        faiss = require_faiss()
         path = resolve_dir(path)
         meta_path, faiss_path = path / "index.json", path / "index.faiss"
         if not meta_path.is_file() or not faiss_path.is_file():
@@ -678,7 +668,7 @@ def build_index(
         ``meta`` holds ``recall_at_10``, ``recall_at_10_filtered`` (at the
         lowest selectivity still answered approximately), ``build_seconds``, params.
     """
-    faiss = _faiss()
+    faiss = require_faiss()
     if kind not in KINDS:
         raise InputError(f"unknown index kind {kind!r}; use one of {', '.join(KINDS)}.")
     x = np.ascontiguousarray(vectors, dtype=np.float32)

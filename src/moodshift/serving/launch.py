@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -186,23 +185,16 @@ HeaderTimeoutProtocol = _header_timeout_protocol()
 
 
 def _limit_threads() -> None:
-    """One thread per library: a request is one small forward pass and one search.
+    """One thread per library and process (the thread policy's ``serve`` role).
 
-    Intra-op threads only add hand-off cost while concurrent requests already
-    use the cores. Measured: with OpenBLAS's default threads a 100k-track server
-    spent ~9 ms of CPU per query spinning on 2 busy cores, 1.7 ms with one thread.
+    A request is one small forward pass and one search: intra-op threads only add
+    hand-off cost while concurrent requests already use the cores. Measured: with
+    OpenBLAS's default threads a 100k-track server spent ~9 ms of CPU per query
+    spinning on 2 busy cores, 1.7 ms with one thread. ``MOODSHIFT_THREADS`` overrides.
     """
-    import torch
+    from moodshift.threads import apply_thread_policy
 
-    torch.set_num_threads(1)
-    with contextlib.suppress(ImportError):
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-    with contextlib.suppress(ImportError):  # comes with scikit-learn
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1)  # numpy's BLAS, already loaded by this module
+    apply_thread_policy(role="serve")
 
 
 def _load_app(
