@@ -52,7 +52,13 @@ EVIDENCE_MODES = ("auto", "labels", "probe", "none")
 #: through the index and re-ranks the index's candidates.
 EXACT_LIMIT = 50_000
 #: Index candidates re-ranked per query and tier on large catalogues.
-RERANK_DEPTH = 200
+RERANK_DEPTH = 50
+#: A mask with at least this share of the catalogue is searched by oversampling an
+#: unfiltered index search (``OVERSAMPLE`` times the expected depth, at most
+#: ``OVERSAMPLE_MAX`` rows); narrower masks use the index's filtered search.
+OVERSAMPLE_MIN_FRACTION = 0.05
+OVERSAMPLE = 2.0
+OVERSAMPLE_MAX = 2048
 #: Floor of p(t | x) in the log, so a zero probability is a large finite penalty.
 MIN_PROBA = 1e-6
 #: Queries scored together in the exact path (bounds the (q, n) score block).
@@ -384,6 +390,7 @@ class QueryEngine:
         self.exact = index is None or vectors.shape[0] <= exact_limit
         self.transform = NumpyTransform.build(model)
         self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
+        self._mask_cache: dict[tuple, list[list[tuple[bool, np.ndarray, float]]]] = {}
 
     @property
     def n(self) -> int:
@@ -612,36 +619,29 @@ class QueryEngine:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Index search per tier and query vector, then an exact re-rank of the union."""
         assert self.index is not None
-        candidate, _, by_label = tiers
         q = q_label.shape[0]
         depth = max(k, RERANK_DEPTH) if w != 0.0 else k
         out_r = np.full((q, k), -1, dtype=np.int64)
         out_s = np.zeros((q, k), dtype=np.float32)
-        base = np.ones(self.n, dtype=bool) if allowed is None else allowed
+        two = q_probe is not q_label
         for i in range(q):
             t = int(target[i])
-            is_cand = candidate == t
             got: list[np.ndarray] = []
-            for tier in (is_cand, ~is_cand):
-                mask = base & tier
-                if exclude[i] >= 0:
-                    mask = mask.copy()
-                    mask[exclude[i]] = False
-                rows: list[np.ndarray] = []
-                if q_probe is q_label:
-                    searches = [(q_label[i], mask)]
-                else:
-                    searches = [(q_label[i], mask & by_label), (q_probe[i], mask & ~by_label)]
-                for vec, sub in searches:
-                    if sub.any():
-                        idx, _ = self.index.search(vec[None, :], k=depth, allowed=sub)
-                        rows.append(idx[0][idx[0] >= 0])
+            for parts in self._tier_masks(tiers, t, allowed, two=two):
+                rows = [
+                    self._tier_search(q_probe[i] if use_probe else q_label[i], sub, frac,
+                                      depth=depth, exclude=int(exclude[i]),
+                                      filtered=allowed is not None)
+                    for use_probe, sub, frac in parts
+                    if frac > 0
+                ]  # fmt: skip
+                rows = [r for r in rows if r.size]
                 if not rows:
                     continue
                 cand_rows = np.unique(np.concatenate(rows))
                 x = np.asarray(self.vectors[cand_rows], dtype=np.float32)
                 sl = (q_label[i] @ x.T)[None, :]
-                sp = (q_probe[i] @ x.T)[None, :] if q_probe is not q_label else None
+                sp = (q_probe[i] @ x.T)[None, :] if two else None
                 score, _ = self._scores(sl, sp, target[i : i + 1], cand_rows, tiers, w)
                 order = np.argsort(-score[0], kind="stable")
                 got.append(np.stack([cand_rows[order], score[0][order]]))
@@ -652,6 +652,71 @@ class QueryEngine:
                 out_r[i, : merged.shape[1]] = merged[0].astype(np.int64)
                 out_s[i, : merged.shape[1]] = merged[1]
         return out_r, out_s
+
+    def _tier_masks(
+        self,
+        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        target: int,
+        allowed: np.ndarray | None,
+        *,
+        two: bool,
+    ) -> list[list[tuple[bool, np.ndarray, float]]]:
+        """Per tier (candidates, then the rest): (scored by the probe query?, mask, fraction).
+
+        Without a filter the masks depend only on the evidence mode and the target,
+        so they are computed once per (mode, target) and kept.
+        """
+        key = (id(tiers[0]), target, two)
+        if allowed is None and key in self._mask_cache:
+            return self._mask_cache[key]
+        candidate, _, by_label = tiers
+        is_cand = candidate == target
+        base = np.ones(self.n, dtype=bool) if allowed is None else allowed
+        out = []
+        for tier in (is_cand, ~is_cand):
+            mask = base & tier
+            parts = [(False, mask & by_label), (True, mask & ~by_label)] if two else [
+                (False, mask)]  # fmt: skip
+            out.append([(use_probe, m, float(m.mean())) for use_probe, m in parts])
+        if allowed is None:
+            self._mask_cache[key] = out
+        return out
+
+    def _tier_search(
+        self,
+        vec: np.ndarray,
+        sub: np.ndarray,
+        frac: float,
+        *,
+        depth: int,
+        exclude: int,
+        filtered: bool,
+    ) -> np.ndarray:
+        """The ``depth`` nearest rows of ``sub`` (the seed left out), best first.
+
+        A mask holding a good share of the catalogue is served by an unfiltered
+        index search a few times deeper, keeping the rows in the mask: a filtered
+        search over a quarter of a large catalogue is answered exactly, which costs
+        far more. A narrow mask, or too few hits, falls back to the filtered search.
+        """
+        assert self.index is not None
+        if frac >= OVERSAMPLE_MIN_FRACTION and not filtered:
+            probe = min(self.n, int(np.ceil((depth + 1) / frac * OVERSAMPLE)))
+            # Deeper once or twice before the filtered search: neighbourhoods are
+            # rarely a fair sample of the catalogue's moods.
+            while probe <= OVERSAMPLE_MAX:
+                idx = self.index.search(vec[None, :], k=probe)[0]
+                idx = idx[idx >= 0]
+                idx = idx[sub[idx] & (idx != exclude)]
+                if idx.size >= depth or probe >= self.n:
+                    return idx[:depth]
+                probe = min(self.n, probe * 4)
+        mask = sub
+        if exclude >= 0 and sub[exclude]:
+            mask = sub.copy()
+            mask[exclude] = False
+        idx = self.index.search(vec[None, :], k=depth, allowed=mask)[0]
+        return idx[idx >= 0]
 
 
 def catalog_evidence(

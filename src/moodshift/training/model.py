@@ -14,6 +14,7 @@ A saved model is a folder, loadable in one call with :meth:`MoodshiftModel.load`
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,8 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
     fraction of the angle travelled. A straight line would pass nearer the
     origin and move the direction unevenly (slowly at the ends).
     """
+    if a.ndim == 2 and a.shape[0] == 1 and np.size(t) == 1:
+        return _slerp_one(a[0], b[0], float(np.asarray(t).reshape(-1)[0]))[None, :]
     a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
     t = np.asarray(t, dtype=np.float32).reshape(-1, 1) if np.ndim(t) else np.float32(t)
@@ -137,6 +140,19 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float | np.ndarray) -> np.ndarray:
     wb = np.where(near, t, np.sin(t * omega) / safe)
     out = wa * a + wb * b
     return (out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _slerp_one(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """:func:`slerp` of one pair in scalar math: a serving query pays no array overhead."""
+    a = a / max(math.sqrt(float(a @ a)), 1e-12)
+    b = b / max(math.sqrt(float(b @ b)), 1e-12)
+    omega = math.acos(min(1.0, max(-1.0, float(a @ b))))
+    so = math.sin(omega)
+    if so < 1e-6:
+        out = (1.0 - t) * a + t * b
+    else:
+        out = (math.sin((1.0 - t) * omega) / so) * a + (math.sin(t * omega) / so) * b
+    return (out / max(math.sqrt(float(out @ out)), 1e-12)).astype(np.float32)
 
 
 class MoodshiftModel:
