@@ -63,6 +63,34 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic):
         train(synthetic, config=other, out=out, resume=True, progress=False)
 
 
+@pytest.mark.parametrize("damage", ["not a dict", "no state", "wrong shapes", "truncated"])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, synthetic, damage):
+    import torch
+
+    from moodshift.errors import FileFormatError
+
+    out = tmp_path / "m"
+    cfg = TrainConfig(epochs=1, seed=2)
+    train(synthetic, config=cfg, out=out, progress=False)
+    ckpt = tmp_path / "m.ckpt" / "last.pt"
+    blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if damage == "not a dict":
+        torch.save([1, 2, 3], ckpt)
+    elif damage == "no state":
+        del blob["state"]
+        torch.save(blob, ckpt)
+    elif damage == "wrong shapes":
+        first = next(iter(blob["model"]))
+        blob["model"][first] = torch.zeros(3, 3)
+        torch.save(blob, ckpt)
+    else:
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(FileFormatError, match="checkpoint") as info:
+        train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
+              progress=False)  # fmt: skip
+    assert "\n" not in str(info.value)
+
+
 def test_saved_model_folder_and_round_trip(tmp_path, synthetic, trained):
     trained.save(tmp_path / "m")
     back = MoodshiftModel.load(tmp_path / "m")

@@ -53,7 +53,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
@@ -74,6 +74,10 @@ from moodshift.serving.middleware import (
 from moodshift.serving.state import ServingState
 from moodshift.training.model import MoodshiftModel
 
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).with_name("web")
@@ -93,7 +97,7 @@ def create_app(
     allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
-) -> Any:
+) -> "FastAPI":
     """The FastAPI application (routes in the module docstring).
 
     Parameters

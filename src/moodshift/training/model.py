@@ -31,7 +31,7 @@ from moodshift.training.tagger import MoodTagger
 
 @dataclass(frozen=True)
 class Architecture:
-    """Layer sizes of :class:`MoodTransformer` (defaults: METHOD.md, ~2.4 M params at d=1728)."""
+    """Layer sizes of :class:`MoodTransformer` (defaults: the paper's, docs/method.md)."""
 
     dim: int
     n_classes: int

@@ -426,6 +426,13 @@ def _load_checkpoint(
         raise FileFormatError(
             f"checkpoint {path} is unreadable ({exc}); delete it to start afresh."
         ) from exc
+    needed = ("config", "model", "optimizer", "generator", "torch_rng", "state")
+    missing = [k for k in needed if not isinstance(blob, dict) or k not in blob]
+    if missing or not isinstance(blob.get("config"), dict) or not isinstance(blob["state"], dict):
+        raise FileFormatError(
+            f"checkpoint {path} is damaged (missing or malformed: {missing or ['config/state']}); "
+            f"delete it to start afresh."
+        )
     saved = dict(blob["config"])
     now = cfg.to_dict()
     saved.pop("epochs", None)
@@ -438,8 +445,19 @@ def _load_checkpoint(
             f"cannot resume: the checkpoint was made with a different config ({diff}); "
             f"use the same options or start a new --out."
         )
-    net.load_state_dict(blob["model"])
-    opt.load_state_dict(blob["optimizer"])
-    gen.set_state(blob["generator"])
-    torch.set_rng_state(blob["torch_rng"])
-    return blob["state"]
+    try:
+        net.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        gen.set_state(blob["generator"])
+        torch.set_rng_state(blob["torch_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FileFormatError(
+            f"checkpoint {path} does not fit this model ({first}); delete it to start afresh."
+        ) from exc
+    state = blob["state"]
+    if not {"epoch", "best", "log"} <= set(state):
+        raise FileFormatError(
+            f"checkpoint {path} has no training state; delete it to start afresh."
+        )
+    return state
