@@ -74,7 +74,6 @@ from moodshift.serving.middleware import (
 from moodshift.serving.state import ServingState
 from moodshift.training.model import MoodshiftModel
 
-
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
