@@ -145,8 +145,13 @@ class RetrievalEvaluator:
         self.ids = pool.track_ids.astype(str)
         self.counterfactual = self._counterfactuals()
 
-    def visible_labels(self) -> np.ndarray:
+    def visible_labels(self, label_fraction: float | None = None) -> np.ndarray:
         """Pool labels a query may read: a seeded random ``label_fraction`` of them.
+
+        Parameters
+        ----------
+        label_fraction : float in [0, 1], optional
+            Default: the evaluator's own.
 
         Returns
         -------
@@ -154,24 +159,24 @@ class RetrievalEvaluator:
             The class index where visible, ``-1`` where hidden or unlabelled.
             Scoring always uses the true labels (:attr:`y`).
         """
-        if self.label_fraction >= 1.0:
+        frac = self.label_fraction if label_fraction is None else float(label_fraction)
+        if frac >= 1.0:
             return self.y.copy()
         rng = np.random.default_rng([self.seed, 0x1ABE1])
-        shown = rng.random(self.y.size) < self.label_fraction
+        shown = rng.random(self.y.size) < frac
         return np.where(shown, self.y, -1)
 
-    def engine(self, model: MoodshiftModel, *, tagger: Any = None) -> QueryEngine:
-        """The query engine over this pool, seeing only the visible labels.
+    def engine(self, model: MoodshiftModel, *, label_fraction: float | None = None) -> QueryEngine:
+        """The query engine over this pool (with the model's tagger), seeing the visible labels.
 
         Parameters
         ----------
         model : MoodshiftModel
-        tagger : MoodTagger, optional
-            Default: the model's own.
+        label_fraction : float in [0, 1], optional
+            Default: the evaluator's own.
         """
-        tagger = tagger if tagger is not None else model.tagger
-        proba = None if tagger is None else tagger.predict_proba(self.x)
-        evidence = MoodEvidence(labels=self.visible_labels(), proba=proba)
+        proba = None if model.tagger is None else model.tagger.predict_proba(self.x)
+        evidence = MoodEvidence(labels=self.visible_labels(label_fraction), proba=proba)
         return QueryEngine(model=model, vectors=self.x, evidence=evidence)
 
     def engine_results(
@@ -512,7 +517,8 @@ def evaluate_catalog(
     centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     tagger = model.tagger if model is not None else None
     wants_probe = {"tagger_filter", "probe_direction"} & set(methods)
-    if tagger is None and (wants_probe or (model is not None and "query_default" in methods)):
+    # query_default uses the model's own tagger (or none), as `moodshift query` does.
+    if tagger is None and wants_probe:
         from moodshift.training.tagger import fit_tagger
 
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)

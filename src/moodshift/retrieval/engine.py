@@ -423,6 +423,51 @@ class QueryEngine:
             lab = np.where(missing, self.evidence.predicted[rows], lab)
         return lab.astype(np.int64), missing
 
+    def seed_source(
+        self, *, row: int, seed: np.ndarray, given: int | None = None
+    ) -> tuple[int, str]:
+        """One seed's source class and where it came from (``given``, ``label``, ``predicted``).
+
+        In order: ``given`` (the caller's source mood), the row's visible label,
+        the tagger's prediction for the row (or, for an outside seed with
+        ``row = -1``, for ``seed`` itself).
+
+        Raises
+        ------
+        InputError
+            If neither a label nor a tagger can say it.
+        """
+        if given is not None:
+            return int(given), "given"
+        if row >= 0:
+            src, predicted = self.source_of(np.array([row]))
+            return int(src[0]), "predicted" if predicted[0] else "label"
+        if self.model.tagger is None:
+            raise InputError(
+                f"with an embedding, give its source {self.model.attribute} "
+                f"(one of {', '.join(self.classes)})."
+            )
+        return int(self.model.tagger.predict_proba(seed[None, :])[0].argmax()), "predicted"
+
+    def strengths(self, *, evidence: str, strength: float | None) -> tuple[float, float]:
+        """The strengths of the label-scored and the tagger-scored queries.
+
+        ``strength`` overrides both; ``evidence="none"`` uses the model's default
+        strength (the paper's retrieval); otherwise the validation-chosen settings.
+
+        Raises
+        ------
+        InputError
+            If ``strength`` lies outside [0, 1].
+        """
+        if strength is not None:
+            if not 0.0 <= float(strength) <= 1.0:
+                raise InputError(f"strength must lie in [0, 1], got {strength}.")
+            return float(strength), float(strength)
+        if evidence == "none":
+            return self.model.default_strength, self.model.default_strength
+        return self.settings.strength_label, self.settings.strength_probe
+
     def queries(
         self,
         seeds: np.ndarray,
@@ -437,14 +482,7 @@ class QueryEngine:
         With ``strength`` given, both use it; ``evidence="none"`` uses the
         model's default strength (the paper's retrieval).
         """
-        if strength is not None:
-            if not 0.0 <= float(strength) <= 1.0:
-                raise InputError(f"strength must lie in [0, 1], got {strength}.")
-            s_label = s_probe = float(strength)
-        elif evidence == "none":
-            s_label = s_probe = self.model.default_strength
-        else:
-            s_label, s_probe = self.settings.strength_label, self.settings.strength_probe
+        s_label, s_probe = self.strengths(evidence=evidence, strength=strength)
         q_label = self.transform(seeds, source=source, target=target, strength=s_label)
         if s_probe == s_label:
             return q_label, q_label

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
-from moodshift.errors import InputError, UnknownLabelError
+from moodshift.errors import DimensionMismatchError, InputError, UnknownLabelError
 from moodshift.retrieval.engine import QueryEngine, artist_codes, catalog_evidence, stored_proba
 from moodshift.training.model import MoodshiftModel
 
@@ -184,18 +184,13 @@ class Searcher:
             row = -1
             vec = l2_normalize(np.asarray(embedding, dtype=np.float32).reshape(1, -1))[0]
             if vec.shape[0] != self.model.dim:
-                self.model.transform(vec, source=0, target=0)  # raises the dimension error
-        if source_mood is not None:
-            return vec, row, self.model.class_index(source_mood), False
-        if row >= 0:
-            src, predicted = self.engine.source_of(np.array([row]))
-            return vec, row, int(src[0]), bool(predicted[0])
-        if self.model.tagger is None:
-            raise InputError(
-                f"with an embedding, give its source {self.model.attribute} "
-                f"(one of {', '.join(self.model.classes)})."
-            )
-        return vec, row, int(self.model.tagger.predict_proba(vec[None, :])[0].argmax()), True
+                raise DimensionMismatchError(
+                    f"dimension mismatch: the model takes {self.model.dim}-d embeddings, got "
+                    f"{vec.shape[0]}-d; embed with the catalogue's embedder."
+                )
+        given = None if source_mood is None else self.model.class_index(source_mood)
+        src, kind = self.engine.seed_source(row=row, seed=vec, given=given)
+        return vec, row, src, kind == "predicted"
 
     def transform(
         self,

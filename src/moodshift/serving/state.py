@@ -124,10 +124,6 @@ class ServingState:
             self.columns[self.attribute] = (
                 labels[self.attribute].fillna("").astype(str).to_numpy(object)
             )
-        # Seed moods as model class codes (-1: a value the model does not know).
-        self.source_codes = np.array(
-            [self._mood_index.get(v, -1) for v in self.columns[self.attribute]], dtype=np.int64
-        )
 
         t0 = time.perf_counter()
         if index is None:
@@ -163,8 +159,7 @@ class ServingState:
         self.evidence = catalog_evidence(catalog, model, proba=stored_proba(index, model))
         self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
                                   index=index, artists=artist_codes(catalog))  # fmt: skip
-        self.transform = self.engine.transform
-        self.fast_path = isinstance(self.transform, NumpyTransform)
+        self.fast_path = isinstance(self.engine.transform, NumpyTransform)
         self._fit_map()
         self._search_text: Any = None
         self._search_lock = threading.Lock()
@@ -344,36 +339,29 @@ class ServingState:
             Per body, its answer, or the :class:`MoodshiftError` it raised.
         """
         t0 = time.perf_counter()
-        prepared: list[_Prepared | MoodshiftError] = []
-        for body in bodies:
-            try:
-                prepared.append(self._prepare(body))
-            except MoodshiftError as exc:
-                prepared.append(exc)
+        out: list[dict[str, Any] | MoodshiftError] = []
+        ready: dict[int, _Prepared] = {}
         groups: dict[tuple, list[int]] = {}
-        for i, p in enumerate(prepared):
-            if isinstance(p, _Prepared):
-                key = (p.evidence, p.strength, p.cap) if p.allowed is None else ("alone", i)
-                groups.setdefault(key, []).append(i)
-        out: list[dict[str, Any] | MoodshiftError] = list(prepared)  # errors stay in place
+        for i, body in enumerate(bodies):
+            try:
+                p = ready[i] = self._prepare(body)
+            except MoodshiftError as exc:
+                out.append(exc)  # the error stays with its own request
+                continue
+            out.append({})
+            key = (p.evidence, p.strength, p.cap) if p.allowed is None else ("alone", i)
+            groups.setdefault(key, []).append(i)
         for members in groups.values():
-            ps = [prepared[i] for i in members]
-            assert all(isinstance(p, _Prepared) for p in ps)
-            first = ps[0]
-            assert isinstance(first, _Prepared)
+            ps = [ready[i] for i in members]
             rows, scores, qvecs = self.engine.search(
-                np.stack([p.seed for p in ps]),  # type: ignore[union-attr]
-                source=np.array([p.source for p in ps]),  # type: ignore[union-attr]
-                target=np.array([p.target for p in ps]),  # type: ignore[union-attr]
-                k=max(p.k for p in ps),  # type: ignore[union-attr]
-                evidence=first.evidence, strength=first.strength,
-                exclude=np.array([p.row for p in ps]),  # type: ignore[union-attr]
-                allowed=first.allowed, max_per_artist=first.cap,
+                np.stack([p.seed for p in ps]), source=np.array([p.source for p in ps]),
+                target=np.array([p.target for p in ps]), k=max(p.k for p in ps),
+                evidence=ps[0].evidence, strength=ps[0].strength,
+                exclude=np.array([p.row for p in ps]), allowed=ps[0].allowed,
+                max_per_artist=ps[0].cap,
             )  # fmt: skip
-            for j, i in enumerate(members):
-                p = prepared[i]
-                assert isinstance(p, _Prepared)
-                out[i] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
+            for j, p in enumerate(ps):
+                out[members[j]] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
         return out
 
     def _prepare(self, body: Mapping[str, Any]) -> _Prepared:
@@ -396,19 +384,11 @@ class ServingState:
         else:
             row = -1
             seed = self._check_embedding(embedding)
-        if src is not None:
-            source, predicted = self.mood_code(src, field="source_mood"), False
-        elif row >= 0:
-            codes, pred = self.engine.source_of(np.array([row]))
-            source, predicted = int(codes[0]), bool(pred[0])
-        elif self.model.tagger is not None:
-            source = int(self.model.tagger.predict_proba(seed[None, :])[0].argmax())
-            predicted = True
-        else:
-            raise BodyFieldError(
-                "source_mood",
-                f"with an embedding, give its source_mood (one of {', '.join(self.moods)})",
-            )
+        given = None if src is None else self.mood_code(src, field="source_mood")
+        try:
+            source, source_kind = self.engine.seed_source(row=row, seed=seed, given=given)
+        except InputError as exc:
+            raise BodyFieldError("source_mood", str(exc)) from None
         filters = body.get("filters") or None
         allowed = None
         if filters:
@@ -421,7 +401,7 @@ class ServingState:
             seed=seed, row=row, source=source, target=target, k=int(body["k"]),
             strength=None if raw is None else float(raw), evidence=evidence,
             allowed=allowed, cap=None if cap is None else int(cap), filters=filters or {},
-            source_kind="predicted" if predicted else ("label" if src is None else "given"),
+            source_kind=source_kind,
         )  # fmt: skip
 
     def _finish(
@@ -438,15 +418,12 @@ class ServingState:
         pts = self.project(np.vstack([p.seed, qvec, self.unit_row(idx)]) if len(idx) else
                            np.vstack([p.seed, qvec]))  # fmt: skip
         pts = np.round(pts.astype(np.float64), 4).tolist()
-        settings = self.engine.settings
         return {
             "seed": self.record(p.row) if p.row >= 0 else None,
             "source_mood": self.moods[p.source],
             "source_mood_source": p.source_kind,
             "target_mood": self.moods[p.target],
-            "strength": p.strength if p.strength is not None else (
-                self.model.default_strength if p.evidence == "none"
-                else settings.strength_label),
+            "strength": self.engine.strengths(evidence=p.evidence, strength=p.strength)[0],
             "evidence": p.evidence,
             "k": p.k,
             "filters": p.filters,

@@ -44,8 +44,8 @@ def _figures(ev: RetrievalEvaluator, rows: np.ndarray) -> dict[str, float]:
     scores = ev.score(rows)
     keys = [k for k in ev.preservation_keys() if k in scores]
     pres = float(np.mean([scores[k] for k in keys])) if keys else 0.0
-    return {"mood_p@1": scores[f"{ev.attribute}_p@1" if ev.attribute != "mood" else "mood_p@1"],
-            "preservation": pres, **{k: scores[k] for k in keys}}  # fmt: skip
+    return {"mood_p@1": scores[f"{ev.attribute}_p@1"], "preservation": pres,
+            **{k: scores[k] for k in keys}}  # fmt: skip
 
 
 def choose_evidence(
@@ -61,7 +61,8 @@ def choose_evidence(
     Parameters
     ----------
     ev : RetrievalEvaluator
-        Over the validation split; its own label fraction is ignored.
+        Over the validation split; its own label fraction is not used (each
+        regime sets its own).
     model : MoodshiftModel
         With a tagger (without one only ``strength_label`` is chosen).
     strengths, weights : sequences of float
@@ -75,36 +76,28 @@ def choose_evidence(
     report : dict
         The chosen points' validation figures and the tagger-filter reference.
     """
-    saved = ev.label_fraction
-    try:
-        ev.label_fraction = 1.0
-        eng = ev.engine(model)
-        label_pts = []
-        for s in strengths:
-            f = _figures(ev, ev.engine_results(eng, evidence="labels", strength=s))
-            label_pts.append({"strength": float(s), **f})
-        ok = [p for p in label_pts if p["mood_p@1"] >= mood_floor] or label_pts
-        best_label = max(ok, key=lambda p: (p["preservation"], -p["strength"]))
-        report: dict[str, Any] = {"labels": best_label}
-        if model.tagger is None:
-            s = best_label["strength"]
-            return EvidenceSettings(strength_label=s, strength_probe=s, weight=0.0), report
-        ev.label_fraction = 0.0
-        eng = ev.engine(model)
-        probe_pts = []
-        for s in strengths:
-            for w in weights:
-                rows = ev.engine_results(eng, evidence="probe", strength=s, weight=w)
-                probe_pts.append({"strength": float(s), "weight": float(w), **_figures(ev, rows)})
-        ref = next(p for p in probe_pts if p["strength"] == 0.0 and p["weight"] == 0.0)
-        for p in probe_pts:
-            p["margin"] = min(
-                p["mood_p@1"] - ref["mood_p@1"], p["preservation"] - ref["preservation"]
-            )
-        best_probe = max(probe_pts, key=lambda p: (p["margin"], -p["strength"], -p["weight"]))
-        report.update(probe=best_probe, tagger_filter=ref)
-    finally:
-        ev.label_fraction = saved
+    eng = ev.engine(model, label_fraction=1.0)
+    label_pts = []
+    for s in strengths:
+        f = _figures(ev, ev.engine_results(eng, evidence="labels", strength=s))
+        label_pts.append({"strength": float(s), **f})
+    ok = [p for p in label_pts if p["mood_p@1"] >= mood_floor] or label_pts
+    best_label = max(ok, key=lambda p: (p["preservation"], -p["strength"]))
+    report: dict[str, Any] = {"labels": best_label}
+    if model.tagger is None:
+        s = best_label["strength"]
+        return EvidenceSettings(strength_label=s, strength_probe=s, weight=0.0), report
+    eng = ev.engine(model, label_fraction=0.0)
+    probe_pts = []
+    for s in strengths:
+        for w in weights:
+            rows = ev.engine_results(eng, evidence="probe", strength=s, weight=w)
+            probe_pts.append({"strength": float(s), "weight": float(w), **_figures(ev, rows)})
+    ref = next(p for p in probe_pts if p["strength"] == 0.0 and p["weight"] == 0.0)
+    for p in probe_pts:
+        p["margin"] = min(p["mood_p@1"] - ref["mood_p@1"], p["preservation"] - ref["preservation"])
+    best_probe = max(probe_pts, key=lambda p: (p["margin"], -p["strength"], -p["weight"]))
+    report.update(probe=best_probe, tagger_filter=ref)
     settings = EvidenceSettings(
         strength_label=best_label["strength"],
         strength_probe=best_probe["strength"],
