@@ -242,12 +242,17 @@ def test_index_stores_the_taggers_probabilities(trained, tmp_path):
     assert [r.track_id for r in a] == [r.track_id for r in b]
 
 
+@pytest.mark.parametrize("partitions", [True, False], ids=["partitions", "index-only"])
 @pytest.mark.parametrize("evidence", ["auto", "labels", "probe", "none"])
-def test_index_path_equals_the_exact_path(trained, evidence):
-    """Above the exact limit the engine searches the index per tier and re-ranks."""
+def test_index_path_equals_the_exact_path(trained, evidence, partitions, monkeypatch):
+    """Above the exact limit candidates are scored by partition (or searched in the
+    index per tier and re-ranked); either way the answers equal the exact path's."""
+    from moodshift.retrieval import engine as engine_mod
     from moodshift.retrieval.engine import catalog_evidence
     from moodshift.retrieval.index import build_index
 
+    if not partitions:
+        monkeypatch.setattr(engine_mod, "PARTITION_MAX_VALUES", 0)
     cat, model = trained
     labels = cat.labels.copy()
     labels.loc[::3, "mood"] = ""  # a partly labelled catalogue
@@ -267,3 +272,53 @@ def test_index_path_equals_the_exact_path(trained, evidence):
     b, sb, _ = indexed.search(x[seeds], **kw)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb, atol=1e-5)
+
+
+@pytest.mark.parametrize(("exact_limit", "partitions"), [(10**9, True), (0, True), (0, False)],
+                         ids=["exact", "partitions", "index-only"])  # fmt: skip
+def test_a_mixed_batch_equals_its_queries_one_by_one(trained, exact_limit, partitions, rng,
+                                                     monkeypatch):  # fmt: skip
+    """Per-query strengths and filters in one batch give each query its own answer."""
+    from moodshift.retrieval import engine as engine_mod
+    from moodshift.retrieval.engine import catalog_evidence
+    from moodshift.retrieval.index import build_index
+
+    if not partitions:
+        monkeypatch.setattr(engine_mod, "PARTITION_MAX_VALUES", 0)
+    cat, model = trained
+    x = cat.normalized
+    index = build_index(x, kind="flat", progress=False, recall_sample=20)
+    eng = QueryEngine(model=model, vectors=x, evidence=catalog_evidence(cat, model), index=index,
+                      exact_limit=exact_limit)  # fmt: skip
+    seeds = np.arange(1, 40, 4)
+    q = seeds.size
+    src, _ = eng.source_of(seeds)
+    tgt = (src + 1) % len(model.classes)
+    strength = rng.choice([0.0, 0.5, 1.0], size=q).astype(np.float32)
+    genre = cat.labels["genre"].to_numpy()
+    masks = [None if i % 3 else genre == genre[seeds[i]] for i in range(q)]
+    rows, scores, qv = eng.search(x[seeds], source=src, target=tgt, k=7, strength=strength,
+                                  exclude=seeds, allowed=masks)  # fmt: skip
+    for i in range(q):
+        r1, s1, q1 = eng.search(x[seeds[i : i + 1]], source=src[i : i + 1], target=tgt[i : i + 1],
+                                k=7, strength=float(strength[i]), exclude=seeds[i : i + 1],
+                                allowed=masks[i])  # fmt: skip
+        np.testing.assert_array_equal(rows[i], r1[0])
+        np.testing.assert_allclose(scores[i], s1[0], atol=1e-5)
+        np.testing.assert_allclose(qv[i], q1[0], atol=1e-5)
+        if masks[i] is not None:
+            assert masks[i][rows[i][rows[i] >= 0]].all()
+
+
+def test_allowed_masks_of_the_wrong_shape_are_refused(trained):
+    cat, model = trained
+    x = cat.normalized
+    from moodshift.retrieval.engine import catalog_evidence
+
+    eng = QueryEngine(model=model, vectors=x, evidence=catalog_evidence(cat, model))
+    with pytest.raises(InputError, match="one per query"):
+        eng.search(x[:2], source=[0, 0], target=[1, 1], k=3, allowed=[None])
+    with pytest.raises(InputError, match="one per track"):
+        eng.search(x[:1], source=[0], target=[1], k=3, allowed=np.ones(5, bool))
+    with pytest.raises(InputError, match="strength must lie"):
+        eng.search(x[:2], source=[0, 0], target=[1, 1], k=3, strength=np.array([0.5, 1.5]))

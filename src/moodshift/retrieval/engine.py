@@ -33,7 +33,7 @@ the transformed query alone, as the paper retrieves).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,15 @@ RERANK_DEPTH = 50
 OVERSAMPLE_MIN_FRACTION = 0.05
 OVERSAMPLE = 2.0
 OVERSAMPLE_MAX = 2048
+#: A target's candidates (the tracks whose evidence names it) are kept as one
+#: contiguous matrix and scored exactly, a batch of queries in one matrix product,
+#: when the block holds at most this many values (rows x dimensions). A lone
+#: query reads the whole block from memory, so the cap keeps that read (8 MB of
+#: float32, ~0.5 ms) near the cost of an index search; larger blocks go through
+#: the index.
+PARTITION_MAX_VALUES = 1 << 21
+#: All blocks together stay within this many bytes.
+PARTITION_BUDGET_BYTES = 1 << 30
 #: Floor of p(t | x) in the log, so a zero probability is a large finite penalty.
 MIN_PROBA = 1e-6
 #: Queries scored together in the exact path (bounds the (q, n) score block).
@@ -329,6 +338,16 @@ class MoodEvidence:
         return out
 
 
+@dataclass
+class _Partition:
+    """One target's candidate tracks as a contiguous block (rows ascending)."""
+
+    rows: np.ndarray  # (r,) int64, catalogue rows
+    vectors: np.ndarray  # (r, d) float32, unit rows
+    by_label: np.ndarray  # (r,) bool: scored with the label query
+    logp: np.ndarray | None  # (r,) float32: log p(target | track), 0 where labelled
+
+
 class UnitRows:
     """Unit-norm rows of a (memory-mapped) matrix, normalised on access.
 
@@ -391,6 +410,8 @@ class QueryEngine:
         self.transform = NumpyTransform.build(model)
         self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
         self._mask_cache: dict[tuple, list[list[tuple[bool, np.ndarray, float]]]] = {}
+        self._partitions: dict[tuple[int, int], _Partition | None] = {}
+        self._partition_bytes = 0
 
     @property
     def n(self) -> int:
@@ -449,17 +470,24 @@ class QueryEngine:
             )
         return int(self.model.tagger.predict_proba(seed[None, :])[0].argmax()), "predicted"
 
-    def strengths(self, *, evidence: str, strength: float | None) -> tuple[float, float]:
+    def strengths(self, *, evidence: str, strength: Any) -> tuple[Any, Any]:
         """The strengths of the label-scored and the tagger-scored queries.
 
-        ``strength`` overrides both; ``evidence="none"`` uses the model's default
-        strength (the paper's retrieval); otherwise the validation-chosen settings.
+        ``strength`` (a float, or one per query as an array of shape (q,))
+        overrides both; ``evidence="none"`` uses the model's default strength
+        (the paper's retrieval); otherwise the validation-chosen settings.
 
         Raises
         ------
         InputError
             If ``strength`` lies outside [0, 1].
         """
+        if strength is not None and np.ndim(strength):
+            arr = np.asarray(strength, dtype=np.float32)
+            bad = arr[~((arr >= 0.0) & (arr <= 1.0))]
+            if bad.size:
+                raise InputError(f"strength must lie in [0, 1], got {float(bad[0])}.")
+            return arr, arr
         if strength is not None:
             if not 0.0 <= float(strength) <= 1.0:
                 raise InputError(f"strength must lie in [0, 1], got {strength}.")
@@ -475,16 +503,17 @@ class QueryEngine:
         source: np.ndarray,
         target: np.ndarray,
         evidence: str = "auto",
-        strength: float | None = None,
+        strength: float | np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The two query vectors (label-scored, tagger-scored), each shape (q, d).
 
-        With ``strength`` given, both use it; ``evidence="none"`` uses the
-        model's default strength (the paper's retrieval).
+        With ``strength`` given (one, or one per query), both use it;
+        ``evidence="none"`` uses the model's default strength (the paper's retrieval).
         """
         s_label, s_probe = self.strengths(evidence=evidence, strength=strength)
         q_label = self.transform(seeds, source=source, target=target, strength=s_label)
-        if s_probe == s_label:
+        # The same object (not merely equal values) tells the search one query suffices.
+        if s_probe is s_label or (np.ndim(s_label) == 0 and s_probe == s_label):
             return q_label, q_label
         return q_label, self.transform(seeds, source=source, target=target, strength=s_probe)
 
@@ -497,10 +526,10 @@ class QueryEngine:
         target: np.ndarray,
         k: int,
         evidence: str = "auto",
-        strength: float | None = None,
+        strength: float | np.ndarray | None = None,
         weight: float | None = None,
         exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
+        allowed: np.ndarray | Sequence[np.ndarray | None] | None = None,
         max_per_artist: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ranked rows for a batch of seeds.
@@ -511,12 +540,15 @@ class QueryEngine:
         source, target : np.ndarray, shape (q,), int64
         k : int
         evidence : {"auto", "labels", "probe", "none"}
-        strength, weight : float, optional
-            Override the chosen settings (both strengths / the tagger weight).
+        strength : float or np.ndarray of shape (q,), optional
+            Overrides both chosen strengths (one for all queries, or one each).
+        weight : float, optional
+            Overrides the chosen tagger weight.
         exclude : np.ndarray, shape (q,), int64, optional
             A row to leave out per query (the seed itself); ``-1`` for none.
-        allowed : np.ndarray, shape (n,), bool, optional
-            Rows that may be returned (label filters).
+        allowed : np.ndarray of shape (n,) or (q, n), bool, or a list of q such masks, optional
+            Rows that may be returned (label filters), for all queries or per
+            query (a ``None`` entry: no filter for that query).
         max_per_artist : int, optional
             At most this many results per artist (needs ``artists``); the list
             is filled from further down the ranking.
@@ -541,20 +573,165 @@ class QueryEngine:
                                         strength=strength)  # fmt: skip
         tiers = self.evidence.tiers(evidence)
         ex = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
+        masks = self._masks(allowed, q)
         run = self._exact if self.exact else self._indexed
         if max_per_artist is None or self.artists is None:
-            rows, scores = run(q_label, q_probe, target, k, tiers, w, ex, allowed)
+            rows, scores = run(q_label, q_probe, target, k, tiers, w, ex, masks)
             return rows, scores, q_label
         if max_per_artist < 1:
             raise InputError(f"max_per_artist must be >= 1, got {max_per_artist}.")
         # Fetch deeper until the capped list is full or the catalogue is exhausted.
         depth = k * 4
         while True:
-            rows, scores = run(q_label, q_probe, target, min(depth, self.n), tiers, w, ex, allowed)
+            rows, scores = run(q_label, q_probe, target, min(depth, self.n), tiers, w, ex, masks)
             rows, scores, short = self._cap(rows, scores, k, max_per_artist)
             if not short or depth >= self.n:
                 return rows, scores, q_label
             depth *= 4
+
+    def _masks(self, allowed: Any, q: int) -> list[np.ndarray | None] | None:
+        """``allowed`` as one (n,) mask or None per query; None when nothing is filtered."""
+        if allowed is None:
+            return None
+        if isinstance(allowed, np.ndarray) and allowed.ndim == 1:
+            allowed = [allowed] * q
+        masks = [None if m is None else np.asarray(m, dtype=bool) for m in allowed]
+        if len(masks) != q:
+            raise InputError(f"{len(masks)} allowed masks for {q} queries; give one per query.")
+        for m in masks:
+            if m is not None and m.shape != (self.n,):
+                raise InputError(
+                    f"allowed mask has shape {m.shape}; expected ({self.n},), one per track."
+                )
+        return None if all(m is None for m in masks) else masks
+
+    def warm(self, evidence: str = "auto") -> None:
+        """Build the candidate partitions of ``evidence`` now rather than at the first query."""
+        if self.exact or evidence == "none":
+            return
+        tiers = self.evidence.tiers(evidence)
+        for t in range(len(self.classes)):
+            self._partition(tiers, t)
+
+    def _partition(
+        self, tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray], target: int
+    ) -> _Partition | None:
+        """The candidates of ``target`` as one contiguous block, or None (too large, or none).
+
+        Scoring a block is one matrix product for a whole batch of queries and is
+        exact, where the index costs a search per query and a re-rank. Memory is
+        bounded by :data:`PARTITION_MAX_VALUES` and :data:`PARTITION_BUDGET_BYTES`.
+        """
+        key = (id(tiers[0]), target)
+        if key in self._partitions:
+            return self._partitions[key]
+        candidate, logp, by_label = tiers
+        rows = np.flatnonzero(candidate == target)
+        nbytes = rows.size * self.vectors.shape[1] * 4
+        part = None
+        if 0 < rows.size * self.vectors.shape[1] <= PARTITION_MAX_VALUES and (
+            self._partition_bytes + nbytes <= PARTITION_BUDGET_BYTES
+        ):
+            part = _Partition(
+                rows=rows,
+                vectors=np.ascontiguousarray(self.vectors[rows], dtype=np.float32),
+                by_label=by_label[rows],
+                logp=None if logp is None else np.ascontiguousarray(logp[rows, target]),
+            )
+            self._partition_bytes += nbytes
+        self._partitions[key] = part
+        return part
+
+    def _indexed(
+        self,
+        q_label: np.ndarray,
+        q_probe: np.ndarray,
+        target: np.ndarray,
+        k: int,
+        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        w: float,
+        exclude: np.ndarray,
+        masks: list[np.ndarray | None] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Large catalogues: candidates scored exactly by partition, the rest by the index.
+
+        Queries are grouped by target; each group scores its target's partition
+        in one matrix product. A query whose candidates cannot fill ``k`` (or
+        whose target has no partition) continues with :meth:`_by_index`.
+        """
+        q = q_label.shape[0]
+        two = q_probe is not q_label
+        out_r = np.full((q, k), -1, dtype=np.int64)
+        out_s = np.zeros((q, k), dtype=np.float32)
+        first: dict[int, np.ndarray] = {}
+        rest: list[int] = []
+        for t in np.unique(target).tolist():
+            members = np.flatnonzero(target == t)
+            part = self._partition(tiers, int(t))
+            if part is None:
+                rest.extend(members.tolist())
+                continue
+            for s in range(0, members.size, QUERY_BLOCK):
+                g = members[s : s + QUERY_BLOCK]
+                rows, scores = self._score_partition(
+                    part, q_label[g], q_probe[g] if two else None, k, w, exclude[g],
+                    None if masks is None else [masks[i] for i in g],
+                )  # fmt: skip
+                out_r[g], out_s[g] = rows, scores
+                for j in np.flatnonzero(rows[:, -1] < 0).tolist():
+                    got = rows[j] >= 0
+                    first[int(g[j])] = np.stack([rows[j][got], scores[j][got]])
+        rest.extend(first)
+        if rest:
+            sub = np.asarray(sorted(rest), dtype=np.int64)
+            ql = q_label[sub]
+            r, sc = self._by_index(
+                ql, q_probe[sub] if two else ql, target[sub], k, tiers, w, exclude[sub],
+                None if masks is None else [masks[i] for i in sub.tolist()],
+                first={j: first[i] for j, i in enumerate(sub.tolist()) if i in first},
+            )  # fmt: skip
+            out_r[sub], out_s[sub] = r, sc
+        return out_r, out_s
+
+    @staticmethod
+    def _score_partition(
+        part: _Partition,
+        q_label: np.ndarray,
+        q_probe: np.ndarray | None,
+        k: int,
+        w: float,
+        exclude: np.ndarray,
+        masks: list[np.ndarray | None] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` of one partition for a group of queries, (g, k) rows and scores."""
+        score = q_label @ part.vectors.T
+        if q_probe is not None:
+            score = np.where(part.by_label[None, :], score, q_probe @ part.vectors.T)
+        if part.logp is not None and w != 0.0:
+            score += w * part.logp[None, :]
+        r = part.rows.size
+        pos = np.minimum(np.searchsorted(part.rows, exclude), r - 1)
+        hit = np.flatnonzero(part.rows[pos] == exclude)
+        score[hit, pos[hit]] = -np.inf
+        if masks is not None:
+            for j, m in enumerate(masks):
+                if m is not None:
+                    score[j, ~m[part.rows]] = -np.inf
+        k_eff = min(k, r)
+        if k_eff < r:
+            top = np.argpartition(-score, k_eff - 1, axis=1)[:, :k_eff]
+        else:
+            top = np.broadcast_to(np.arange(r), score.shape).copy()
+        best = np.take_along_axis(score, top, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        best = np.take_along_axis(best, order, axis=1)
+        valid = np.isfinite(best)
+        rows = np.full((score.shape[0], k), -1, dtype=np.int64)
+        scores = np.zeros((score.shape[0], k), dtype=np.float32)
+        rows[:, :k_eff] = np.where(valid, part.rows[top], -1)
+        scores[:, :k_eff] = np.where(valid, best, 0.0)
+        return rows, scores
 
     def _cap(
         self, rows: np.ndarray, scores: np.ndarray, k: int, cap: int
@@ -610,7 +787,7 @@ class QueryEngine:
         tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
         w: float,
         exclude: np.ndarray,
-        allowed: np.ndarray | None,
+        masks: list[np.ndarray | None] | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         q, n = q_label.shape[0], self.n
         k_eff = min(k, n)
@@ -629,8 +806,10 @@ class QueryEngine:
             ex = exclude[sl_]
             has = np.flatnonzero(ex >= 0)
             key[has, ex[has]] = -np.inf
-            if allowed is not None:
-                key[:, ~allowed] = -np.inf
+            if masks is not None:
+                for j, m in enumerate(masks[sl_]):
+                    if m is not None:
+                        key[j, ~m] = -np.inf
             part = np.argpartition(-key, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else (
                 np.broadcast_to(np.arange(n), key.shape).copy()
             )  # fmt: skip
@@ -644,7 +823,7 @@ class QueryEngine:
             out_s[sl_, :k_eff] = np.where(valid, sc, 0.0)
         return out_r, out_s
 
-    def _indexed(
+    def _by_index(
         self,
         q_label: np.ndarray,
         q_probe: np.ndarray,
@@ -653,19 +832,30 @@ class QueryEngine:
         tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
         w: float,
         exclude: np.ndarray,
-        allowed: np.ndarray | None,
+        masks: list[np.ndarray | None] | None,
+        *,
+        first: dict[int, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Index search per tier and query vector, then an exact re-rank of the union."""
+        """Index search per tier and query vector, then an exact re-rank of the union.
+
+        ``first`` holds, per query, its candidate tier already ranked (rows and
+        scores, shape (2, j)); those queries only search the tiers after it.
+        """
         assert self.index is not None
         q = q_label.shape[0]
         depth = max(k, RERANK_DEPTH) if w != 0.0 else k
         out_r = np.full((q, k), -1, dtype=np.int64)
         out_s = np.zeros((q, k), dtype=np.float32)
         two = q_probe is not q_label
+        first = first or {}
         for i in range(q):
             t = int(target[i])
+            allowed = None if masks is None else masks[i]
             got: list[np.ndarray] = []
-            for parts in self._tier_masks(tiers, t, allowed, two=two):
+            for tier, parts in enumerate(self._tier_masks(tiers, t, allowed, two=two)):
+                if tier == 0 and i in first:
+                    got.append(first[i])
+                    continue
                 rows = [
                     self._tier_search(q_probe[i] if use_probe else q_label[i], sub, frac,
                                       depth=depth, exclude=int(exclude[i]),

@@ -160,6 +160,8 @@ class ServingState:
         self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
                                   index=index, artists=artist_codes(catalog))  # fmt: skip
         self.fast_path = isinstance(self.engine.transform, NumpyTransform)
+        # The default evidence's candidate blocks are built now, not by the first query.
+        self.engine.warm("auto")
         self._fit_map()
         self._search_text: Any = None
         self._search_lock = threading.Lock()
@@ -329,9 +331,10 @@ class ServingState:
     def query_batch(self, bodies: list[Mapping[str, Any]]) -> list[dict[str, Any] | MoodshiftError]:
         """Answer several validated bodies; compatible ones share one engine search.
 
-        Bodies with the same evidence, strength and artist cap and no filter are
-        searched together: one batched transform and one batched search (the
-        micro-batch of concurrent requests). Each answer equals :meth:`query`'s.
+        Bodies with the same evidence and artist cap are searched together, each
+        with its own strength and filter: one batched transform and one batched
+        search (the micro-batch of concurrent requests). Each answer equals
+        :meth:`query`'s.
 
         Returns
         -------
@@ -349,16 +352,15 @@ class ServingState:
                 out.append(exc)  # the error stays with its own request
                 continue
             out.append({})
-            key = (p.evidence, p.strength, p.cap) if p.allowed is None else ("alone", i)
-            groups.setdefault(key, []).append(i)
-        for members in groups.values():
+            groups.setdefault((p.evidence, p.strength is None, p.cap), []).append(i)
+        for (evidence, default_strength, cap), members in groups.items():
             ps = [ready[i] for i in members]
+            strength = None if default_strength else np.array([p.strength for p in ps])
             rows, scores, qvecs = self.engine.search(
                 np.stack([p.seed for p in ps]), source=np.array([p.source for p in ps]),
                 target=np.array([p.target for p in ps]), k=max(p.k for p in ps),
-                evidence=ps[0].evidence, strength=ps[0].strength,
-                exclude=np.array([p.row for p in ps]), allowed=ps[0].allowed,
-                max_per_artist=ps[0].cap,
+                evidence=evidence, strength=strength, exclude=np.array([p.row for p in ps]),
+                allowed=[p.allowed for p in ps], max_per_artist=cap,
             )  # fmt: skip
             for j, p in enumerate(ps):
                 out[members[j]] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
