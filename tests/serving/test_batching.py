@@ -28,6 +28,32 @@ def test_batcher_groups_what_arrives_together_and_a_lone_call_waits_for_nothing(
     assert calls == [list(range(10)), [7]]
 
 
+def test_two_batches_run_at_once_and_one_worker_runs_them_in_turn():
+    """With ``concurrency=2`` a request arriving while a batch runs starts a second batch."""
+    import threading
+
+    def run(concurrency: int) -> list[BaseException | int]:
+        barrier = threading.Barrier(2, timeout=2)
+
+        def fn(items: list[int]) -> list[int]:
+            barrier.wait()  # passes only when two batches are in flight together
+            return items
+
+        async def main() -> list[BaseException | int]:
+            b = MicroBatcher(fn, concurrency=concurrency)
+
+            async def later() -> int:
+                await asyncio.sleep(0.1)
+                return await b.submit(1)
+
+            return await asyncio.gather(b.submit(0), later(), return_exceptions=True)
+
+        return asyncio.run(main())
+
+    assert run(2) == [0, 1]
+    assert all(isinstance(r, threading.BrokenBarrierError) for r in run(1))
+
+
 def test_batcher_passes_errors_to_every_waiter():
     def fn(items: list[int]) -> list[int]:
         raise RuntimeError("boom")

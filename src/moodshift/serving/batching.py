@@ -1,12 +1,17 @@
 """Micro-batching of concurrent queries: requests that arrive together share one search.
 
-While one batch is being answered (in a worker thread), the requests that
-arrive queue up; when it is done, all of them form the next batch. The window
-therefore adapts to the load by itself: a lone request is answered at once
-(there is nothing to wait for), and under 32 concurrent clients each batch
+While a batch is being answered (in a worker thread), the requests that
+arrive queue up; when a worker is free, all of them form the next batch. The
+window therefore adapts to the load by itself: a lone request is answered at
+once (there is nothing to wait for), and under 32 concurrent clients each batch
 holds the requests that came in during the previous one, answered with one
-batched transform (a matrix product) and one batched index search
+batched transform (a matrix product) and one batched search
 (:meth:`moodshift.serving.state.ServingState.query_batch`).
+
+``concurrency`` batches may run at once (default :data:`CONCURRENCY`): the
+heavy parts of a batch (matrix products, FAISS searches, memory-bound scans)
+release the GIL, so a second worker thread keeps a second core busy while the
+first is in Python, and the event loop stays free to parse requests.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from typing import Any
 
 #: The most requests answered together (bounds one batch's latency and memory).
 MAX_BATCH = 64
+#: Batches answered at once, each in its own worker thread.
+CONCURRENCY = 2
 
 
 class MicroBatcher:
@@ -29,16 +36,29 @@ class MicroBatcher:
         ``fn(list of items) -> list of answers`` (same length and order); run in
         a worker thread so the event loop keeps accepting requests meanwhile.
     max_batch : int
+    concurrency : int
+        Batches in flight at once (worker threads).
     """
 
-    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch: int = MAX_BATCH):
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], list[Any]],
+        *,
+        max_batch: int = MAX_BATCH,
+        concurrency: int = CONCURRENCY,
+    ):
+        if max_batch < 1 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be >= 1")
         self.fn = fn
         self.max_batch = max_batch
-        # One dedicated worker: batches run one after another (the next one forms
-        # meanwhile), and the hop is cheaper than a general thread pool's.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="moodshift-batch")
+        self.concurrency = concurrency
+        # Dedicated workers: the next batch forms while they run, and the hop is
+        # cheaper than a general thread pool's.
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="moodshift-batch"
+        )
         self._queue: list[tuple[Any, asyncio.Future]] = []
-        self._running = False
+        self._running = 0
         #: Sizes of the batches answered so far (count per size), for metrics and benchmarks.
         self.sizes: dict[int, int] = {}
 
@@ -62,12 +82,13 @@ class MicroBatcher:
         """Queue one item and wait for its answer."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
-        if not self._running:
-            self._running = True
+        if self._running < self.concurrency:
+            self._running += 1
             asyncio.get_running_loop().create_task(self._drain())
         return await fut
 
     async def _drain(self) -> None:
+        """One worker's loop: answer batches while requests are queued."""
         try:
             while self._queue:
                 batch = self._queue[: self.max_batch]
@@ -86,4 +107,4 @@ class MicroBatcher:
                     if not fut.done():
                         fut.set_result(ans)
         finally:
-            self._running = False
+            self._running -= 1
