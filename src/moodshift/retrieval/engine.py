@@ -33,7 +33,7 @@ the transformed query alone, as the paper retrieves).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -888,27 +888,29 @@ class QueryEngine:
         allowed: np.ndarray | None,
         *,
         two: bool,
-    ) -> list[list[tuple[bool, np.ndarray, float]]]:
+    ) -> Iterable[list[tuple[bool, np.ndarray, float]]]:
         """Per tier (candidates, then the rest): (scored by the probe query?, mask, fraction).
 
         Without a filter the masks depend only on the evidence mode and the target,
-        so they are computed once per (mode, target) and kept.
+        so they are computed once per (mode, target) and kept; with one, each tier's
+        masks are made only when the search reaches it (most lists fill in the first).
         """
         key = (id(tiers[0]), target, two)
         if allowed is None and key in self._mask_cache:
             return self._mask_cache[key]
         candidate, _, by_label = tiers
-        is_cand = candidate == target
         base = np.ones(self.n, dtype=bool) if allowed is None else allowed
-        out = []
-        for tier in (is_cand, ~is_cand):
-            mask = base & tier
-            parts = [(False, mask & by_label), (True, mask & ~by_label)] if two else [
+
+        def parts(first: bool) -> list[tuple[bool, np.ndarray, float]]:
+            mask = base & ((candidate == target) if first else (candidate != target))
+            split = [(False, mask & by_label), (True, mask & ~by_label)] if two else [
                 (False, mask)]  # fmt: skip
-            out.append([(use_probe, m, float(m.mean())) for use_probe, m in parts])
-        if allowed is None:
-            self._mask_cache[key] = out
-        return out
+            return [(use_probe, m, np.count_nonzero(m) / self.n) for use_probe, m in split]
+
+        if allowed is not None:
+            return (parts(first) for first in (True, False))
+        self._mask_cache[key] = [parts(True), parts(False)]
+        return self._mask_cache[key]
 
     def _tier_search(
         self,
