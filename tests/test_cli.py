@@ -254,6 +254,26 @@ def test_cmd_bench_prints_and_writes_json(tmp_path, capsys):
     assert printed["params"]["n"] == 600 and printed["selfjoin"]["selfjoin_gflops"] > 0
 
 
+def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, capsys, monkeypatch):
+    """Wiring only: the load benchmark itself runs in tests/serving (a real server)."""
+    from moodshift.bench import serve as bench_serve
+
+    seen: dict = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        return {"runs": [], "p99_ratio_32_to_1": None}
+
+    monkeypatch.setattr(bench_serve, "run_serve_bench", fake)
+    rc = main(["bench", "serve", "--n", "5000", "--dim", "32", "--workers", "2", "--workdir",
+               str(tmp_path / "w"), "--json", str(tmp_path / "s.json")])  # fmt: skip
+    assert rc == 0
+    assert seen == {"n": 5000, "dim": 32, "seed": 0, "workers": 2, "workdir": str(tmp_path / "w")}
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["what"] == "serve" and "runs" in printed["serve"]
+    assert printed == json.loads((tmp_path / "s.json").read_text())
+
+
 # ---------------------------------------------------------------------- audio: corpus, embed, demo
 def _has_synth() -> bool:
     import shutil

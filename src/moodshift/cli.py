@@ -320,18 +320,34 @@ def cmd_bench(a: argparse.Namespace) -> None:
     elif a.what == "embed":
         result = _bench_embed(a)
         print(json.dumps(result, indent=2, default=str))
+    elif a.what == "serve":
+        result = _bench_serve(a)
+        print(json.dumps(result, indent=2, default=str))
     else:
         from moodshift.bench.core import run_bench
 
         result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
                            classes=a.classes, seed=a.seed, train_n=a.train_n,
-                           train_epochs=a.train_epochs)  # fmt: skip
+                           train_epochs=a.train_epochs, query_kind=a.index_kind)  # fmt: skip
         print(json.dumps(result, indent=2, default=str))
     text = json.dumps(result, indent=2, default=str)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
+
+
+def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
+    from moodshift.bench.core import NOTE, _load_avg, machine_info
+    from moodshift.bench.serve import run_serve_bench
+
+    result: dict[str, Any] = {"what": "serve", "machine": machine_info(), "note": NOTE}
+    result["serve"] = run_serve_bench(
+        n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
+        workdir=a.workdir,
+    )  # fmt: skip
+    result["machine"]["load_avg_after"] = _load_avg()
+    return result
 
 
 def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
@@ -548,8 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="selfjoin",
         help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
     )
-    p.add_argument("--n", type=int, help="tracks (default 200,000; soak: 5,000)")
-    p.add_argument("--dim", type=int, help="dimensions (default 512; soak: 64)")
+    p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
+    p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")
     p.add_argument("--clients", type=int, default=32, help="soak: concurrent clients")
     p.add_argument("--duration", type=float, default=60.0, help="soak: seconds of load")
     p.add_argument("--k", type=int, default=100)
@@ -563,7 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--files", type=int, default=12, help="files in the made library")
     g.add_argument("--clip-seconds", type=float, default=30.0, help="length of each made file")
     g.add_argument("--embedders", default="features,musicnn")
-    g.add_argument("--workers", type=int, help="embedding worker processes")
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="embedding worker processes; bench serve: server processes (default 1)",
+    )
+    g = p.add_argument_group("bench query")
+    g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
+                   help="index timed (auto: what `moodshift index` builds)")  # fmt: skip
+    g = p.add_argument_group("bench serve")
+    g.add_argument("--workdir", help="keep (and reuse) the catalogue, model and index here")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")

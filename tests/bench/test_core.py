@@ -76,13 +76,21 @@ def test_embed_reports_realtime_factor_or_a_reason():
         assert rec["x_realtime"] > 0 and rec["dim"] == {"features": 72, "musicnn": 200}[name]
 
 
-def test_query_reports_latency_percentiles():
-    r = _roundtrip(bench.run_bench("query", query_sizes=(1500,), **TINY))
+@pytest.mark.parametrize("kind", ["auto", "hnsw", "ivf"])
+def test_query_reports_latency_percentiles(kind):
+    r = _roundtrip(bench.run_bench("query", query_sizes=(1500,), query_kind=kind, **TINY))
     (size,) = r["query"]["sizes"]
     assert size["n"] == 1500 and size["p50_ms"] <= size["p99_ms"]
     assert set(size) >= STAGE_KEYS
-    # A flat index is exact; an IVF one has nprobe tuned until recall@10 >= 0.95.
-    assert size["recall_at_10"] == 1.0 if size["index"] == "flat" else size["recall_at_10"] >= 0.95
+    assert size["index"] == {"auto": "flat", "hnsw": "hnsw", "ivf": "ivf"}[kind]
+    # A flat index is exact; the others have efSearch / nprobe tuned until recall@10 >= 0.95.
+    assert size["recall_at_10"] == 1.0 if kind == "auto" else size["recall_at_10"] >= 0.95
+    assert kind == "auto" or size[{"hnsw": "efSearch", "ivf": "nprobe"}[kind]] >= 1
+
+
+def test_query_refuses_an_unknown_index_kind():
+    with pytest.raises(InputError, match="unknown index kind"):
+        bench.run_bench("query", query_sizes=(500,), query_kind="lsh", **TINY)
 
 
 def test_ivf_index_used_for_large_catalogues_searches_through_faiss_index():

@@ -73,6 +73,7 @@ def run_bench(
     embed_seconds: float = 30.0,
     approx_sample: int = 2048,
     mining_epochs: int = 60,
+    query_kind: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run one benchmark (or ``all``) and return its figures as a JSON-ready dict.
@@ -95,6 +96,8 @@ def run_bench(
         exact join was not run, to extrapolate its time).
     mining_epochs : int
         Epochs of each of the two training runs of ``mining`` (exact vs IVF proxy mining).
+    query_kind : {"auto", "flat", "hnsw", "ivf"}
+        Index of the query-latency benchmark (``auto``: what ``moodshift index`` builds).
     progress : bool
         Progress bars on stderr.
 
@@ -134,7 +137,7 @@ def run_bench(
                               query_sizes=tuple(query_sizes or QUERY_SIZES), train_n=train_n,
                               train_epochs=train_epochs, embed_seconds=embed_seconds,
                               approx_sample=approx_sample, mining_epochs=mining_epochs,
-                              progress=progress)  # fmt: skip
+                              query_kind=query_kind, progress=progress)  # fmt: skip
         except _Skip as exc:
             result[name] = {"skipped": str(exc)}
     result["machine"]["load_avg_after"] = _load_avg()
@@ -618,6 +621,12 @@ def _ivf_index(x: np.ndarray, *, seed: int) -> Any:
     return wrapped
 
 
+def _recall_at_10(index: Any, queries: np.ndarray, exact: np.ndarray) -> float:
+    """Mean overlap of the index's top 10 with the exact top 10, per query."""
+    got, _ = index.search(queries, k=10)
+    return float(np.mean([np.intersect1d(a, b).size / 10 for a, b in zip(got, exact, strict=True)]))
+
+
 def _bench_query(
     *,
     dim: int,
@@ -625,24 +634,36 @@ def _bench_query(
     seed: int,
     data: dict[str, Any],
     query_sizes: Sequence[int],
+    query_kind: str = "auto",
+    progress: bool = False,
     **_: Any,
 ) -> dict[str, Any]:
+    """Single-query latency through the index a catalogue of each size gets.
+
+    ``query_kind="auto"`` builds what ``moodshift index`` builds (exact up to
+    :data:`moodshift.retrieval.index.EXACT_MAX_ROWS` tracks, HNSW above); ``"ivf"``
+    an IVF index with bounded training (:func:`_ivf_index`). The search parameter
+    (efSearch / nprobe) is the smallest whose recall@10 on 200 of the benchmark's
+    queries reaches 0.95; the other 800 are timed one at a time with one thread.
+    """
+    from moodshift.retrieval.index import build_index
     from moodshift.retrieval.search import topk_cosine
     from moodshift.threads import faiss_threads
 
-    out: dict[str, Any] = {"dim": dim, "k": 10, "sizes": []}
+    if query_kind not in ("auto", "flat", "hnsw", "ivf"):
+        raise InputError(f"unknown index kind {query_kind!r}; use auto, flat, hnsw or ivf.")
+    out: dict[str, Any] = {"dim": dim, "k": 10, "kind": query_kind, "sizes": []}
     for size in query_sizes:
         data.clear()
         rec: dict[str, Any] = {"n": int(size)}
         with stage(rec):
             x, _ = synthetic_vectors(n=int(size), dim=dim, classes=classes, seed=seed)
             t0 = time.perf_counter()
-            if size <= 50_000:
-                from moodshift.retrieval.index import build_index
-
-                index = build_index(x, kind="auto", seed=seed, progress=False)
-            else:
+            if query_kind == "ivf":
                 index = _ivf_index(x, seed=seed)
+            else:
+                index = build_index(x, kind=query_kind, seed=seed, progress=progress,
+                                    recall_sample=200)  # fmt: skip
             rec["build_seconds"] = round(time.perf_counter() - t0, 2)
             rng = np.random.default_rng(seed + 1)
             n_q = 1000
@@ -650,26 +671,18 @@ def _bench_query(
                 np.float32)  # fmt: skip
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             exact, _ = topk_cosine(q[:200], x, k=10)
-            # Tune nprobe on a separate query sample for recall@10 >= 0.95, as build_index does.
-            if index.kind == "ivf":
-                nlist = int(index._ivf.nlist)
-                for nprobe in (4, 8, 16, 32, 64, 128, 256, nlist):
-                    index.params["nprobe"] = min(nprobe, nlist)
-                    got, _ = index.search(q[:200], k=10)
-                    recall = np.mean([np.intersect1d(a, b).size / 10
-                                      for a, b in zip(got, exact, strict=True)])  # fmt: skip
-                    if recall >= 0.95:
+
+            # Tune on the benchmark's own query sample (noisy copies of stored rows).
+            if index.kind != "flat":
+                key, values = (("nprobe", (4, 8, 16, 32, 64, 128, 256, int(index._ivf.nlist)))
+                               if index.kind == "ivf" else
+                               ("efSearch", (16, 32, 64, 128, 256, 512)))  # fmt: skip
+                for v in values:
+                    index.params[key] = v
+                    if _recall_at_10(index, q[:200], exact) >= 0.95:
                         break
-                rec["nprobe"] = int(index.params["nprobe"])
-            got, _ = index.search(q[:200], k=10)
-            rec["recall_at_10"] = round(
-                float(
-                    np.mean(
-                        [np.intersect1d(a, b).size / 10 for a, b in zip(got, exact, strict=True)]
-                    )
-                ),
-                4,
-            )
+                rec[key] = int(index.params[key])
+            rec["recall_at_10"] = round(_recall_at_10(index, q[:200], exact), 4)
             rec["index"] = index.kind
             lat = []
             # Timed as a server answers: one thread per process (the thread policy's

@@ -28,6 +28,15 @@ Ranking, for a target mood t and the chosen evidence:
 elsewhere), ``labels`` (labels only; unlabelled tracks are not candidates),
 ``probe`` (the tagger on every track; labels ignored), ``none`` (similarity to
 the transformed query alone, as the paper retrieves).
+
+How a batch is searched: up to :data:`EXACT_LIMIT` tracks, every track is
+scored exactly (one matrix product per block of queries). Above it, queries are
+grouped by target; a target whose candidates fit :data:`PARTITION_MAX_VALUES`
+scores them exactly as one contiguous block (one product for the group), and
+the others search the index per tier (an oversampled unfiltered search when the
+tier is a good share of the catalogue, else the index's filtered search) and
+re-rank the union exactly. Each query of a batch keeps its own strength, label
+filter and seed exclusion, so a batch returns what its queries would alone.
 """
 
 from __future__ import annotations

@@ -15,18 +15,19 @@ Routes (OpenAPI docs at ``/docs``)::
 Design of the request path (``POST /query``): everything a query touches is
 precomputed at startup (track id -> row dict, label postings for filters,
 label columns as numpy object arrays, a fixed 2-D PCA of the catalogue, the
-model's layers as numpy arrays: :class:`FastTransform`), so a query is one row
-lookup, one forward pass, one index search and ``k`` array lookups. With an
-approximate index (or a catalogue of at most :data:`moodshift.retrieval.index.EXACT_MAX_ROWS`
-tracks) it is answered inline on the event loop by the middleware (``GuardMiddleware``),
-which validates the body with the same pydantic model as the documented FastAPI
-route and skips routing and dependency resolution; an exact search over a
-larger catalogue goes through the FastAPI route and the threadpool instead.
+model's layers as numpy arrays: :class:`moodshift.retrieval.engine.NumpyTransform`,
+and each target mood's candidates when they are few enough to score as one
+block), then frozen out of the garbage collector. The middleware
+(``GuardMiddleware``) validates the body with the same pydantic model as the
+documented FastAPI route, skipping routing, and hands it to the micro-batcher
+(:mod:`moodshift.serving.batching`): queries that arrive together are answered
+with one batched transform and one batched search, each with its own
+strength, filter and ``k``.
 
-Measured CPU per ``POST /query`` in one server process (100k tracks, 256-d,
-HNSW, k = 10; 2 shared cores, ``python -m moodshift.bench.serve``): ~1.0 ms
-without a filter, ~3.4 ms with a genre filter (17 % of the tracks, answered
-exactly: see :mod:`moodshift.retrieval.index`); ``GET /healthz`` costs ~0.13 ms.
+Measured in one server process (100k tracks, 256-d, HNSW, k = 10, 20 % of
+queries filtered by genre; 2 shared cores; see README "Scale"): a micro-batch
+of 32 costs ~0.9 ms of CPU per unfiltered query and ~2.7 ms per filtered one
+(an exact scan of the filter's rows, memory-bound); alone, 2.1 and 3.7 ms.
 ``serve(workers=N)`` runs N processes sharing the memory-mapped data.
 
 Audio files are only ever looked up by track id through the catalogue:
