@@ -75,8 +75,9 @@ OVERSAMPLE_MAX = 2048
 #: float32, ~0.5 ms) near the cost of an index search; larger blocks go through
 #: the index.
 PARTITION_MAX_VALUES = 1 << 21
-#: All blocks together stay within this many bytes.
-PARTITION_BUDGET_BYTES = 1 << 30
+#: All blocks together stay within this many bytes (they are copies, one set per
+#: server process, unlike the memory-mapped catalogue and index).
+PARTITION_BUDGET_BYTES = 256 << 20
 #: Floor of p(t | x) in the log, so a zero probability is a large finite penalty.
 MIN_PROBA = 1e-6
 #: Queries scored together in the exact path (bounds the (q, n) score block).
