@@ -724,9 +724,7 @@ class QueryEngine:
         hit = np.flatnonzero(part.rows[pos] == exclude)
         score[hit, pos[hit]] = -np.inf
         if masks is not None:
-            for j, m in enumerate(masks):
-                if m is not None:
-                    score[j, ~m[part.rows]] = -np.inf
+            _block_out(score, masks, cols=part.rows)
         k_eff = min(k, r)
         if k_eff < r:
             top = np.argpartition(-score, k_eff - 1, axis=1)[:, :k_eff]
@@ -817,9 +815,7 @@ class QueryEngine:
             has = np.flatnonzero(ex >= 0)
             key[has, ex[has]] = -np.inf
             if masks is not None:
-                for j, m in enumerate(masks[sl_]):
-                    if m is not None:
-                        key[j, ~m] = -np.inf
+                _block_out(key, masks[sl_])
             part = np.argpartition(-key, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else (
                 np.broadcast_to(np.arange(n), key.shape).copy()
             )  # fmt: skip
@@ -957,6 +953,23 @@ class QueryEngine:
             mask[exclude] = False
         idx = self.index.search(vec[None, :], k=depth, allowed=mask)[0]
         return idx[idx >= 0]
+
+
+def _block_out(
+    score: np.ndarray, masks: list[np.ndarray | None], *, cols: np.ndarray | None = None
+) -> None:
+    """Set ``score[j, c]`` to -inf where query j's mask disallows column c (in place).
+
+    ``cols`` maps the score's columns to catalogue rows (default: all rows). One mask
+    shared by every query (an evaluation's filter) is applied once, not per query.
+    """
+    first = masks[0]
+    if first is not None and all(m is first for m in masks):
+        score[:, ~(first if cols is None else first[cols])] = -np.inf
+        return
+    for j, m in enumerate(masks):
+        if m is not None:
+            score[j, ~(m if cols is None else m[cols])] = -np.inf
 
 
 def catalog_evidence(
