@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from moodshift.errors import MoodshiftError
 from moodshift.serving.batching import MicroBatcher
 from moodshift.serving.state import ServingState
 
@@ -87,6 +88,18 @@ def test_batched_answers_equal_single_answers(serve_catalog, serve_model):
             assert not isinstance(ans, dict)  # the error stays with its own request
             continue
         assert _strip(ans) == _strip(state.query(body))
+
+
+def test_a_bad_body_fails_alone_in_a_batch_of_mixed_strengths(serve_catalog, serve_model):
+    state = ServingState(catalog=serve_catalog, model=serve_model, index=None, max_k=50)
+    ids = serve_catalog.labels["track_id"].tolist()
+    bodies = [{"track_id": ids[i], "target_mood": "happy", "k": 4, "strength": s}
+              for i, s in enumerate([0.2, 1.5, 0.9])]  # fmt: skip
+    got = state.query_batch(bodies)
+    assert isinstance(got[1], MoodshiftError) and "strength" in str(got[1])
+    for i in (0, 2):
+        assert _strip(got[i]) == _strip(state.query(bodies[i]))
+        assert got[i]["strength"] == bodies[i]["strength"]
 
 
 def test_concurrent_requests_are_batched(live_server, serve_catalog):

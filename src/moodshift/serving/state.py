@@ -376,6 +376,10 @@ class ServingState:
             self.evidence.require(evidence)
         except InputError as exc:
             raise BodyFieldError("evidence", str(exc)) from None
+        try:  # here, so that a bad strength fails its own request, not its whole batch
+            self.engine.strengths(evidence=evidence, strength=raw)
+        except (InputError, TypeError, ValueError) as exc:
+            raise BodyFieldError("strength", str(exc)) from None
         track_id, embedding = body.get("track_id"), body.get("embedding")
         if (track_id is None) == (embedding is None):
             raise BodyFieldError("body", "give exactly one of track_id or embedding")
