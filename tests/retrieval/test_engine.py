@@ -322,3 +322,28 @@ def test_allowed_masks_of_the_wrong_shape_are_refused(trained):
         eng.search(x[:1], source=[0], target=[1], k=3, allowed=np.ones(5, bool))
     with pytest.raises(InputError, match="strength must lie"):
         eng.search(x[:2], source=[0, 0], target=[1, 1], k=3, strength=np.array([0.5, 1.5]))
+
+
+def test_partitions_respect_their_memory_budget_and_answers_do_not_change(trained, monkeypatch):
+    """Blocks beyond the byte budget are not built; those targets go through the index."""
+    from moodshift.retrieval import engine as engine_mod
+    from moodshift.retrieval.engine import catalog_evidence
+    from moodshift.retrieval.index import build_index
+
+    cat, model = trained
+    x = cat.normalized
+    ev = catalog_evidence(cat, model)
+    index = build_index(x, kind="flat", progress=False, recall_sample=20)
+    one_block = int(np.bincount(ev.tiers("labels")[0][ev.tiers("labels")[0] >= 0]).max())
+    monkeypatch.setattr(engine_mod, "PARTITION_BUDGET_BYTES", one_block * x.shape[1] * 4)
+    eng = QueryEngine(model=model, vectors=x, evidence=ev, index=index, exact_limit=0)
+    eng.warm("labels")
+    built = [p for p in eng._partitions.values() if p is not None]
+    assert 1 <= len(built) < len(model.classes) == len(eng._partitions)
+    assert eng._partition_bytes <= engine_mod.PARTITION_BUDGET_BYTES
+    exact = QueryEngine(model=model, vectors=x, evidence=ev)
+    seeds = np.arange(0, 40, 2)
+    src, _ = exact.source_of(seeds)
+    kw = {"source": src, "target": (src + 1) % len(model.classes), "k": 8, "evidence": "labels",
+          "exclude": seeds}  # fmt: skip
+    np.testing.assert_array_equal(eng.search(x[seeds], **kw)[0], exact.search(x[seeds], **kw)[0])
