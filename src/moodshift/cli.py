@@ -316,52 +316,54 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
         result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=a.clients,
                           duration_s=a.duration, seed=a.seed)  # fmt: skip
+        text = json.dumps(result, indent=2, default=str)
         print(format_soak(result))
-    elif a.what == "embed":
-        result = _bench_embed(a)
-        print(json.dumps(result, indent=2, default=str))
-    elif a.what == "serve":
-        result = _bench_serve(a)
-        print(json.dumps(result, indent=2, default=str))
     else:
-        from moodshift.bench.core import run_bench
+        if a.what == "embed":
+            result = _bench_record("embed", lambda: _bench_embed(a))
+        elif a.what == "serve":
+            result = _bench_record("serve", lambda: _bench_serve(a))
+        else:
+            from moodshift.bench.core import run_bench
 
-        result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
-                           classes=a.classes, seed=a.seed, train_n=a.train_n,
-                           train_epochs=a.train_epochs, query_kind=a.index_kind)  # fmt: skip
-        print(json.dumps(result, indent=2, default=str))
-    text = json.dumps(result, indent=2, default=str)
+            result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
+                               classes=a.classes, seed=a.seed, train_n=a.train_n,
+                               train_epochs=a.train_epochs, query_kind=a.index_kind)  # fmt: skip
+        text = json.dumps(result, indent=2, default=str)
+        print(text)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
 
 
-def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
+def _bench_record(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One benchmark's figures with the machine facts around them, as ``run_bench`` writes."""
     from moodshift.bench.core import NOTE, _load_avg, machine_info
-    from moodshift.bench.serve import run_serve_bench
 
-    result: dict[str, Any] = {"what": "serve", "machine": machine_info(), "note": NOTE}
-    result["serve"] = run_serve_bench(
-        n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
-        workdir=a.workdir,
-    )  # fmt: skip
+    result: dict[str, Any] = {"what": what, "machine": machine_info(), "note": NOTE}
+    result[what] = run()
     result["machine"]["load_avg_after"] = _load_avg()
     return result
 
 
+def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
+    from moodshift.bench.serve import run_serve_bench
+
+    return run_serve_bench(
+        n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
+        workdir=a.workdir,
+    )  # fmt: skip
+
+
 def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
-    from moodshift.bench.core import NOTE, _load_avg, machine_info
     from moodshift.bench.embed import bench_embed
 
-    result: dict[str, Any] = {"what": "embed", "machine": machine_info(), "note": NOTE}
-    result["embed"] = bench_embed(
+    return bench_embed(
         audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
         embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
         workers=a.workers, seed=a.seed,
     )  # fmt: skip
-    result["machine"]["load_avg_after"] = _load_avg()
-    return result
 
 
 def cmd_demo(a: argparse.Namespace) -> None:

@@ -299,6 +299,11 @@ def test_a_mixed_batch_equals_its_queries_one_by_one(trained, exact_limit, parti
     masks = [None if i % 3 else genre == genre[seeds[i]] for i in range(q)]
     rows, scores, qv = eng.search(x[seeds], source=src, target=tgt, k=7, strength=strength,
                                   exclude=seeds, allowed=masks)  # fmt: skip
+    # The same filters as one (q, n) array (no filter: every track allowed).
+    dense = np.stack([np.ones(len(genre), bool) if m is None else m for m in masks])
+    rows2, _, _ = eng.search(x[seeds], source=src, target=tgt, k=7, strength=strength,
+                             exclude=seeds, allowed=dense)  # fmt: skip
+    np.testing.assert_array_equal(rows, rows2)
     for i in range(q):
         r1, s1, q1 = eng.search(x[seeds[i : i + 1]], source=src[i : i + 1], target=tgt[i : i + 1],
                                 k=7, strength=float(strength[i]), exclude=seeds[i : i + 1],

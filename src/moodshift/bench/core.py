@@ -646,12 +646,12 @@ def _bench_query(
     (efSearch / nprobe) is the smallest whose recall@10 on 200 of the benchmark's
     queries reaches 0.95; the other 800 are timed one at a time with one thread.
     """
-    from moodshift.retrieval.index import build_index
+    from moodshift.retrieval.index import KINDS, build_index, tuning_grid
     from moodshift.retrieval.search import topk_cosine
     from moodshift.threads import faiss_threads
 
-    if query_kind not in ("auto", "flat", "hnsw", "ivf"):
-        raise InputError(f"unknown index kind {query_kind!r}; use auto, flat, hnsw or ivf.")
+    if query_kind not in KINDS:
+        raise InputError(f"unknown index kind {query_kind!r}; use one of {', '.join(KINDS)}.")
     out: dict[str, Any] = {"dim": dim, "k": 10, "kind": query_kind, "sizes": []}
     for size in query_sizes:
         data.clear()
@@ -674,9 +674,7 @@ def _bench_query(
 
             # Tune on the benchmark's own query sample (noisy copies of stored rows).
             if index.kind != "flat":
-                key, values = (("nprobe", (4, 8, 16, 32, 64, 128, 256, int(index._ivf.nlist)))
-                               if index.kind == "ivf" else
-                               ("efSearch", (16, 32, 64, 128, 256, 512)))  # fmt: skip
+                key, values = tuning_grid(index)
                 for v in values:
                     index.params[key] = v
                     if _recall_at_10(index, q[:200], exact) >= 0.95:

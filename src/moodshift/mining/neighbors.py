@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from moodshift._deps import require_faiss, torch_device
 from moodshift.errors import DependencyError, InputError
-from moodshift.threads import decide_threads, torch_threads
+from moodshift.threads import decide_threads, faiss_threads, torch_threads
 
 METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "auto")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
@@ -975,14 +975,11 @@ def _approx_class(
     seed: int,
     progress: bool,
 ) -> dict[str, Any]:
-    faiss = require_faiss()
     s, e = lay.members(c)
     nc = e - s
     kc = int(lay.ks[c])
     n = lay.xs.shape[0]
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
-    try:
+    with faiss_threads(threads):
         t0 = time.perf_counter()
         index = build_class_index(lay.xs[s:e], kind=kind, seed=seed, nprobe=nprobe,
                                   ef_search=ef_search, k=kc + 1)  # fmt: skip
@@ -1005,8 +1002,6 @@ def _approx_class(
             out.write(lay.ids[r0:r1], c, ids, dist.astype(np.float32))
             bar.update(r1 - r0)
         bar.close()
-    finally:
-        faiss.omp_set_num_threads(before)
     extra = {"nprobe": int(index.nprobe)} if kind == "ivf" else {"ef_search": int(
         index.hnsw.efSearch)}  # fmt: skip
     if kind == "ivf":

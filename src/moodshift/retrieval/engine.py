@@ -84,6 +84,33 @@ MIN_PROBA = 1e-6
 QUERY_BLOCK = 512
 
 
+def top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of each row's ``k`` largest entries, best first.
+
+    Ties keep column order (a stable sort), so the same scores always give the
+    same ranking. ``-inf`` entries sort last; callers treat them as missing.
+
+    Parameters
+    ----------
+    score : np.ndarray, shape (q, n)
+    k : int
+        At most ``n``.
+
+    Returns
+    -------
+    cols : np.ndarray, shape (q, k), int64
+    values : np.ndarray, shape (q, k)
+    """
+    n = score.shape[1]
+    if k < n:
+        cols = np.argpartition(-score, k - 1, axis=1)[:, :k]
+    else:
+        cols = np.broadcast_to(np.arange(n), score.shape).copy()
+    values = np.take_along_axis(score, cols, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(values, order, axis=1)
+
+
 @dataclass(frozen=True)
 class EvidenceSettings:
     """How evidence-aware queries rank, as chosen on validation.
@@ -726,14 +753,7 @@ class QueryEngine:
         if masks is not None:
             _block_out(score, masks, cols=part.rows)
         k_eff = min(k, r)
-        if k_eff < r:
-            top = np.argpartition(-score, k_eff - 1, axis=1)[:, :k_eff]
-        else:
-            top = np.broadcast_to(np.arange(r), score.shape).copy()
-        best = np.take_along_axis(score, top, axis=1)
-        order = np.argsort(-best, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        best = np.take_along_axis(best, order, axis=1)
+        top, best = top_k(score, k_eff)
         valid = np.isfinite(best)
         rows = np.full((score.shape[0], k), -1, dtype=np.int64)
         scores = np.zeros((score.shape[0], k), dtype=np.float32)
@@ -816,13 +836,7 @@ class QueryEngine:
             key[has, ex[has]] = -np.inf
             if masks is not None:
                 _block_out(key, masks[sl_])
-            part = np.argpartition(-key, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else (
-                np.broadcast_to(np.arange(n), key.shape).copy()
-            )  # fmt: skip
-            pk = np.take_along_axis(key, part, axis=1)
-            order = np.argsort(-pk, axis=1, kind="stable")
-            top = np.take_along_axis(part, order, axis=1)
-            topk = np.take_along_axis(pk, order, axis=1)
+            top, topk = top_k(key, k_eff)
             sc = np.take_along_axis(score, top, axis=1)
             valid = np.isfinite(topk)
             out_r[sl_, :k_eff] = np.where(valid, top, -1)

@@ -729,6 +729,19 @@ def _add_with_progress(index: Any, x: np.ndarray, *, progress: bool, desc: str) 
             bar.update(min(chunk, len(x) - s))
 
 
+def tuning_grid(index: FaissIndex) -> tuple[str, tuple[int, ...]]:
+    """The search parameter of an approximate index and the values tried, cheapest first.
+
+    ``efSearch`` for HNSW; ``nprobe`` for IVF, ending with every list (exact).
+    """
+    if index.kind == "hnsw":
+        return "efSearch", (16, 32, 64, 128, 256, 512)
+    if index.kind != "ivf":
+        raise InputError(f"a {index.kind!r} index has no search parameter to tune.")
+    nlist = int(index._ivf.nlist)
+    return "nprobe", (*(v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256) if v < nlist), nlist)
+
+
 def _tune_and_measure(
     index: FaissIndex,
     x: np.ndarray,
@@ -761,14 +774,7 @@ def _tune_and_measure(
     if index.kind == "flat":
         out["recall_at_10"] = recall(index.search(q, k=k)[0], exact_i)
     else:
-        key, values = (
-            ("efSearch", (16, 32, 64, 128, 256, 512))
-            if index.kind == "hnsw"
-            else ("nprobe", (1, 2, 4, 8, 16, 32, 64, 128, 256))
-        )
-        if index.kind == "ivf":
-            nlist = index._ivf.nlist
-            values = (*(v for v in values if v < nlist), nlist)
+        key, values = tuning_grid(index)
         tried = {}
         for v in values:
             index.params[key] = v

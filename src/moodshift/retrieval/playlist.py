@@ -48,6 +48,24 @@ class JourneyItem:
     score: float
 
 
+def describe_journey(engine: QueryEngine, items: list[JourneyItem]) -> list[dict[str, Any]]:
+    """What every playlist shows of each entry, besides the track itself.
+
+    Returns
+    -------
+    list of dict
+        Per item: ``mood, mood_source, mood_probability`` (its evidence),
+        ``strength``, ``toward`` (the mood of the leg) and ``p_target``.
+    """
+    rows = np.array([it.row for it in items], dtype=np.int64)
+    moods = engine.evidence.describe(rows, classes=engine.classes)
+    return [
+        {**m, "strength": round(it.strength, 4), "toward": engine.classes[it.target],
+         "p_target": round(it.p_target, 4)}
+        for it, m in zip(items, moods, strict=True)
+    ]  # fmt: skip
+
+
 def _p_target(engine: QueryEngine, rows: np.ndarray, target: int) -> np.ndarray:
     """How much each row is in ``target``: the tagger's p, else its label (1 or 0)."""
     ev = engine.evidence

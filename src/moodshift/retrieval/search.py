@@ -16,7 +16,13 @@ import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
 from moodshift.errors import DimensionMismatchError, InputError, UnknownLabelError
-from moodshift.retrieval.engine import QueryEngine, artist_codes, catalog_evidence, stored_proba
+from moodshift.retrieval.engine import (
+    QueryEngine,
+    artist_codes,
+    catalog_evidence,
+    stored_proba,
+    top_k,
+)
 from moodshift.training.model import MoodshiftModel
 
 
@@ -61,14 +67,7 @@ def topk_cosine(
             ex = np.asarray(exclude[s : s + block])
             rows = np.flatnonzero(ex >= 0)
             sims[rows, ex[rows]] = -np.inf
-        if k < n:
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), sims.shape).copy()
-        ps = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        out_i[s : s + block] = np.take_along_axis(part, order, axis=1)
-        out_s[s : s + block] = np.take_along_axis(ps, order, axis=1)
+        out_i[s : s + block], out_s[s : s + block] = top_k(sims, k)
     return out_i, out_s
 
 
@@ -318,28 +317,23 @@ class Searcher:
             ``track_id, artist, title, mood, mood_source, mood_probability,
             strength, p_target, audio_path`` (absolute path or None) per item.
         """
-        from moodshift.retrieval.playlist import mood_journey
+        from moodshift.retrieval.playlist import describe_journey, mood_journey
 
         target = self.model.class_index(to)
         via_i = None if via is None else self.model.class_index(via)
         items = mood_journey(self.engine, seed_row=self.catalog.index_of(track_id),
                              target=target, length=length, via=via_i,
                              max_per_artist=max_per_artist)  # fmt: skip
-        rows = np.array([it.row for it in items], dtype=np.int64)
-        moods = self.engine.evidence.describe(rows, classes=self.model.classes)
         labels = self.catalog.labels
         out = []
-        for it, m in zip(items, moods, strict=True):
+        for it, entry in zip(items, describe_journey(self.engine, items), strict=True):
             rec = labels.iloc[it.row]
             audio = self.catalog.audio_path(it.row)
             out.append({
                 "track_id": str(rec["track_id"]),
                 "artist": str(rec["artist"]) if "artist" in labels else None,
                 "title": str(rec["title"]) if "title" in labels else None,
-                **m,
-                "strength": round(it.strength, 4),
-                "toward": self.model.classes[it.target],
-                "p_target": round(it.p_target, 4),
+                **entry,
                 "audio_path": None if audio is None else str(audio),
             })  # fmt: skip
         return out

@@ -441,7 +441,7 @@ class ServingState:
 
     def playlist(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a validated ``POST /playlist`` body with ``{"tracks": [...]}``."""
-        from moodshift.retrieval.playlist import mood_journey
+        from moodshift.retrieval.playlist import describe_journey, mood_journey
 
         t0 = time.perf_counter()
         row = self.row_of(body["track_id"])
@@ -450,14 +450,10 @@ class ServingState:
         items = mood_journey(self.engine, seed_row=row, target=target,
                              length=int(body.get("length") or 12), via=via,
                              max_per_artist=body.get("max_per_artist"))  # fmt: skip
-        rows = np.array([it.row for it in items], dtype=np.int64)
-        moods = self.evidence.describe(rows, classes=self.moods)
-        tracks = []
-        for it, m in zip(items, moods, strict=True):
-            rec = self.record(it.row)
-            rec.update(m, strength=round(it.strength, 4), toward=self.moods[it.target],
-                       p_target=round(it.p_target, 4))  # fmt: skip
-            tracks.append(rec)
+        tracks = [
+            {**self.record(it.row), **entry}
+            for it, entry in zip(items, describe_journey(self.engine, items), strict=True)
+        ]
         return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
 
