@@ -377,7 +377,7 @@ class ServingState:
         except InputError as exc:
             raise BodyFieldError("evidence", str(exc)) from None
         try:  # here, so that a bad strength fails its own request, not its whole batch
-            self.engine.strengths(evidence=evidence, strength=raw)
+            reported, _ = self.engine.strengths(evidence=evidence, strength=raw)
         except (InputError, TypeError, ValueError) as exc:
             raise BodyFieldError("strength", str(exc)) from None
         track_id, embedding = body.get("track_id"), body.get("embedding")
@@ -405,9 +405,9 @@ class ServingState:
         cap = body.get("max_per_artist")
         return _Prepared(
             seed=seed, row=row, source=source, target=target, k=int(body["k"]),
-            strength=None if raw is None else float(raw), evidence=evidence,
-            allowed=allowed, cap=None if cap is None else int(cap), filters=filters or {},
-            source_kind=source_kind,
+            strength=None if raw is None else float(raw), reported_strength=float(reported),
+            evidence=evidence, allowed=allowed, cap=None if cap is None else int(cap),
+            filters=filters or {}, source_kind=source_kind,
         )  # fmt: skip
 
     def _finish(
@@ -429,7 +429,7 @@ class ServingState:
             "source_mood": self.moods[p.source],
             "source_mood_source": p.source_kind,
             "target_mood": self.moods[p.target],
-            "strength": self.engine.strengths(evidence=p.evidence, strength=p.strength)[0],
+            "strength": p.reported_strength,
             "evidence": p.evidence,
             "k": p.k,
             "filters": p.filters,
@@ -533,6 +533,8 @@ class _Prepared:
     target: int
     k: int
     strength: float | None
+    #: The label-scored query's strength (the given one, else the chosen default).
+    reported_strength: float
     evidence: str
     allowed: np.ndarray | None
     cap: int | None
