@@ -82,6 +82,9 @@ PARTITION_BUDGET_BYTES = 256 << 20
 MIN_PROBA = 1e-6
 #: Queries scored together in the exact path (bounds the (q, n) score block).
 QUERY_BLOCK = 512
+#: One evidence mode's view of the tracks (:meth:`MoodEvidence.tiers`): candidate
+#: class, log-probabilities (or None) and whether the label scores the track.
+Tiers = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 
 
 def top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -292,7 +295,7 @@ class MoodEvidence:
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
+        self._cache: dict[str, Tiers] = {}
         self.predicted = None if self.proba is None else self.proba.argmax(axis=1)
 
     def __len__(self) -> int:
@@ -307,7 +310,7 @@ class MoodEvidence:
                 "retrain it with `moodshift train`, or use --evidence labels."
             )
 
-    def tiers(self, mode: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def tiers(self, mode: str) -> Tiers:
         """For one mode: candidate classes, log-probabilities and label use, per track.
 
         Returns
@@ -373,6 +376,41 @@ class MoodEvidence:
             else:
                 out.append({"mood": None, "mood_source": None, "mood_probability": None})
         return out
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch of transformed queries and what ranking them needs (see :meth:`QueryEngine.search`).
+
+    ``q_probe`` is None when one query vector scores every track (equal strengths).
+    """
+
+    q_label: np.ndarray  # (q, d)
+    q_probe: np.ndarray | None  # (q, d)
+    target: np.ndarray  # (q,) int64
+    tiers: Tiers  # MoodEvidence.tiers(mode)
+    w: float  # weight of log p(target | track)
+    exclude: np.ndarray  # (q,) int64, -1 for none
+    masks: list[np.ndarray | None] | None  # per query, None: no filter at all
+
+    def __len__(self) -> int:
+        return int(self.q_label.shape[0])
+
+    def probe(self, i: int | np.ndarray) -> np.ndarray:
+        """The tagger-scored query vector(s) of ``i``."""
+        return (self.q_label if self.q_probe is None else self.q_probe)[i]
+
+    def mask(self, i: int) -> np.ndarray | None:
+        return None if self.masks is None else self.masks[i]
+
+    def take(self, rows: np.ndarray) -> _Batch:
+        """The queries ``rows`` of this batch, as a batch."""
+        return _Batch(
+            q_label=self.q_label[rows],
+            q_probe=None if self.q_probe is None else self.q_probe[rows],
+            target=self.target[rows], tiers=self.tiers, w=self.w, exclude=self.exclude[rows],
+            masks=None if self.masks is None else [self.masks[i] for i in rows.tolist()],
+        )  # fmt: skip
 
 
 @dataclass
@@ -608,19 +646,23 @@ class QueryEngine:
         w = self.settings.weight if weight is None else float(weight)
         q_label, q_probe = self.queries(seeds, source=source, target=target, evidence=evidence,
                                         strength=strength)  # fmt: skip
-        tiers = self.evidence.tiers(evidence)
-        ex = np.full(q, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, np.int64)
-        masks = self._masks(allowed, q)
+        batch = _Batch(
+            q_label=q_label, q_probe=None if q_probe is q_label else q_probe, target=target,
+            tiers=self.evidence.tiers(evidence), w=w,
+            exclude=np.full(q, -1, dtype=np.int64) if exclude is None else (
+                np.asarray(exclude, np.int64)),
+            masks=self._masks(allowed, q),
+        )  # fmt: skip
         run = self._exact if self.exact else self._indexed
         if max_per_artist is None or self.artists is None:
-            rows, scores = run(q_label, q_probe, target, k, tiers, w, ex, masks)
+            rows, scores = run(batch, k)
             return rows, scores, q_label
         if max_per_artist < 1:
             raise InputError(f"max_per_artist must be >= 1, got {max_per_artist}.")
         # Fetch deeper until the capped list is full or the catalogue is exhausted.
         depth = k * 4
         while True:
-            rows, scores = run(q_label, q_probe, target, min(depth, self.n), tiers, w, ex, masks)
+            rows, scores = run(batch, min(depth, self.n))
             rows, scores, short = self._cap(rows, scores, k, max_per_artist)
             if not short or depth >= self.n:
                 return rows, scores, q_label
@@ -650,9 +692,7 @@ class QueryEngine:
         for t in range(len(self.classes)):
             self._partition(tiers, t)
 
-    def _partition(
-        self, tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray], target: int
-    ) -> _Partition | None:
+    def _partition(self, tiers: Tiers, target: int) -> _Partition | None:
         """The candidates of ``target`` as one contiguous block, or None (too large, or none).
 
         Scoring a block is one matrix product for a whole batch of queries and is
@@ -679,41 +719,26 @@ class QueryEngine:
         self._partitions[key] = part
         return part
 
-    def _indexed(
-        self,
-        q_label: np.ndarray,
-        q_probe: np.ndarray,
-        target: np.ndarray,
-        k: int,
-        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-        w: float,
-        exclude: np.ndarray,
-        masks: list[np.ndarray | None] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _indexed(self, b: _Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Large catalogues: candidates scored exactly by partition, the rest by the index.
 
         Queries are grouped by target; each group scores its target's partition
         in one matrix product. A query whose candidates cannot fill ``k`` (or
         whose target has no partition) continues with :meth:`_by_index`.
         """
-        q = q_label.shape[0]
-        two = q_probe is not q_label
-        out_r = np.full((q, k), -1, dtype=np.int64)
-        out_s = np.zeros((q, k), dtype=np.float32)
+        out_r = np.full((len(b), k), -1, dtype=np.int64)
+        out_s = np.zeros((len(b), k), dtype=np.float32)
         first: dict[int, np.ndarray] = {}
         rest: list[int] = []
-        for t in np.unique(target).tolist():
-            members = np.flatnonzero(target == t)
-            part = self._partition(tiers, int(t))
+        for t in np.unique(b.target).tolist():
+            members = np.flatnonzero(b.target == t)
+            part = self._partition(b.tiers, int(t))
             if part is None:
                 rest.extend(members.tolist())
                 continue
             for s in range(0, members.size, QUERY_BLOCK):
                 g = members[s : s + QUERY_BLOCK]
-                rows, scores = self._score_partition(
-                    part, q_label[g], q_probe[g] if two else None, k, w, exclude[g],
-                    None if masks is None else [masks[i] for i in g],
-                )  # fmt: skip
+                rows, scores = self._score_partition(part, b.take(g), k)
                 out_r[g], out_s[g] = rows, scores
                 for j in np.flatnonzero(rows[:, -1] < 0).tolist():
                     got = rows[j] >= 0
@@ -721,37 +746,27 @@ class QueryEngine:
         rest.extend(first)
         if rest:
             sub = np.asarray(sorted(rest), dtype=np.int64)
-            ql = q_label[sub]
             r, sc = self._by_index(
-                ql, q_probe[sub] if two else ql, target[sub], k, tiers, w, exclude[sub],
-                None if masks is None else [masks[i] for i in sub.tolist()],
+                b.take(sub), k,
                 first={j: first[i] for j, i in enumerate(sub.tolist()) if i in first},
             )  # fmt: skip
             out_r[sub], out_s[sub] = r, sc
         return out_r, out_s
 
     @staticmethod
-    def _score_partition(
-        part: _Partition,
-        q_label: np.ndarray,
-        q_probe: np.ndarray | None,
-        k: int,
-        w: float,
-        exclude: np.ndarray,
-        masks: list[np.ndarray | None] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _score_partition(part: _Partition, b: _Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` of one partition for a group of queries, (g, k) rows and scores."""
-        score = q_label @ part.vectors.T
-        if q_probe is not None:
-            score = np.where(part.by_label[None, :], score, q_probe @ part.vectors.T)
-        if part.logp is not None and w != 0.0:
-            score += w * part.logp[None, :]
+        score = b.q_label @ part.vectors.T
+        if b.q_probe is not None:
+            score = np.where(part.by_label[None, :], score, b.q_probe @ part.vectors.T)
+        if part.logp is not None and b.w != 0.0:
+            score += b.w * part.logp[None, :]
         r = part.rows.size
-        pos = np.minimum(np.searchsorted(part.rows, exclude), r - 1)
-        hit = np.flatnonzero(part.rows[pos] == exclude)
+        pos = np.minimum(np.searchsorted(part.rows, b.exclude), r - 1)
+        hit = np.flatnonzero(part.rows[pos] == b.exclude)
         score[hit, pos[hit]] = -np.inf
-        if masks is not None:
-            _block_out(score, masks, cols=part.rows)
+        if b.masks is not None:
+            _block_out(score, b.masks, cols=part.rows)
         k_eff = min(k, r)
         top, best = top_k(score, k_eff)
         valid = np.isfinite(best)
@@ -787,13 +802,13 @@ class QueryEngine:
             short |= j < k
         return out_r, out_s, short
 
+    @staticmethod
     def _scores(
-        self,
         sl: np.ndarray,
         sp: np.ndarray | None,
         target: np.ndarray,
         rows: np.ndarray | slice,
-        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        tiers: Tiers,
         w: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Scores and candidate flags of some rows, from the two similarity blocks (q, r)."""
@@ -806,36 +821,25 @@ class QueryEngine:
         cand = candidate[rows][None, :] == target[:, None]
         return score, cand
 
-    def _exact(
-        self,
-        q_label: np.ndarray,
-        q_probe: np.ndarray,
-        target: np.ndarray,
-        k: int,
-        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-        w: float,
-        exclude: np.ndarray,
-        masks: list[np.ndarray | None] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        q, n = q_label.shape[0], self.n
-        k_eff = min(k, n)
-        out_r = np.full((q, k), -1, dtype=np.int64)
-        out_s = np.zeros((q, k), dtype=np.float32)
-        two = q_probe is not q_label
+    def _exact(self, b: _Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every track scored: one product per block of queries, candidates ranked first."""
+        k_eff = min(k, self.n)
+        out_r = np.full((len(b), k), -1, dtype=np.int64)
+        out_s = np.zeros((len(b), k), dtype=np.float32)
         x = self.vectors
-        for s in range(0, q, QUERY_BLOCK):
+        # Candidates first: a tier offset larger than any score difference within a tier.
+        span = 2.0 + b.w * float(-np.log(MIN_PROBA)) + 1.0
+        for s in range(0, len(b), QUERY_BLOCK):
             sl_ = slice(s, s + QUERY_BLOCK)
-            sim_l = q_label[sl_] @ x.T
-            sim_p = q_probe[sl_] @ x.T if two else None
-            score, cand = self._scores(sim_l, sim_p, target[sl_], slice(None), tiers, w)
-            # Candidates first: a tier offset larger than any score difference within a tier.
-            span = 2.0 + w * float(-np.log(MIN_PROBA)) + 1.0
+            sim_l = b.q_label[sl_] @ x.T
+            sim_p = None if b.q_probe is None else b.q_probe[sl_] @ x.T
+            score, cand = self._scores(sim_l, sim_p, b.target[sl_], slice(None), b.tiers, b.w)
             key = np.where(cand, score, score - span).astype(np.float32)
-            ex = exclude[sl_]
+            ex = b.exclude[sl_]
             has = np.flatnonzero(ex >= 0)
             key[has, ex[has]] = -np.inf
-            if masks is not None:
-                _block_out(key, masks[sl_])
+            if b.masks is not None:
+                _block_out(key, b.masks[sl_])
             top, topk = top_k(key, k_eff)
             sc = np.take_along_axis(score, top, axis=1)
             valid = np.isfinite(topk)
@@ -844,17 +848,7 @@ class QueryEngine:
         return out_r, out_s
 
     def _by_index(
-        self,
-        q_label: np.ndarray,
-        q_probe: np.ndarray,
-        target: np.ndarray,
-        k: int,
-        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-        w: float,
-        exclude: np.ndarray,
-        masks: list[np.ndarray | None] | None,
-        *,
-        first: dict[int, np.ndarray] | None = None,
+        self, b: _Batch, k: int, *, first: dict[int, np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Index search per tier and query vector, then an exact re-rank of the union.
 
@@ -862,23 +856,22 @@ class QueryEngine:
         scores, shape (2, j)); those queries only search the tiers after it.
         """
         assert self.index is not None
-        q = q_label.shape[0]
-        depth = max(k, RERANK_DEPTH) if w != 0.0 else k
-        out_r = np.full((q, k), -1, dtype=np.int64)
-        out_s = np.zeros((q, k), dtype=np.float32)
-        two = q_probe is not q_label
+        depth = max(k, RERANK_DEPTH) if b.w != 0.0 else k
+        out_r = np.full((len(b), k), -1, dtype=np.int64)
+        out_s = np.zeros((len(b), k), dtype=np.float32)
+        two = b.q_probe is not None
         first = first or {}
-        for i in range(q):
-            t = int(target[i])
-            allowed = None if masks is None else masks[i]
+        for i in range(len(b)):
+            t = int(b.target[i])
+            allowed = b.mask(i)
             got: list[np.ndarray] = []
-            for tier, parts in enumerate(self._tier_masks(tiers, t, allowed, two=two)):
+            for tier, parts in enumerate(self._tier_masks(b.tiers, t, allowed, two=two)):
                 if tier == 0 and i in first:
                     got.append(first[i])
                     continue
                 rows = [
-                    self._tier_search(q_probe[i] if use_probe else q_label[i], sub, frac,
-                                      depth=depth, exclude=int(exclude[i]),
+                    self._tier_search(b.probe(i) if use_probe else b.q_label[i], sub, frac,
+                                      depth=depth, exclude=int(b.exclude[i]),
                                       filtered=allowed is not None)
                     for use_probe, sub, frac in parts
                     if frac > 0
@@ -888,9 +881,9 @@ class QueryEngine:
                     continue
                 cand_rows = np.unique(np.concatenate(rows))
                 x = np.asarray(self.vectors[cand_rows], dtype=np.float32)
-                sl = (q_label[i] @ x.T)[None, :]
-                sp = (q_probe[i] @ x.T)[None, :] if two else None
-                score, _ = self._scores(sl, sp, target[i : i + 1], cand_rows, tiers, w)
+                sl = (b.q_label[i] @ x.T)[None, :]
+                sp = (b.probe(i) @ x.T)[None, :] if two else None
+                score, _ = self._scores(sl, sp, b.target[i : i + 1], cand_rows, b.tiers, b.w)
                 order = np.argsort(-score[0], kind="stable")
                 got.append(np.stack([cand_rows[order], score[0][order]]))
                 if sum(g.shape[1] for g in got) >= k:
@@ -903,7 +896,7 @@ class QueryEngine:
 
     def _tier_masks(
         self,
-        tiers: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+        tiers: Tiers,
         target: int,
         allowed: np.ndarray | None,
         *,
