@@ -266,12 +266,24 @@ def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, caps
 
     monkeypatch.setattr(bench_serve, "run_serve_bench", fake)
     rc = main(["bench", "serve", "--n", "5000", "--dim", "32", "--workers", "2", "--workdir",
-               str(tmp_path / "w"), "--json", str(tmp_path / "s.json")])  # fmt: skip
+               str(tmp_path / "w"), "--clients", "1,4", "--requests", "50", "--duration", "2",
+               "--index-kind", "flat", "--load-client", "httpx", "--filter-fraction", "0.5",
+               "--json", str(tmp_path / "s.json")])  # fmt: skip
     assert rc == 0
-    assert seen == {"n": 5000, "dim": 32, "seed": 0, "workers": 2, "workdir": str(tmp_path / "w")}
+    assert seen == {"n": 5000, "dim": 32, "seed": 0, "workers": 2, "workdir": str(tmp_path / "w"),
+                    "clients": [1, 4], "requests": 50, "duration_s": 2.0, "kind": "flat",
+                    "client": "httpx", "filter_fraction": 0.5}  # fmt: skip
     printed = json.loads(capsys.readouterr().out)
     assert printed["what"] == "serve" and "runs" in printed["serve"]
     assert printed == json.loads((tmp_path / "s.json").read_text())
+
+
+@pytest.mark.parametrize(("what", "clients"), [("serve", "1,x"), ("serve", "0,8"),
+                                                ("soak", "8,32")])  # fmt: skip
+def test_cmd_bench_refuses_bad_client_counts(what, clients, capsys):
+    rc = main(["bench", what, "--clients", clients])
+    assert rc == 2
+    assert "--clients" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- audio: corpus, embed, demo

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from moodshift.errors import MoodshiftError
+from moodshift.errors import InputError, MoodshiftError
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -102,7 +102,6 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 def cmd_embed_library(a: argparse.Namespace) -> None:
     from moodshift.audio.library import embed_library
-    from moodshift.errors import InputError
 
     if a.engine != "local":
         raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
@@ -145,7 +144,6 @@ def _config_from_args(a: argparse.Namespace) -> Any:
 
 
 def _parse_weights(text: str) -> dict[str, float]:
-    from moodshift.errors import InputError
 
     out = {}
     for part in text.split(","):
@@ -270,7 +268,6 @@ def cmd_playlist(a: argparse.Namespace) -> None:
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
-    from moodshift.errors import InputError
 
     if not items:
         return None
@@ -314,8 +311,11 @@ def cmd_bench(a: argparse.Namespace) -> None:
     if a.what == "soak":
         from moodshift.bench.soak import format_soak, run_soak
 
-        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=a.clients,
-                          duration_s=a.duration, seed=a.seed)  # fmt: skip
+        counts = _client_counts(a.clients, default=(32,))
+        if len(counts) != 1:
+            raise InputError(f"bench soak runs one client count; got --clients {a.clients}")
+        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=counts[0],
+                          duration_s=a.duration or 60.0, seed=a.seed)  # fmt: skip
         text = json.dumps(result, indent=2, default=str)
         print(format_soak(result))
     else:
@@ -352,8 +352,24 @@ def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
 
     return run_serve_bench(
         n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
-        workdir=a.workdir,
+        workdir=a.workdir, clients=_client_counts(a.clients, default=(1, 8, 32)),
+        requests=a.requests, duration_s=a.duration or 15.0, kind=a.index_kind,
+        client=a.load_client, filter_fraction=a.filter_fraction,
     )  # fmt: skip
+
+
+def _client_counts(text: str | None, *, default: tuple[int, ...]) -> list[int]:
+    """``--clients`` as a list of positive counts ("1,8,32"); the default when absent."""
+    if not text:
+        return list(default)
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise InputError(f"--clients takes positive counts separated by commas (e.g. 1,8,32); "
+                         f"got {text!r}")  # fmt: skip
+    return counts
 
 
 def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
@@ -568,8 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
     p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")
-    p.add_argument("--clients", type=int, default=32, help="soak: concurrent clients")
-    p.add_argument("--duration", type=float, default=60.0, help="soak: seconds of load")
+    p.add_argument("--clients", help="concurrent clients: serve, a comma list (default 1,8,32); "
+                   "soak, one count (default 32)")  # fmt: skip
+    p.add_argument("--duration", type=float, help="soak: seconds of load (default 60); serve: "
+                   "the most seconds per client count (default 15)")  # fmt: skip
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -586,11 +604,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="embedding worker processes; bench serve: server processes (default 1)",
     )
-    g = p.add_argument_group("bench query")
+    g = p.add_argument_group("bench query and serve")
     g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
                    help="index timed (auto: what `moodshift index` builds)")  # fmt: skip
     g = p.add_argument_group("bench serve")
     g.add_argument("--workdir", help="keep (and reuse) the catalogue, model and index here")
+    g.add_argument("--requests", type=int, default=3000,
+                   help="the most requests per client count (default 3000)")  # fmt: skip
+    g.add_argument("--filter-fraction", type=float, default=0.2,
+                   help="share of queries with a genre filter (default 0.2)")  # fmt: skip
+    g.add_argument("--load-client", default="raw", choices=("raw", "httpx"),
+                   help="load generator: a small keep-alive loop (raw) or httpx")  # fmt: skip
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="corpus -> embed -> train -> evaluate on built-in audio")

@@ -106,12 +106,9 @@ def run_demo(
         report.catalog = str(out / f"catalog_{name}")
         report.model = str(out / f"model_{name}")
         if sweep:
-            try:
-                from moodshift.evaluation.sweep import run_sweep
-            except ImportError:  # the sweep module is optional in trimmed installs
-                pass
-            else:
-                report.extras["sweep"] = run_sweep(cat, model=model, seed=seed)
+            from moodshift.evaluation.sweep import run_sweep
+
+            report.extras["sweep"] = run_sweep(cat, model=model, seed=seed)
         console.print(format_table(report))
         write_text(out / f"results_{name}.json", json.dumps(report.to_json(), indent=2))
         from moodshift.evaluation.plots import plot_report

@@ -26,7 +26,6 @@ self-join GFLOP/s
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import platform
@@ -749,26 +748,3 @@ _BENCHES = {
     "serve": _bench_serve,
     "mining": _bench_mining,
 }
-
-
-def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - thin wrapper
-    """``python -m moodshift.bench.core WHAT`` (same as ``moodshift bench WHAT``).
-
-    Parameters
-    ----------
-    argv : sequence of str, optional
-        Default ``sys.argv[1:]``.
-
-    Returns
-    -------
-    int
-        The exit code.
-    """
-    args = list(argv if argv is not None else sys.argv[1:])
-    what = args[0] if args else "selfjoin"
-    print(json.dumps(run_bench(what), indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

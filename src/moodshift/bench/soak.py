@@ -410,12 +410,10 @@ async def _exchange(conn: Any, raw: bytes, *, head: bool) -> tuple[int, bool]:
 # ---------------------------------------------------------------------- server checks
 def _rss_mb(pid: int) -> float:
     """Resident memory of a process in MiB (Linux /proc; NaN elsewhere)."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
     return float("nan")
 
 

@@ -780,6 +780,7 @@ def default_nprobe(nlist: int) -> int:
 
 def _ivf_nlist(nc: int) -> int:
     # ~2 sqrt(n) lists balance coarse and fine cost; at least 40 training points each.
+    # (A served index uses ~4 sqrt(n): see build_index in retrieval/index.py.)
     return int(max(1, min(round(2 * math.sqrt(nc)), nc // 40)))
 
 

@@ -691,6 +691,9 @@ def build_index(
         index.hnsw.efConstruction = ef_construction
         params.update(M=hnsw_m, efConstruction=ef_construction)
     else:
+        # More, smaller lists than the mining join's ~2 sqrt(n) (mining/neighbors.py): a
+        # served query scans its probed lists one vector at a time, so short lists pay;
+        # the join multiplies whole lists as blocks, where fewer, longer ones run faster.
         nlist = int(max(1, min(n // 39, round(4 * math.sqrt(n)))))
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
