@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
-from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer, slerp
+from moodshift.training.model import (
+    Architecture,
+    Dropout,
+    MoodshiftModel,
+    MoodTransformer,
+    slerp,
+)
 
 
 def _model(dim: int = 16, residual: bool = False) -> MoodshiftModel:
@@ -27,6 +33,39 @@ def test_parameter_count_follows_the_layer_sizes():
     expected = (d * 1024 + 1024) + (1024 * 512 + 512) + (m * 64 + 64) + (64 * 128 + 128)
     expected += 640 * d + d
     assert n == expected == 3_411_584
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.4, 0.75])
+def test_dropout_drops_p_of_every_lane_and_keeps_the_mean(p):
+    torch.manual_seed(0)
+    drop = Dropout(p).train()
+    out = drop(torch.ones(1000, 4000))
+    dropped = (out == 0).float()
+    # Each element's mask comes from one 16-bit lane of a 64-bit word: every lane position
+    # must drop p of its elements (an unbounded random_() would leave one lane in four
+    # never dropped), within 6 standard errors of a Bernoulli(p) mean over 10^6 draws.
+    per_lane = dropped.reshape(-1, 4).mean(dim=0)
+    tol = 6 * (p * (1 - p) / 1e6) ** 0.5
+    assert torch.all((per_lane - p).abs() < tol), per_lane
+    kept = out[out != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / (1 - p)))
+    assert abs(out.mean().item() - 1.0) < 6 * (p / (1 - p) / 4e6) ** 0.5
+
+
+def test_dropout_gradient_follows_its_mask_and_eval_is_the_identity():
+    torch.manual_seed(1)
+    drop = Dropout(0.3).train()
+    x = torch.randn(64, 33, requires_grad=True)
+    out = drop(x)
+    out.sum().backward()
+    mask = (out != 0).float() / 0.7
+    assert torch.allclose(out, x.detach() * mask)
+    assert torch.allclose(x.grad, mask)
+    torch.manual_seed(1)
+    again = Dropout(0.3).train()(torch.randn(64, 33))
+    assert torch.equal(again, out.detach())  # the global seed repeats the mask
+    assert torch.equal(drop.eval()(x.detach()), x.detach())
+    assert torch.equal(Dropout(0.0).train()(x.detach()), x.detach())
 
 
 def test_slerp_endpoints_and_constant_speed(rng):

@@ -45,6 +45,32 @@ class Architecture:
     shift_scale: float = 1.0
 
 
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` with a mask drawn from 16 random bits per element.
+
+    On CPU, torch draws dropout's Bernoulli mask one element at a time: at batch 256 it
+    was 14 % of a training step of the default network (5.5 ms of a 99 ms step for one
+    256 x 1024 layer, forward and backward, on one AVX2 core). Here the mask comes from
+    ``int64.random_`` words cut into four 16-bit lanes (0.5 ms): an element is kept when
+    its lane is at least ``p`` of the way up the 16-bit range, so the drop probability
+    is ``p`` to within 2^-17. The kept elements are scaled by ``1 / (1 - p)`` as in
+    torch. Other devices use torch's own kernel. It holds no state, so saved models
+    load as before, and the global seed still makes runs repeatable.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = float(self.p)
+        if not self.training or p == 0.0 or x.device.type != "cpu" or p >= 1.0:
+            return super().forward(x)
+        n = x.numel()
+        # The full signed range: random_() with no bounds leaves every fourth lane's
+        # sign bit at zero (values stop at 2^63), which would bias one lane in four.
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+        lanes = words.view(torch.int16)[:n].view(x.shape)
+        keep = lanes >= (round(p * 65536) - 32768)
+        return x * (keep * (1.0 / (1.0 - p))).to(x.dtype)
+
+
 class MoodTransformer(nn.Module):
     """Embedding branch d->1024->512 and mood branch m->64->128, concatenated, then -> d.
 
@@ -72,20 +98,20 @@ class MoodTransformer(nn.Module):
         h1, h2 = arch.hidden
         c1, c2 = arch.class_hidden
         self.embedding_branch = nn.Sequential(
-            nn.Linear(arch.dim, h1), nn.ReLU(), nn.Dropout(arch.dropout),
-            nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(arch.dropout),
+            nn.Linear(arch.dim, h1), nn.ReLU(), Dropout(arch.dropout),
+            nn.Linear(h1, h2), nn.ReLU(), Dropout(arch.dropout),
         )  # fmt: skip
         self.class_branch = nn.Sequential(
-            nn.Linear(arch.n_classes, c1), nn.ReLU(), nn.Dropout(arch.class_dropout),
-            nn.Linear(c1, c2), nn.ReLU(), nn.Dropout(arch.class_dropout),
+            nn.Linear(arch.n_classes, c1), nn.ReLU(), Dropout(arch.class_dropout),
+            nn.Linear(c1, c2), nn.ReLU(), Dropout(arch.class_dropout),
         )  # fmt: skip
         if arch.head_hidden > 0:
             self.head = nn.Sequential(
-                nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.head_hidden), nn.ReLU(),
-                nn.Dropout(arch.dropout), nn.Linear(arch.head_hidden, arch.dim),
+                Dropout(arch.dropout), nn.Linear(h2 + c2, arch.head_hidden), nn.ReLU(),
+                Dropout(arch.dropout), nn.Linear(arch.head_hidden, arch.dim),
             )  # fmt: skip
         else:
-            self.head = nn.Sequential(nn.Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
+            self.head = nn.Sequential(Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
         if arch.centroid_shift:
             self.register_buffer("centroids", torch.zeros(arch.n_classes, arch.dim))
         if arch.residual or arch.centroid_shift:
