@@ -334,7 +334,8 @@ class ServingState:
         Bodies with the same evidence and artist cap are searched together, each
         with its own strength and filter: one batched transform and one batched
         search (the micro-batch of concurrent requests). Each answer equals
-        :meth:`query`'s.
+        :meth:`query`'s, up to the last bits of its scores: a batched matrix
+        product rounds differently from a lone one.
 
         Returns
         -------
