@@ -54,6 +54,21 @@ def test_train_reports_quiet_and_contended_speed():
     ratio = t["samples_per_s_contended"] / t["samples_per_s"]
     assert t["contended_ratio"] == pytest.approx(ratio, abs=0.01)
     assert set(t) >= STAGE_KEYS and set(t["contended"]) >= STAGE_KEYS
+    ceiling = t["matmul_ceiling"]
+    assert ceiling["samples_per_s"] > 0 and ceiling["threads"] == t["threads"]
+    assert t["share_of_ceiling"] == pytest.approx(t["samples_per_s"] / ceiling["samples_per_s"],
+                                                  abs=0.01)  # fmt: skip
+
+
+def test_matmul_ceiling_counts_three_products_per_layer_but_two_for_the_inputs():
+    from moodshift.training.model import Architecture
+
+    arch = Architecture(dim=8, n_classes=3, hidden=(16, 4), class_hidden=(5, 6), head_hidden=7)
+    got = bench.matmul_ceiling(arch=arch, batch=32, threads=1, reps=2)
+    weights_in = 8 * 16 + 3 * 5  # the first layer of each branch: no input gradient
+    weights_rest = 16 * 4 + 5 * 6 + (4 + 6) * 7 + 7 * 8
+    assert got["flops_per_sample"] == 2 * (2 * weights_in + 3 * weights_rest)
+    assert got["samples_per_s"] > 0 and got["matmul_gflops"] > 0
 
 
 def test_busy_processes_run_and_are_stopped():

@@ -539,7 +539,12 @@ def _train_once(cat: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
     rec["samples_per_s_per_epoch"] = [round(v) for v in speeds]
     rec["samples_per_s"] = round(float(np.median(speeds[1:] or speeds)))
     meta = model.config.get("training", {})
-    rec["threads"] = meta.get("threads")
+    # Training re-decides its threads every epoch (the load may change), so the count
+    # chosen at the start need not be the one the timed epochs ran with.
+    per_epoch = [int(e.get("threads") or meta.get("threads") or 1) for e in model.log]
+    rec["threads_per_epoch"] = per_epoch
+    timed = per_epoch[1:] or per_epoch
+    rec["threads"] = max(set(timed), key=timed.count)
     rec["self_join_seconds"] = meta.get("self_join_seconds")
     rec["device"] = meta.get("device")
     rec["params"] = sum(p.numel() for p in model.net.parameters())
@@ -562,6 +567,8 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed, choose_strength=False)
     cores = available_cores()
     quiet = _train_once(cat, cfg, progress=progress)
+    arch = cfg.architecture(dim=dim, n_classes=int(cat.labels["mood"].nunique()))
+    ceiling = matmul_ceiling(arch=arch, batch=cfg.batch_size, threads=int(quiet["threads"] or 1))
     with busy_processes(cores):
         contended = _train_once(cat, cfg, progress=progress)
     rec: dict[str, Any] = {"n_tracks": train_n, "dim": dim, "epochs": train_epochs,
@@ -571,8 +578,72 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     rec["contended_ratio"] = round(contended["samples_per_s"] / max(quiet["samples_per_s"], 1), 3)
     rec["quiet"] = quiet
     rec["contended"] = contended
+    rec["matmul_ceiling"] = ceiling
+    rec["share_of_ceiling"] = round(quiet["samples_per_s"] / ceiling["samples_per_s"], 3)
     rec["goal"] = "samples_per_s >= 20000 on 2 CPU cores; contended_ratio >= 0.3"
     return rec
+
+
+def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> dict[str, Any]:
+    """The samples/s a training step would reach if it were nothing but its matrix products.
+
+    Each linear layer of the network does one product forward and two backward (the
+    gradients of its weight and of its input; the first layers' inputs need none), at
+    the training batch size and thread count, on this CPU, timed best of three.
+    Training can approach this figure, not pass it: when it is below a goal, the goal
+    needs other hardware (or a smaller network), not other code.
+
+    Parameters
+    ----------
+    arch : Architecture
+        The network (:meth:`TrainConfig.architecture`).
+    batch : int
+        Training batch size.
+    threads : int
+        torch threads, as training used.
+    reps : int
+        Steps per timing.
+
+    Returns
+    -------
+    dict
+        ``flops_per_sample`` (forward and backward), ``matmul_gflops`` (the rate of these
+        products here), ``samples_per_s`` (the ceiling) and ``threads``.
+    """
+    from torch import nn
+
+    from moodshift.threads import torch_threads
+    from moodshift.training.model import MoodTransformer
+
+    net = MoodTransformer(arch)
+    inputs = {id(net.embedding_branch[0]), id(net.class_branch[0])}
+    gen = torch.Generator().manual_seed(0)
+    ops = []
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear):
+            w = layer.weight.detach()
+            a = torch.randn(batch, w.shape[1], generator=gen)
+            g = torch.randn(batch, w.shape[0], generator=gen)
+            ops.append((a, w, g, id(layer) not in inputs))
+    flops = sum(2.0 * batch * w.numel() * (3 if grad_in else 2) for _, w, _, grad_in in ops)
+
+    def step() -> None:
+        for a, w, g, grad_in in ops:
+            torch.mm(a, w.T)
+            torch.mm(g.T, a)
+            if grad_in:
+                torch.mm(g, w)
+
+    best = math.inf
+    with torch_threads(threads), torch.no_grad():
+        step()
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            best = min(best, (time.perf_counter() - t0) / reps)
+    return {"flops_per_sample": round(flops / batch), "matmul_gflops": round(flops / best / 1e9, 2),
+            "samples_per_s": round(batch / best), "threads": threads}  # fmt: skip
 
 
 #: Figures of the quiet run copied to the top level of ``bench train``'s record.
