@@ -414,6 +414,9 @@ def test_serve_benchmark_runs_end_to_end(tmp_path):
         assert r["requests"] == 60 and r["p50_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["unfiltered"]["requests"] + r["filtered"]["requests"] == 60
     assert sum(out["server_histogram_query"].values()) > 0
+    cost = out["in_process"]
+    for key in ("ms_per_query", "ms_per_query_unfiltered", "ms_per_query_filtered"):
+        assert set(cost[key]) == {"1", "32"} and min(cost[key].values()) > 0, cost
 
 
 def test_the_server_process_moves_its_startup_state_out_of_the_collector(tmp_path, serve_model):

@@ -171,6 +171,7 @@ def run_serve_bench(
                     )
             server_metrics = _server_query_histogram(url)
             server_info = _server_info(url)
+        in_process = in_process_cost(work, bodies)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -183,6 +184,8 @@ def run_serve_bench(
         "runs": runs,
         # Same run: the 32-client p99 over the lone client's (queueing, not work, grows).
         "p99_ratio_32_to_1": ratio,
+        # What answering costs without HTTP: the server's own function, in this process.
+        "in_process": in_process,
         # The server answered with the numpy transform (not the torch fallback).
         "fast_path": server_info.get("fast_path"),
         "batching": server_info.get("batching"),
@@ -198,6 +201,67 @@ def run_serve_bench(
             "latency is measured by the client from sending the request to the last byte."
         ),
     }
+
+
+def in_process_cost(
+    work: Path, bodies: Sequence[bytes], *, batch_sizes: Sequence[int] = (1, 32), count: int = 1024
+) -> dict[str, Any]:
+    """CPU milliseconds per query of the server's answer function, without HTTP.
+
+    The same request bodies go through :meth:`ServingState.query_batch` (what a
+    server's micro-batch calls) in groups of each batch size, with one thread per
+    library as a server process runs. Set beside a run's ``server_cpu_seconds`` per
+    request, the difference is what HTTP, validation and the event loop cost.
+
+    Parameters
+    ----------
+    work : Path
+        The benchmark's folder (``catalog``, ``model`` and the catalogue's index).
+    bodies : sequence of bytes
+        JSON request bodies.
+    batch_sizes : sequence of int
+    count : int
+        Queries timed per batch size (after one warm-up pass of 64).
+
+    Returns
+    -------
+    dict
+        ``ms_per_query`` by batch size (as a string key), and ``ms_per_query_unfiltered``
+        and ``ms_per_query_filtered`` likewise.
+    """
+    from moodshift.data.catalog import Catalog
+    from moodshift.retrieval.index import load_catalog_index
+    from moodshift.serving.state import ServingState
+    from moodshift.threads import faiss_threads, torch_threads
+    from moodshift.training.model import MoodshiftModel
+
+    cat = Catalog.load(work / "catalog", mmap=True)
+    index = load_catalog_index(cat, catalog_path=work / "catalog")
+    state = ServingState(catalog=cat, model=MoodshiftModel.load(work / "model"), index=index,
+                         max_k=100)  # fmt: skip
+    parsed = [json.loads(b) for b in bodies]
+    kinds = {"": parsed, "_unfiltered": [b for b in parsed if not b.get("filters")],
+             "_filtered": [b for b in parsed if b.get("filters")]}  # fmt: skip
+    out: dict[str, Any] = {"threads": 1}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(1))
+        stack.enter_context(faiss_threads(1))
+        with contextlib.suppress(ImportError):
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=1))
+        state.query_batch(parsed[:64])
+        for suffix, pool in kinds.items():
+            costs: dict[str, float] = {}
+            for b in batch_sizes:
+                take = [pool[i % len(pool)] for i in range(count)] if pool else []
+                t0 = time.process_time()
+                for s in range(0, len(take), b):
+                    state.query_batch(take[s : s + b])
+                if take:
+                    costs[str(b)] = round((time.process_time() - t0) / len(take) * 1e3, 3)
+            out[f"ms_per_query{suffix}"] = costs
+    return out
 
 
 def _reusable(work: Path, *, n: int, dim: int, kind: str) -> dict[str, Any] | None:
