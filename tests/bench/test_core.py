@@ -39,6 +39,9 @@ def test_approx_reports_recall_and_speedup_per_size():
     assert [s["n"] for s in sizes] == sorted(s["n"] for s in sizes) and sizes[-1]["n"] == 1200
     for entry in sizes:
         assert entry["runs"], entry
+        # The baseline is the exact join itself, timed in this run (not an estimate).
+        assert entry["exact_how"] == "measured (the exact join, this run)"
+        assert entry["exact_seconds"] > 0
         for run in entry["runs"]:
             assert run["method"] in ("ivf", "ivf-faiss", "hnsw")
             # Tiny classes: every method finds (nearly) the exact lists.
