@@ -144,7 +144,6 @@ def _config_from_args(a: argparse.Namespace) -> Any:
 
 
 def _parse_weights(text: str) -> dict[str, float]:
-
     out = {}
     for part in text.split(","):
         if not part.strip():
@@ -268,7 +267,6 @@ def cmd_playlist(a: argparse.Namespace) -> None:
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
-
     if not items:
         return None
     out = {}
