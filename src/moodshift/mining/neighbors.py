@@ -58,9 +58,10 @@ from moodshift.threads import decide_threads, faiss_threads, torch_threads
 METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "auto")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 #: ``method="auto"`` joins classes of up to this many tracks exactly on CPU and uses IVF above.
-#: Measured (``moodshift bench approx``, 512-d, K=100, 2 busy cores): IVF at its default nprobe
-#: reached top-K recall 0.93 / 0.96 at 1.6x / 3.6x the exact join's speed for classes of 25k /
-#: 50k tracks; below ~25k it is not worth its recall loss.
+#: Measured against the symmetric exact join in the same run (``moodshift bench approx``,
+#: 512-d, K=100, 2 cores): IVF at its default nprobe reached top-K recall 0.93 / 0.955 at
+#: 1.4x / 1.6x the exact join's speed for classes of 25k / 50k tracks, 1.2x at 0.90 for
+#: 12.5k; below ~50k it is not worth its recall loss.
 EXACT_MAX_CLASS = 50_000
 #: On CUDA the exact join is fast enough that ``auto`` stays exact up to this class size.
 EXACT_MAX_CLASS_CUDA = 2_000_000
