@@ -409,8 +409,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>.ckpt")
-    p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw"],
-                   help="proxy-target self-join: exact, or approximate (FAISS)")  # fmt: skip
+    p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw", "projected"],
+                   help="proxy-target self-join: exact, or approximate (IVF, FAISS, or in 64 "
+                        "principal directions)")  # fmt: skip
     _engine_options(p)
 
 

@@ -43,7 +43,7 @@ def test_approx_reports_recall_and_speedup_per_size():
         assert entry["exact_how"] == "measured (the exact join, this run)"
         assert entry["exact_seconds"] > 0
         for run in entry["runs"]:
-            assert run["method"] in ("ivf", "ivf-faiss", "hnsw")
+            assert run["method"] in ("ivf", "ivf-faiss", "hnsw", "projected")
             # Tiny classes: every method finds (nearly) the exact lists.
             assert run["recall"] >= 0.9, run
             assert run["speedup"] >= 0 and set(run) >= STAGE_KEYS

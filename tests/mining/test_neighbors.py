@@ -169,7 +169,7 @@ def test_merge_pads_short_lists():
     assert np.isneginf(sc[0, 1:]).all()
 
 
-@pytest.mark.parametrize("method", ["ivf", "ivf-faiss", "hnsw"])
+@pytest.mark.parametrize("method", ["ivf", "ivf-faiss", "hnsw", "projected"])
 def test_approximate_methods_have_high_recall(method, rng):
     from moodshift.bench.core import synthetic_vectors
 
@@ -185,6 +185,30 @@ def test_approximate_methods_have_high_recall(method, rng):
         listed = approx.indices[:, c, :][approx.indices[:, c, :] >= 0]
         assert (y[listed] == c).all()  # lists hold tracks of their class only
     assert approx.info["per_class"] == [method] * 3
+
+
+def test_projected_join_keeps_most_neighbours_and_approximates_the_cosines():
+    from moodshift.bench.core import synthetic_vectors
+    from moodshift.mining.neighbors import PROJECTED_DIMS
+
+    # 128-d rows projected onto 64 directions: a real reduction, unlike the 32-d case above.
+    x, y = synthetic_vectors(n=3000, dim=2 * PROJECTED_DIMS, classes=3, seed=2)
+    exact = class_topk(embeddings=x, labels=y, k=20, normalized=True)
+    proj = class_topk(embeddings=x, labels=y, k=20, normalized=True, method="projected")
+    assert 0.9 <= topk_recall(proj, exact) < 1.0  # approximate, and close
+    assert proj.info["projected_dims"] == PROJECTED_DIMS
+    assert 0.5 < proj.info["projected_energy"] < 1.0
+    # The reported scores are projected similarities: near the true cosines, never above
+    # them by more than the dropped directions allow.
+    rows = np.arange(len(x))[:, None]
+    ids = proj.indices[:, 1, :]
+    ok = ids >= 0
+    true = np.einsum("nd,nkd->nk", x, x[np.where(ok, ids, 0)])[ok]
+    assert np.abs(proj.scores[:, 1, :][ok] - true).max() < 0.1
+    assert not (ids == rows).any()
+    # Unnormalised input gives the same lists as unit rows (up to float-rounding ties).
+    scaled = class_topk(embeddings=x * 3.0, labels=y, k=20, method="projected")
+    assert topk_recall(scaled, proj) > 0.99
 
 
 def test_auto_dispatches_per_class_by_size(rng):

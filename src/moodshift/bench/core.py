@@ -483,7 +483,8 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
             exact_s, how = time.perf_counter() - t0, "measured (the exact join, this run)"
         entry: dict[str, Any] = {"n": size, "exact_seconds": round(exact_s, 4), "exact_how": how,
                                  "recall_rows": len(rows), "runs": []}  # fmt: skip
-        runs = (("ivf", {}), ("ivf", {"nprobe_scale": 2}), ("ivf-faiss", {}), ("hnsw", {}))
+        runs = (("ivf", {}), ("ivf", {"nprobe_scale": 2}), ("projected", {}), ("ivf-faiss", {}),
+                ("hnsw", {}))  # fmt: skip
         for kind, extra in runs:
             if kind in ("hnsw", "ivf-faiss") and size > HNSW_MAX_N:
                 continue  # per-query FAISS searches take many minutes at this size
@@ -504,6 +505,9 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
             rec["recall"] = round(list_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
             rec["speedup"] = round(exact_s / max(rec["wall_s"], 1e-3), 2)
             rec["params"] = {str(c): v for c, v in (nb.info.get("approx") or {}).items()}
+            if kind == "projected":
+                rec["params"] = {"dims": nb.info["projected_dims"],
+                                 "energy": nb.info["projected_energy"]}  # fmt: skip
             entry["runs"].append(rec)
         out["sizes"].append(entry)
     out["goal"] = "speedup >= 10 at recall >= 0.95 at large N"

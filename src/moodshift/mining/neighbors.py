@@ -24,6 +24,11 @@ class (the track itself excluded). Four ways to get them, one result type:
 ``ivf-faiss`` / ``hnsw``
     FAISS ``IndexIVFFlat`` / ``IndexHNSWFlat`` searched per query (for
     comparison; slower than ``ivf`` for a self-join on a few cores).
+``projected``
+    The exact join on the rows projected onto their :data:`PROJECTED_DIMS` main
+    directions (an uncentred PCA of a sample): the products shrink by ``d / 64``,
+    the top-K scan of every score stays. Its scores are the projected similarities,
+    close to the cosines but not equal.
 ``auto``
     Per class: exact up to ``exact_max_class`` tracks, ``ivf`` above.
 
@@ -55,7 +60,13 @@ from moodshift._deps import require_faiss, torch_device
 from moodshift.errors import DependencyError, InputError
 from moodshift.threads import decide_threads, faiss_threads, torch_threads
 
-METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "auto")
+METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "projected", "auto")
+#: ``method="projected"`` joins in this many principal directions of the unit rows.
+#: Measured (200k x 512, 4 classes, K = 100, the benchmark's data): 2.68x the exact join's
+#: speed at top-K recall 0.953; 32 directions lost too much (recall 0.88 at 60k).
+PROJECTED_DIMS = 64
+#: Rows sampled to find those directions.
+PROJECTED_SAMPLE = 20_000
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 #: ``method="auto"`` joins classes of up to this many tracks exactly on CPU and uses IVF above.
 #: Measured against the symmetric exact join in the same run (``moodshift bench approx``,
@@ -255,8 +266,10 @@ def class_topk(
         List length; clamped (with a warning) to the largest class size minus one.
     n_classes : int, optional
         Number of classes ``m`` (default ``labels.max() + 1``).
-    method : {"exact", "ivf", "ivf-faiss", "hnsw", "auto"}
+    method : {"exact", "ivf", "ivf-faiss", "hnsw", "projected", "auto"}
         ``auto`` is exact for classes of up to ``exact_max_class`` tracks, ``ivf`` above.
+        ``projected`` joins all classes in :data:`PROJECTED_DIMS` dimensions (its scores
+        are the projected similarities).
     block, chunk : int, optional
         Tile shape of the exact join: queries per block and candidates per column chunk.
         By default chosen so every worker's tile fits in ``memory_mb / threads``.
@@ -309,6 +322,11 @@ def class_topk(
         raise InputError(f"unknown backend {backend!r}; use auto, numba or torch")
     x, y, m, k = check_join_inputs(embeddings=embeddings, labels=labels, k=k, n_classes=n_classes,
                                    stacklevel=3)  # fmt: skip
+    if method == "projected":
+        return _projected(x, y, m=m, k=k, normalized=normalized, seed=seed, t0=t0,
+                          options=dict(block=block, chunk=chunk, device=device, threads=threads,
+                                       backend=backend, progress=progress,
+                                       memory_mb=memory_mb))  # fmt: skip
     n = x.shape[0]
     counts_per_class = np.bincount(y, minlength=m)
     dev = torch_device(device)
@@ -362,6 +380,28 @@ def class_topk(
         info.setdefault("approx", {})[c] = detail
     info["seconds"] = time.perf_counter() - t0
     return ClassNeighbors(indices=out.indices, scores=out.scores, counts=out.counts, info=info)
+
+
+def _projected(x: np.ndarray, y: np.ndarray, *, m: int, k: int, normalized: bool, seed: int,
+               t0: float, options: dict[str, Any]) -> ClassNeighbors:  # fmt: skip
+    """``method="projected"``: the exact join on the rows' main directions."""
+    if not normalized:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), np.float32(1e-12))
+    dims = min(PROJECTED_DIMS, x.shape[1])
+    rng = np.random.default_rng(seed)
+    sample = x[np.sort(rng.choice(x.shape[0], min(x.shape[0], PROJECTED_SAMPLE), replace=False))]
+    # Uncentred: the mean direction is kept as one of the directions, so the projected dot
+    # product approximates the cosine itself, not the cosine minus a per-pair offset.
+    _, sv, vt = np.linalg.svd(sample.astype(np.float64), full_matrices=False)
+    basis = np.ascontiguousarray(vt[:dims].T, dtype=np.float32)
+    nb = class_topk(embeddings=x @ basis, labels=y, k=k, n_classes=m, method="exact",
+                    normalized=True, seed=seed, **options)  # fmt: skip
+    energy = float((sv[:dims] ** 2).sum() / max((sv**2).sum(), 1e-30))
+    info = {**nb.info, "method": "projected", "per_class": ["projected"] * m,
+            "projected_dims": dims, "projected_energy": round(energy, 4),
+            "scores": "similarities in the projected space",
+            "seconds": time.perf_counter() - t0}  # fmt: skip
+    return ClassNeighbors(indices=nb.indices, scores=nb.scores, counts=nb.counts, info=info)
 
 
 # --------------------------------------------------------------------------- exact, CPU
