@@ -89,3 +89,17 @@ def test_torch_threads_restores():
     with threads.torch_threads(before + 1):
         assert torch.get_num_threads() == before + 1
     assert torch.get_num_threads() == before
+
+
+def test_limited_threads_sets_every_library_and_restores():
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    # Nested, so the outer count (2) differs from the inner one whatever the environment set.
+    with threads.limited_threads(2):
+        blas_outer = [p["num_threads"] for p in threadpool_info()]
+        with threads.limited_threads(1):
+            assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+            assert all(p["num_threads"] == 1 for p in threadpool_info())
+        assert torch.get_num_threads() == 2 and faiss.omp_get_max_threads() == 2
+        assert [p["num_threads"] for p in threadpool_info()] == blas_outer

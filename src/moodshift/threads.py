@@ -310,3 +310,20 @@ def faiss_threads(n: int) -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+@contextlib.contextmanager
+def limited_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` threads in torch, FAISS and the BLAS under numpy, restored after.
+
+    The scoped form of :func:`set_threads` for code that measures as a server runs
+    (one thread per library) without changing the caller's settings.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(n))
+        stack.enter_context(faiss_threads(n))
+        with contextlib.suppress(ImportError):
+            from threadpoolctl import threadpool_limits
+
+            stack.enter_context(threadpool_limits(limits=n))
+        yield

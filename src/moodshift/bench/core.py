@@ -360,6 +360,19 @@ def _data(data: dict[str, Any], *, n: int, dim: int, classes: int, seed: int
 
 
 # --------------------------------------------------------------------------- self-join
+def _compile_join(x: np.ndarray, y: np.ndarray, *, k: int, classes: int) -> None:
+    """Compile (or load from numba's cache) the exact join's kernel outside a timed region.
+
+    A small join would take torch's path (below ``NUMBA_MIN_WORK``), so the numba
+    backend is asked for by name on CPU.
+    """
+    from moodshift.mining.neighbors import class_topk
+
+    backend = "auto" if torch.cuda.is_available() else "numba"
+    class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
+               normalized=True, backend=backend)  # fmt: skip
+
+
 def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
                     progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
     from moodshift.mining.neighbors import class_topk
@@ -367,9 +380,7 @@ def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     out: dict[str, Any] = {"n": n, "dim": dim, "k": k, "classes": classes, "device": dev}
-    # Compile (or load from numba's cache) outside the timed region.
-    class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
-               normalized=True, backend="auto" if dev == "cuda" else "numba")  # fmt: skip
+    _compile_join(x, y, k=k, classes=classes)
     size = 8192 if n >= 8192 else 2048  # tiny test runs need no 256 MB product
     peak_before = sgemm_peak(dim=dim, device=dev, size=size)
     rec: dict[str, Any] = {}
@@ -459,9 +470,7 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                            "exact_max_class_auto": EXACT_MAX_CLASS, "sizes": []}  # fmt: skip
     # Sizes from n/16 up to n: where IVF starts to pay off (the crossover) and how it scales.
     sizes = sorted({max(2 * classes + 2, n // f) for f in (16, 4, 2, 1)})
-    # Compile (or load from numba's cache) the exact join's kernel outside the timed region.
-    class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
-               normalized=True, method="exact")  # fmt: skip
+    _compile_join(x, y, k=k, classes=classes)
     for size in sizes:
         xs, ys = x[:size], y[:size]
         rng = np.random.default_rng(seed)
@@ -504,10 +513,11 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                                     progress=progress)  # fmt: skip
             rec["recall"] = round(list_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
             rec["speedup"] = round(exact_s / max(rec["wall_s"], 1e-3), 2)
-            rec["params"] = {str(c): v for c, v in (nb.info.get("approx") or {}).items()}
-            if kind == "projected":
-                rec["params"] = {"dims": nb.info["projected_dims"],
-                                 "energy": nb.info["projected_energy"]}  # fmt: skip
+            rec["params"] = (
+                {"dims": nb.info["projected_dims"], "energy": nb.info["projected_energy"]}
+                if kind == "projected"
+                else {str(c): v for c, v in (nb.info.get("approx") or {}).items()}
+            )
             entry["runs"].append(rec)
         out["sizes"].append(entry)
     out["goal"] = "speedup >= 10 at recall >= 0.95 at large N"
@@ -554,7 +564,7 @@ def _train_once(cat: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
     meta = model.config.get("training", {})
     # Training re-decides its threads every epoch (the load may change), so the count
     # chosen at the start need not be the one the timed epochs ran with.
-    per_epoch = [int(e.get("threads") or meta.get("threads") or 1) for e in model.log]
+    per_epoch = [int(e["threads"]) for e in model.log]
     rec["threads_per_epoch"] = per_epoch
     timed = per_epoch[1:] or per_epoch
     rec["threads"] = max(set(timed), key=timed.count)

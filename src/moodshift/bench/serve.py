@@ -232,7 +232,7 @@ def in_process_cost(
     from moodshift.data.catalog import Catalog
     from moodshift.retrieval.index import load_catalog_index
     from moodshift.serving.state import ServingState
-    from moodshift.threads import faiss_threads, torch_threads
+    from moodshift.threads import limited_threads
     from moodshift.training.model import MoodshiftModel
 
     cat = Catalog.load(work / "catalog", mmap=True)
@@ -243,13 +243,7 @@ def in_process_cost(
     kinds = {"": parsed, "_unfiltered": [b for b in parsed if not b.get("filters")],
              "_filtered": [b for b in parsed if b.get("filters")]}  # fmt: skip
     out: dict[str, Any] = {"threads": 1}
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch_threads(1))
-        stack.enter_context(faiss_threads(1))
-        with contextlib.suppress(ImportError):
-            from threadpoolctl import threadpool_limits
-
-            stack.enter_context(threadpool_limits(limits=1))
+    with limited_threads(1):
         state.query_batch(parsed[:64])
         for suffix, pool in kinds.items():
             costs: dict[str, float] = {}
