@@ -37,8 +37,8 @@ from moodshift._atomic import write_text
 from moodshift.data.catalog import Catalog
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.evaluation.sweep import best_at_level, run_sweep
+from moodshift.model.network import MoodshiftModel
 from moodshift.synthetic import make_catalog
-from moodshift.training.model import MoodshiftModel
 from moodshift.training.train import TrainConfig, train
 
 FRACTIONS = (1.0, 0.2, 0.0)

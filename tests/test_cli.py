@@ -139,7 +139,7 @@ def test_cmd_import_stores_a_split(files, tmp_path, capsys):
 
 
 def test_cmd_train_saves_the_model_it_reports(trained, capsys):
-    from moodshift.training.model import MoodshiftModel
+    from moodshift.model.network import MoodshiftModel
     from moodshift.training.train import TrainConfig
 
     model = MoodshiftModel.load(trained / "model")

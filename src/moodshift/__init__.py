@@ -20,7 +20,7 @@ _EXPORTS = {
     "import_catalog": "moodshift.data.catalog",
     "MoodshiftError": "moodshift.errors",
     "evaluate_catalog": "moodshift.evaluation.evaluate",
-    "MoodshiftModel": "moodshift.training.model",
+    "MoodshiftModel": "moodshift.model.network",
     "Searcher": "moodshift.retrieval.search",
     "TrainConfig": "moodshift.training.train",
     "train": "moodshift.training.train",
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from moodshift.data.catalog import Catalog, import_catalog
     from moodshift.errors import MoodshiftError
     from moodshift.evaluation.evaluate import evaluate_catalog
+    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.search import Searcher
-    from moodshift.training.model import MoodshiftModel
     from moodshift.training.train import TrainConfig, train
 
 

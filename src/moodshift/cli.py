@@ -178,7 +178,7 @@ def cmd_tune(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from moodshift.evaluation.evaluate import evaluate_catalog, format_table
-    from moodshift.training.model import MoodshiftModel
+    from moodshift.model.network import MoodshiftModel
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
@@ -208,8 +208,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
+    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.search import Searcher
-    from moodshift.training.model import MoodshiftModel
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model)
@@ -243,9 +243,9 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
+    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.playlist import write_m3u
     from moodshift.retrieval.search import Searcher
-    from moodshift.training.model import MoodshiftModel
 
     searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
     cap = None if a.max_per_artist == 0 else a.max_per_artist
@@ -284,7 +284,7 @@ def cmd_index(a: argparse.Namespace) -> None:
 
     model = None
     if a.model:
-        from moodshift.training.model import MoodshiftModel
+        from moodshift.model.network import MoodshiftModel
 
         model = MoodshiftModel.load(a.model)
     info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)

@@ -64,7 +64,7 @@ def test_train_reports_quiet_and_contended_speed():
 
 
 def test_matmul_ceiling_counts_three_products_per_layer_but_two_for_the_inputs():
-    from moodshift.training.model import Architecture
+    from moodshift.model.network import Architecture
 
     arch = Architecture(dim=8, n_classes=3, hidden=(16, 4), class_hidden=(5, 6), head_hidden=7)
     got = bench.matmul_ceiling(arch=arch, batch=32, threads=1, reps=2)

@@ -18,7 +18,7 @@ import torch
 
 from moodshift.data.catalog import Catalog
 from moodshift.evaluation.evaluate import evaluate_catalog
-from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
+from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 
 FIXTURE = json.loads(
     (Path(__file__).resolve().parents[1] / "fixtures" / "evaluate_catalog.json").read_text()

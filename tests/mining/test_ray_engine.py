@@ -12,10 +12,12 @@ from audio_helpers import write_tone
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'moodshift[ray]')")
 
+from moodshift._ray import ray_session  # noqa: E402
 from moodshift.audio.embedders import Embedder, embed_files, register_embedder  # noqa: E402
+from moodshift.audio.ray_embed import ray_embed_files  # noqa: E402
 from moodshift.errors import InputError  # noqa: E402
 from moodshift.mining.neighbors import class_topk  # noqa: E402
-from moodshift.mining.ray_engine import ray_class_topk, ray_embed_files, ray_session  # noqa: E402
+from moodshift.mining.ray_engine import ray_class_topk  # noqa: E402
 
 pytestmark = [
     pytest.mark.ray,

@@ -12,9 +12,10 @@ from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
-from moodshift.retrieval.engine import MoodEvidence, NumpyTransform, QueryEngine
-from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
-from moodshift.training.tagger import fit_tagger
+from moodshift.model.fast import NumpyTransform
+from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
+from moodshift.model.tagger import fit_tagger
+from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 
 
 def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,

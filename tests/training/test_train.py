@@ -7,8 +7,8 @@ import pytest
 
 from moodshift.errors import InputError
 from moodshift.evaluation.evaluate import evaluate_catalog
+from moodshift.model.network import MoodshiftModel
 from moodshift.synthetic import make_catalog
-from moodshift.training.model import MoodshiftModel
 from moodshift.training.train import TrainConfig, train
 
 
@@ -122,7 +122,7 @@ def test_config_derives_the_architecture():
     import dataclasses
 
     from moodshift.mining.neighbors import METHODS
-    from moodshift.training.model import Architecture
+    from moodshift.model.network import Architecture
     from moodshift.training.train import ARCH_FIELDS
 
     cfg = TrainConfig(head_hidden=64, residual=True, extrapolation=2.0, hidden=(32, 16))

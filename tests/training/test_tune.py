@@ -12,8 +12,8 @@ from moodshift.data.catalog import Catalog
 from moodshift.errors import TuneError
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.evaluation.sweep import operating_point
+from moodshift.model.network import MoodshiftModel
 from moodshift.synthetic import make_catalog
-from moodshift.training.model import MoodshiftModel
 from moodshift.training.tune import select, tune
 
 # Two cheap configurations that differ in what they keep (K and the loss mix).

@@ -86,8 +86,8 @@ def embed_catalog(
     root = labels.resolve().parent
     paths = _audio_paths(df, root=root, audio_dir=Path(audio_dir) if audio_dir else None)
     cache = Path(cache_dir) if cache_dir else root / ".embed_cache"
-    if engine == "ray":  # Ray Data batch inference (moodshift.mining.ray_engine)
-        from moodshift.mining.ray_engine import ray_embed_files
+    if engine == "ray":  # Ray Data batch inference (moodshift.audio.ray_embed)
+        from moodshift.audio.ray_embed import ray_embed_files
 
         run = ray_embed_files(paths, embedder=embedder, cache_dir=cache, workers=workers,
                               address=ray_address, progress=progress)  # fmt: skip

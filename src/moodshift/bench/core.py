@@ -635,8 +635,8 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
     """
     from torch import nn
 
+    from moodshift.model.network import MoodTransformer
     from moodshift.threads import torch_threads
-    from moodshift.training.model import MoodTransformer
 
     net = MoodTransformer(arch)
     inputs = {id(net.embedding_branch[0]), id(net.class_branch[0])}

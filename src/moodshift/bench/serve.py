@@ -230,10 +230,10 @@ def in_process_cost(
         and ``ms_per_query_filtered`` likewise.
     """
     from moodshift.data.catalog import Catalog
+    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.index import load_catalog_index
     from moodshift.serving.state import ServingState
     from moodshift.threads import limited_threads
-    from moodshift.training.model import MoodshiftModel
 
     cat = Catalog.load(work / "catalog", mmap=True)
     index = load_catalog_index(cat, catalog_path=work / "catalog")

@@ -17,9 +17,9 @@ import numpy as np
 from moodshift.data.catalog import Catalog
 from moodshift.errors import DataError, InputError
 from moodshift.evaluation import baselines, metrics
+from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.retrieval.search import topk_cosine
-from moodshift.training.model import MoodshiftModel
 
 METHODS = (
     "model", "query_default", "random", "seed_nn", "mood_shift", "mood_centroid",
@@ -519,7 +519,7 @@ def evaluate_catalog(
     wants_probe = {"tagger_filter", "probe_direction"} & set(methods)
     # query_default uses the model's own tagger (or none), as `moodshift query` does.
     if tagger is None and wants_probe:
-        from moodshift.training.tagger import fit_tagger
+        from moodshift.model.tagger import fit_tagger
 
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
     nuisance = None

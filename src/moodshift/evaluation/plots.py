@@ -21,7 +21,7 @@ from moodshift.evaluation.sweep import LEVELS, PRESERVATION_KEYS, level_key
 if TYPE_CHECKING:
     from moodshift.data.catalog import Catalog
     from moodshift.evaluation.evaluate import Report
-    from moodshift.training.model import MoodshiftModel
+    from moodshift.model.network import MoodshiftModel
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -4,10 +4,7 @@ Every consumer goes through :class:`QueryEngine`: ``moodshift query`` and
 :class:`moodshift.retrieval.search.Searcher`, the HTTP API and the page, the
 evaluation's ``query_default`` row and the sweep. It holds
 
-* :class:`NumpyTransform`: the model's eval-mode transform in numpy, batched,
-  for every architecture option (plain, residual, seed-dependent head,
-  centroid shift with any shift scale), checked against
-  :meth:`MoodshiftModel.transform` when it is built;
+* the model's numpy transform (:class:`moodshift.model.fast.NumpyTransform`);
 * :class:`MoodEvidence`: what is known of each track's mood: its label where
   the catalogue (or the evaluation's visible fraction) has one, and the model's
   tagger probability p(mood | track) for every track;
@@ -42,7 +39,7 @@ filter and seed exclusion, so a batch returns what its queries would alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +47,10 @@ import numpy as np
 
 from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
+from moodshift.model.fast import EvidenceSettings, NumpyTransform
 
 if TYPE_CHECKING:
-    from moodshift.training.model import MoodshiftModel
+    from moodshift.model.network import MoodshiftModel
 
 log = logging.getLogger(__name__)
 
@@ -112,168 +110,6 @@ def top_k(score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     values = np.take_along_axis(score, cols, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")
     return np.take_along_axis(cols, order, axis=1), np.take_along_axis(values, order, axis=1)
-
-
-@dataclass(frozen=True)
-class EvidenceSettings:
-    """How evidence-aware queries rank, as chosen on validation.
-
-    Parameters
-    ----------
-    strength_label : float in [0, 1]
-        Strength of the query that scores labelled tracks.
-    strength_probe : float in [0, 1]
-        Strength of the query that scores tracks judged by the tagger.
-    weight : float >= 0
-        ``w`` in ``cos(q_probe, x) + w log p(t | x)``.
-    """
-
-    strength_label: float
-    strength_probe: float
-    weight: float
-
-    @classmethod
-    def of(cls, model: MoodshiftModel) -> EvidenceSettings:
-        """The model's stored settings; a model that predates them gets its default strength."""
-        ev = model.config.get("evidence") or {}
-        s = model.default_strength
-        return cls(
-            strength_label=float(ev.get("strength_label", s)),
-            strength_probe=float(ev.get("strength_probe", s)),
-            weight=float(ev.get("weight", 0.0)),
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return {
-            "strength_label": self.strength_label,
-            "strength_probe": self.strength_probe,
-            "weight": self.weight,
-        }
-
-
-# ---------------------------------------------------------------------- transform
-class NumpyTransform:
-    """The model's eval-mode transform in numpy, batched.
-
-    ``MoodshiftModel.transform`` goes through torch's module machinery, which
-    costs about 0.5 ms per call for a single vector, more than an index search.
-    Here ``Linear``/``ReLU`` layers become matrix products (``Dropout`` is the
-    identity in eval mode) and the mood branch, whose input is one of m x m
-    one-hot differences, is precomputed per (source, target) pair.
-    """
-
-    def __init__(self, model: MoodshiftModel) -> None:
-        import torch
-        from torch import nn
-
-        net = model.net
-        m = len(model.classes)
-
-        def layers(seq: Any) -> list[tuple[np.ndarray, np.ndarray] | str]:
-            ops: list[tuple[np.ndarray, np.ndarray] | str] = []
-            for mod in seq:
-                if isinstance(mod, nn.Linear):
-                    w = mod.weight.detach().cpu().numpy().astype(np.float32)
-                    b = mod.bias.detach().cpu().numpy().astype(np.float32)
-                    ops.append((np.ascontiguousarray(w.T), b))
-                elif isinstance(mod, nn.ReLU):
-                    ops.append("relu")
-                elif not isinstance(mod, nn.Dropout):
-                    raise TypeError(f"unsupported layer {type(mod).__name__}")
-            return ops
-
-        arch = net.arch
-        self.embedding_ops = layers(net.embedding_branch)
-        self.head_ops = layers(net.head)
-        self.residual = bool(arch.residual)
-        self.centroids: np.ndarray | None = None
-        if arch.centroid_shift:
-            self.centroids = net.centroids.detach().cpu().numpy().astype(np.float32)
-            self.shift_scale = np.float32(arch.shift_scale)
-        eye = torch.eye(m)
-        src, tgt = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
-        cond = eye[tgt.reshape(-1)] - eye[src.reshape(-1)]
-        with torch.inference_mode():
-            cls = net.class_branch.eval()(cond).numpy().astype(np.float32)
-        self.class_out = cls.reshape(m, m, -1)  # [source, target] -> branch output
-        self.n_classes = m
-
-    @staticmethod
-    def _run(ops: list[Any], h: np.ndarray) -> np.ndarray:
-        for op in ops:
-            if isinstance(op, str):
-                np.maximum(h, 0.0, out=h)
-            else:
-                h = h @ op[0]
-                h += op[1]
-        return h
-
-    def raw(self, x: np.ndarray, *, source: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """The network's output (not normalised), shape (q, d), for unit rows ``x`` (q, d)."""
-        h = self._run(self.embedding_ops, x)
-        out = self._run(self.head_ops, np.concatenate([h, self.class_out[source, target]], axis=1))
-        if self.centroids is not None:
-            out += x + self.shift_scale * (self.centroids[target] - self.centroids[source])
-        elif self.residual:
-            out += x
-        return out
-
-    def __call__(
-        self,
-        x: np.ndarray,
-        *,
-        source: np.ndarray | int,
-        target: np.ndarray | int,
-        strength: float | np.ndarray,
-    ) -> np.ndarray:
-        """Unit query vectors, shape (q, d) (or (d,) for a single vector).
-
-        Parameters
-        ----------
-        x : np.ndarray, shape (q, d) or (d,), unit-norm
-        source, target : int or np.ndarray of shape (q,)
-            Class indices.
-        strength : float or np.ndarray of shape (q,), in [0, 1]
-            Fraction of the angle from the seed to the network's output (slerp).
-        """
-        from moodshift.training.model import slerp
-
-        x = np.asarray(x, dtype=np.float32)
-        single = x.ndim == 1
-        x2 = np.atleast_2d(x)
-        q = x2.shape[0]
-        src = np.broadcast_to(np.asarray(source, dtype=np.int64), (q,))
-        tgt = np.broadcast_to(np.asarray(target, dtype=np.int64), (q,))
-        out = slerp(x2, self.raw(x2, source=src, target=tgt), strength)
-        return out[0] if single else out
-
-    @classmethod
-    def build(cls, model: MoodshiftModel, *, check: int = 16, seed: int = 0) -> Callable[..., Any]:
-        """A verified numpy transform, or one that calls ``model.transform`` as a fallback.
-
-        The check compares against the torch model on random unit vectors, so a
-        change to the network cannot silently change the answers.
-        """
-        try:
-            fast = cls(model)
-            rng = np.random.default_rng(seed)
-            m = len(model.classes)
-            x = l2_normalize(rng.standard_normal((check, model.dim)).astype(np.float32))
-            src = np.arange(check) % m
-            tgt = (np.arange(check) * 7 + 1) % m
-            st = np.array([(0.0, 0.3, 1.0)[i % 3] for i in range(check)], dtype=np.float32)
-            ref = model.transform(x, source=src, target=tgt, strength=st)
-            got = fast(x, source=src, target=tgt, strength=st)
-            if not np.allclose(got, ref, atol=2e-5):
-                raise ValueError(f"max difference {np.abs(got - ref).max():.2e}")
-        except (TypeError, ValueError, AttributeError) as exc:
-            log.warning("numpy transform unavailable (%s); using model.transform", exc)
-
-            def slow(x: np.ndarray, *, source: Any, target: Any, strength: Any) -> np.ndarray:
-                return model.transform(x, source=source, target=target, strength=strength)
-
-            return slow
-        return fast
 
 
 # ---------------------------------------------------------------------- evidence

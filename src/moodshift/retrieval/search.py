@@ -16,6 +16,7 @@ import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
 from moodshift.errors import DimensionMismatchError, InputError, UnknownLabelError
+from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     QueryEngine,
     artist_codes,
@@ -23,7 +24,6 @@ from moodshift.retrieval.engine import (
     stored_proba,
     top_k,
 )
-from moodshift.training.model import MoodshiftModel
 
 
 def topk_cosine(

@@ -15,7 +15,7 @@ Routes (OpenAPI docs at ``/docs``)::
 Design of the request path (``POST /query``): everything a query touches is
 precomputed at startup (track id -> row dict, label postings for filters,
 label columns as numpy object arrays, a fixed 2-D PCA of the catalogue, the
-model's layers as numpy arrays: :class:`moodshift.retrieval.engine.NumpyTransform`,
+model's layers as numpy arrays: :class:`moodshift.model.fast.NumpyTransform`,
 and each target mood's candidates when they are few enough to score as one
 block), then frozen out of the garbage collector. The middleware
 (``GuardMiddleware``) validates the body with the same pydantic model as the
@@ -63,6 +63,7 @@ from moodshift.errors import (
     MoodshiftError,
     UnknownLabelError,
 )
+from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.index import FaissIndex
 from moodshift.serving.batching import MicroBatcher
 from moodshift.serving.middleware import (
@@ -73,7 +74,6 @@ from moodshift.serving.middleware import (
     error_payload,
 )
 from moodshift.serving.state import ServingState
-from moodshift.training.model import MoodshiftModel
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

@@ -12,8 +12,8 @@ from typing import Any
 
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError
+from moodshift.model.network import MoodshiftModel
 from moodshift.serving.app import create_app
-from moodshift.training.model import MoodshiftModel
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,11 @@ from moodshift.errors import (
     UnknownLabelError,
     UnknownTrackError,
 )
+from moodshift.model.fast import NumpyTransform
+from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     EVIDENCE_MODES,
     EXACT_LIMIT,
-    NumpyTransform,
     QueryEngine,
     UnitRows,
     artist_codes,
@@ -39,7 +40,6 @@ from moodshift.retrieval.engine import (
     stored_proba,
 )
 from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
-from moodshift.training.model import MoodshiftModel
 
 log = logging.getLogger(__name__)
 

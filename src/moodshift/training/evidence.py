@@ -1,7 +1,7 @@
 """Choosing how evidence-aware queries rank, on the validation split.
 
 Two regimes bound what a user's catalogue can look like, and each fixes part of
-:class:`moodshift.retrieval.engine.EvidenceSettings`:
+:class:`moodshift.model.fast.EvidenceSettings`:
 
 * **every label visible** (label fraction 1): candidates are the tracks
   labelled with the target mood, so only ``strength_label`` matters. It is the
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from moodshift.evaluation.evaluate import RetrievalEvaluator
-from moodshift.retrieval.engine import EvidenceSettings
-from moodshift.training.model import MoodshiftModel
+from moodshift.model.fast import EvidenceSettings
+from moodshift.model.network import MoodshiftModel
 
 #: Strengths tried for both query vectors.
 EVIDENCE_STRENGTHS = tuple(np.round(np.linspace(0.0, 1.0, 11), 4).tolist())

@@ -25,12 +25,12 @@ from moodshift._deps import torch_device
 from moodshift.data.catalog import Catalog
 from moodshift.errors import FileFormatError, InputError
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
+from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
+from moodshift.model.tagger import fit_tagger
 from moodshift.threads import apply_thread_policy
 from moodshift.training.evidence import choose_evidence
 from moodshift.training.losses import build_losses
-from moodshift.training.model import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.training.sampling import ProxySampler
-from moodshift.training.tagger import fit_tagger
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ from moodshift.evaluation.sweep import (
     operating_point,
     strength_curve,
 )
-from moodshift.training.model import MoodshiftModel
+from moodshift.model.network import MoodshiftModel
 from moodshift.training.train import TrainConfig, train
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
-from moodshift.training.tagger import MoodTagger
+from moodshift.model.tagger import MoodTagger
 
 
 @dataclass(frozen=True)

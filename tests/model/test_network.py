@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
-from moodshift.training.model import (
+from moodshift.model.network import (
     Architecture,
     Dropout,
     MoodshiftModel,

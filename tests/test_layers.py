@@ -1,0 +1,66 @@
+"""The package reads one way: no two subpackages import each other, in either direction.
+
+Counted from the source, imports inside functions and under ``TYPE_CHECKING`` included,
+so a cycle cannot hide in a function body.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import moodshift
+
+ROOT = Path(moodshift.__file__).parent
+
+
+def _unit(path: Path) -> str:
+    """The subpackage (or top-level module) a file belongs to."""
+    return path.relative_to(ROOT).parts[0].removesuffix(".py")
+
+
+def _imported_units(path: Path) -> set[str]:
+    module = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    package = module if module[-1] == "__init__" else module[:-1]
+    if package[-1] == "__init__":
+        package = package[:-1]
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                names.append(".".join(base + ([node.module] if node.module else [])))
+            else:
+                names.append(node.module or "")
+    return {n.split(".")[1] for n in names if n.startswith("moodshift.")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = defaultdict(set)
+    for path in ROOT.rglob("*.py"):
+        unit = _unit(path)
+        graph[unit] |= _imported_units(path) - {unit}
+    return graph
+
+
+def test_the_graph_sees_function_level_imports():
+    # The check is only as good as its parser: it must see an import buried in a function.
+    graph = import_graph()
+    assert "model" in graph["retrieval"]
+    assert "mining" in graph["training"]
+
+
+def test_no_two_subpackages_import_each_other():
+    graph = import_graph()
+    mutual = sorted(
+        f"{a} <-> {b}" for a, targets in graph.items() for b in targets if a < b and a in graph[b]
+    )
+    assert mutual == [], f"subpackages that import each other: {mutual}"
+
+
+def test_the_model_layer_sits_below_its_users():
+    users = {"mining", "training", "evaluation", "retrieval", "serving", "bench", "cli"}
+    assert import_graph()["model"] & users == set()
