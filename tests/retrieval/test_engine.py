@@ -166,7 +166,8 @@ def test_tagger_filter_is_the_engine_at_strength_and_weight_zero(trained):
                             weight=0.0)  # fmt: skip
     np.testing.assert_array_equal(got, ref)
     # In an erased space the same point is the erasure baseline that reads the tagger.
-    space = baselines.training_erasers(cat, attribute="mood", classes=model.classes)["leace"].space()
+    erasers = baselines.training_erasers(cat, attribute="mood", classes=model.classes)
+    space = erasers["leace"].space()
     erased = baselines.erased_filter(ev.x[q.seeds], target=q.target, pool=ev.x, space=space,
                                      proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
                                      k=ev.k_max)  # fmt: skip
