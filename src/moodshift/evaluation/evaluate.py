@@ -470,9 +470,15 @@ def baseline_results(
         if erasers is None or kind not in erasers or (source == "tagger" and tagger is None):
             continue
         space = erasers[kind].space(keep=0.0)
-        makers[name] = (lambda space=space, source=source: baselines.erased_filter(
-            seeds, target=q.target, pool=ev.x, space=space, exclude=q.seeds, k=ev.k_max,
-            **({"pool_labels": ev.y} if source == "label" else {"proba": pool_proba()})))
+        makers[name] = lambda space=space, source=source: baselines.erased_filter(
+            seeds,
+            target=q.target,
+            pool=ev.x,
+            space=space,
+            exclude=q.seeds,
+            k=ev.k_max,
+            **({"pool_labels": ev.y} if source == "label" else {"proba": pool_proba()}),
+        )
     wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
     return {m: makers[m]() for m in wanted if m in makers}
 

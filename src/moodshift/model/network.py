@@ -10,7 +10,7 @@ A saved model is a folder, loadable in one call with :meth:`MoodshiftModel.load`
       training_log.json    per-epoch validation figures
       selection.json       (optional) how the configuration was chosen (``moodshift tune``)
       ranking.safetensors  (optional) the space queries rank in, chosen on validation
-                           (``config.json`` -> ``ranking`` describes it; absent: plain cosine)
+                           (``config.json`` -> ``ranking_space`` describes it; absent: plain cosine)
 """
 
 from __future__ import annotations
@@ -334,7 +334,7 @@ class MoodshiftModel:
             "shift_scale": arch.shift_scale,
         }  # fmt: skip
         cfg["moodshift_version"] = _version()
-        cfg["ranking"] = {"kind": "none"} if self.ranking is None else dict(self.ranking.info)
+        cfg["ranking_space"] = {"kind": "none"} if self.ranking is None else dict(self.ranking.info)
         if self.ranking is not None:
             self.ranking.save(folder / "ranking.safetensors")
         (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
@@ -419,7 +419,7 @@ class MoodshiftModel:
         except FileFormatError as exc:  # keep the CLI's message on one line
             raise FileFormatError(" ".join(str(exc).split())) from None
         ranking = None
-        kind = (cfg.get("ranking") or {}).get("kind", "none")
+        kind = (cfg.get("ranking_space") or {}).get("kind", "none")
         if kind != "none":
             if not (path / "ranking.safetensors").is_file():
                 raise FileFormatError(
@@ -427,7 +427,7 @@ class MoodshiftModel:
                     f"ranking.safetensors is missing; restore it, or retrain the model."
                 )
             ranking = RankingSpace.load(path / "ranking.safetensors", dim=arch.dim,
-                                        info=cfg["ranking"])  # fmt: skip
+                                        info=cfg["ranking_space"])  # fmt: skip
         model = cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
             embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
@@ -572,9 +572,9 @@ def _check_config(data: Any) -> str | None:
             return f"architecture.{key} must be true or false, got {a.get(key)!r}"
     if not _is_num(a.get("shift_scale", 1.0)):
         return f"architecture.shift_scale must be a number, got {a.get('shift_scale')!r}"
-    ranking = data.get("ranking", {"kind": "none"})
+    ranking = data.get("ranking_space", {"kind": "none"})
     if not (isinstance(ranking, dict) and isinstance(ranking.get("kind", "none"), str)):
-        return f"ranking must be an object with a 'kind' string, got {ranking!r}"
+        return f"ranking_space must be an object with a 'kind' string, got {ranking!r}"
     return None
 
 
