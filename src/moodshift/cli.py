@@ -109,14 +109,18 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
     if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
         labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
         print(f"labels from {labels}")
+    from moodshift.audio.embedders.pipeline import Excerpts
+
+    excerpts = None if a.excerpts == 0 else Excerpts(n=a.excerpts, seconds=a.excerpt_seconds)
     cat, report = embed_library(
         audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
         cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+        follow_symlinks=a.follow_symlinks, excerpts=excerpts,
     )  # fmt: skip
     print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
           f"({cat.dim}-d)")  # fmt: skip
     print(report.summary())
-    for path, reason in report.failed[:20]:
+    for path, reason in [*report.failed, *report.bad_names][:20]:
         print(f"  unreadable {path}: {reason}")
 
 
@@ -470,6 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", default="mood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="with --audio-dir: keep links to files outside the folder (skipped "
+                   "by default)")  # fmt: skip
+    p.add_argument("--excerpts", type=int, default=3, metavar="N",
+                   help="with --audio-dir: embed N windows spread over each long track, "
+                   "not all of it (default 3; 0: whole tracks; see docs/library.md)")  # fmt: skip
+    p.add_argument("--excerpt-seconds", type=float, default=30.0,
+                   help="length of each window (default 30)")  # fmt: skip
     _engine_options(p)
     p.set_defaults(func=cmd_embed)
 
