@@ -257,6 +257,8 @@ def cmd_playlist(a: argparse.Namespace) -> None:
                                max_per_artist=cap)  # fmt: skip
     if a.m3u:
         write_m3u(a.m3u, tracks)
+    if a.mpd:
+        _queue_in_mpd(a, searcher.catalog, tracks)
     if a.json:
         print(json.dumps({"tracks": tracks}, indent=2))
         return
@@ -268,6 +270,18 @@ def cmd_playlist(a: argparse.Namespace) -> None:
         )
     if a.m3u:
         print(f"wrote {a.m3u}")
+
+
+def _queue_in_mpd(a: argparse.Namespace, cat: Any, tracks: list[dict[str, Any]]) -> None:
+    from moodshift.retrieval.mpd import queue_in_mpd
+
+    if cat.root is None:
+        raise InputError(
+            "--mpd needs a catalogue with audio files (audio_path); this one has none."
+        )
+    uris = queue_in_mpd(address=a.mpd, tracks=tracks, audio_root=cat.root,
+                        music_dir=a.mpd_music_dir)  # fmt: skip
+    print(f"queued {len(uris)} tracks in MPD at {a.mpd}", file=sys.stderr if a.json else sys.stdout)
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
@@ -551,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=12)
     p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
     p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--mpd", metavar="HOST:PORT",
+                   help="append the journey to a running MPD's queue (or: its socket)")  # fmt: skip
+    p.add_argument("--mpd-music-dir", help="MPD's music_directory as seen from here (when "
+                   "MPD is reached over TCP and cannot find the files by their paths)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_playlist)
 
