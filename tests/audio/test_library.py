@@ -585,3 +585,36 @@ def test_excerpts_embed_windows_of_long_tracks(tmp_path: Path) -> None:
     assert Excerpts(n=3, seconds=30).cut(short, sr) is short  # <= 90 s: whole
     with pytest.raises(InputError, match="excerpts"):
         Excerpts(n=0)
+
+
+def test_a_version_1_library_keeps_its_embeddings(library: Path, tmp_path: Path) -> None:
+    """State and cache written before the audio hash (keyed on whole files): nothing re-embedded."""
+    import json
+
+    from moodshift.audio.audiohash import audio_sha256
+    from moodshift.audio.embedders.pipeline import file_sha256
+
+    music = tmp_path / "music"
+    for rel in ("Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"):
+        (music / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(library / rel, music / rel)
+    out, cache, emb = tmp_path / "lib", tmp_path / "cache", _CountingEmbedder()
+    _CountingEmbedder.calls = 0
+    embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache, progress=False)
+    assert _CountingEmbedder.calls == 2
+    # Rewrite state and cache as version 1 had them: keyed by the SHA-256 of the whole file.
+    state = json.loads((out / "library.json").read_text())
+    files = {}
+    for rel, e in state["files"].items():
+        old_key = file_sha256(music / rel)
+        (npy,) = cache.rglob(f"{audio_sha256(music / rel)}.npy")
+        (npy.parent.parent / old_key[:2]).mkdir(exist_ok=True)
+        npy.rename(npy.parent.parent / old_key[:2] / f"{old_key}.npy")
+        files[rel] = {"size": e["size"], "mtime_ns": e["mtime_ns"], "sha256": old_key,
+                      "tags": e["tags"], "duration": e["duration"]}  # fmt: skip
+    (out / "library.json").write_text(json.dumps({**state, "format_version": 1, "files": files}))
+    cat, rep = embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache,
+                             progress=False)  # fmt: skip
+    assert _CountingEmbedder.calls == 2 and (rep.n_embedded, rep.n_reused) == (0, 2)
+    assert sorted(cat.labels["track_id"]) == ["Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"]
+    assert json.loads((out / "library.json").read_text())["format_version"] == 2
