@@ -74,3 +74,12 @@ def test_unknown_or_damaged_containers_are_hashed_whole(tmp_path: Path) -> None:
     broken = tmp_path / "y.ogg"
     broken.write_bytes(b"OggS" + b"\xff" * 40)  # page sync lost after the first header
     assert audio_sha256(broken) == file_sha256(broken)
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "pipe.mp3"
+    os.mkfifo(fifo)  # opening it for a blocking read would wait for a writer forever
+    with pytest.raises(OSError, match="not a regular file"):
+        audio_sha256(fifo)

@@ -23,8 +23,10 @@ anything else (WMA, MKA)  the whole file: there a tag edit means a re-analysis
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -50,11 +52,18 @@ def audio_sha256(path: str | os.PathLike[str]) -> str:
     Raises
     ------
     OSError
-        The file cannot be read.
+        The file cannot be read, or is not a regular file (never read then).
     """
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    # Non-blocking, then checked: a FIFO or device swapped in after the folder scan is
+    # refused at once instead of blocking or reading forever.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a device, FIFO or socket)", str(path))
+    with os.fdopen(fd, "rb") as fh:
+        size = st.st_size
         for start, end in _audio_spans(fh, size):
             fh.seek(start)
             left = end - start
