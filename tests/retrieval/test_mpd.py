@@ -66,6 +66,7 @@ def mpd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
         f'db_file "{home / "database"}"\n'
         f'log_file "{home / "log"}"\n'
         'bind_to_address "127.0.0.1"\n'
+        f'bind_to_address "{home / "socket"}"\n'
         f'port "{port}"\n'
         'audio_output {\n  type "null"\n  name "silence"\n}\n'
     )
@@ -170,6 +171,18 @@ def test_a_track_missing_from_mpd_is_a_clear_error(mpd_server: tuple[int, Path])
                          music_dir=root / "Ann")  # fmt: skip
     finally:
         late.unlink()
+
+
+def test_through_the_local_socket_mpd_names_its_music_folder(mpd_server: tuple[int, Path]) -> None:
+    port, music = mpd_server
+    _clear(port)
+    root = music / "Library"
+    tracks = [
+        {"track_id": r, "audio_path": str(root / r)} for r in ("Cy/05 Rain.flac", "Bo/03 Dusk.mp3")
+    ]
+    uris = queue_in_mpd(address=str(music.parent / "socket"), tracks=tracks, audio_root=root,
+                        clear=True)  # fmt: skip
+    assert uris == ["Library/Cy/05 Rain.flac", "Library/Bo/03 Dusk.mp3"] == _queue(port)
 
 
 def test_addresses() -> None:
