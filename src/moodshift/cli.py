@@ -109,9 +109,14 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
     if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
         labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
         print(f"labels from {labels}")
-    from moodshift.audio.embedders.pipeline import Excerpts
+    from moodshift.audio.embedders.pipeline import DEFAULT_EXCERPTS, Excerpts
 
-    excerpts = None if a.excerpts == 0 else Excerpts(n=a.excerpts, seconds=a.excerpt_seconds)
+    excerpts: Any = DEFAULT_EXCERPTS
+    if a.excerpts == 0:
+        excerpts = None
+    elif a.excerpts is not None or a.excerpt_seconds is not None:
+        excerpts = Excerpts(n=a.excerpts or DEFAULT_EXCERPTS.n,
+                            seconds=a.excerpt_seconds or DEFAULT_EXCERPTS.seconds)  # fmt: skip
     cat, report = embed_library(
         audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
         cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
@@ -491,10 +496,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-symlinks", action="store_true",
                    help="with --audio-dir: keep links to files outside the folder (skipped "
                    "by default)")  # fmt: skip
-    p.add_argument("--excerpts", type=int, default=3, metavar="N",
+    p.add_argument("--excerpts", type=int, metavar="N",
                    help="with --audio-dir: embed N windows spread over each long track, "
                    "not all of it (default 3; 0: whole tracks; see docs/library.md)")  # fmt: skip
-    p.add_argument("--excerpt-seconds", type=float, default=30.0,
+    p.add_argument("--excerpt-seconds", type=float,
                    help="length of each window (default 30)")  # fmt: skip
     _engine_options(p)
     p.set_defaults(func=cmd_embed)

@@ -50,6 +50,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
+from moodshift.audio.embedders.pipeline import DEFAULT_EXCERPTS, Excerpts
 from moodshift.errors import DataError, InputError
 
 __all__ = [
@@ -499,7 +500,7 @@ def embed_library(
     seed: int = 0,
     progress: bool = True,
     follow_symlinks: bool = False,
-    excerpts: Any | None = None,
+    excerpts: Excerpts | None = DEFAULT_EXCERPTS,
 ) -> tuple[Any, LibraryReport]:
     """Scan a music folder, read its tags, embed new or changed files, write the catalogue.
 
@@ -528,9 +529,11 @@ def embed_library(
         Progress bars (files/s and time left) on stderr.
     follow_symlinks : bool
         Keep linked files whose target lies outside the folder (skipped by default).
-    excerpts : Excerpts, optional
+    excerpts : Excerpts or None, optional
         Embed windows of long tracks rather than whole tracks
         (:class:`~moodshift.audio.embedders.pipeline.Excerpts`); None: whole tracks.
+        Default: :data:`~moodshift.audio.embedders.pipeline.DEFAULT_EXCERPTS`
+        (three 30 s windows).
 
     Returns
     -------
