@@ -109,14 +109,23 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
     if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
         labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
         print(f"labels from {labels}")
+    from moodshift.audio.embedders.pipeline import DEFAULT_EXCERPTS, Excerpts
+
+    excerpts: Any = DEFAULT_EXCERPTS
+    if a.excerpts == 0:
+        excerpts = None
+    elif a.excerpts is not None or a.excerpt_seconds is not None:
+        excerpts = Excerpts(n=a.excerpts or DEFAULT_EXCERPTS.n,
+                            seconds=a.excerpt_seconds or DEFAULT_EXCERPTS.seconds)  # fmt: skip
     cat, report = embed_library(
         audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
         cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+        follow_symlinks=a.follow_symlinks, excerpts=excerpts,
     )  # fmt: skip
     print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
           f"({cat.dim}-d)")  # fmt: skip
     print(report.summary())
-    for path, reason in report.failed[:20]:
+    for path, reason in [*report.failed, *report.bad_names][:20]:
         print(f"  unreadable {path}: {reason}")
 
 
@@ -253,6 +262,8 @@ def cmd_playlist(a: argparse.Namespace) -> None:
                                max_per_artist=cap)  # fmt: skip
     if a.m3u:
         write_m3u(a.m3u, tracks)
+    if a.mpd:
+        _queue_in_mpd(a, searcher.catalog, tracks)
     if a.json:
         print(json.dumps({"tracks": tracks}, indent=2))
         return
@@ -264,6 +275,18 @@ def cmd_playlist(a: argparse.Namespace) -> None:
         )
     if a.m3u:
         print(f"wrote {a.m3u}")
+
+
+def _queue_in_mpd(a: argparse.Namespace, cat: Any, tracks: list[dict[str, Any]]) -> None:
+    from moodshift.retrieval.mpd import queue_in_mpd
+
+    if cat.root is None:
+        raise InputError(
+            "--mpd needs a catalogue with audio files (audio_path); this one has none."
+        )
+    uris = queue_in_mpd(address=a.mpd, tracks=tracks, audio_root=cat.root,
+                        music_dir=a.mpd_music_dir)  # fmt: skip
+    print(f"queued {len(uris)} tracks in MPD at {a.mpd}", file=sys.stderr if a.json else sys.stdout)
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
@@ -474,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", default="mood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="with --audio-dir: keep links to files outside the folder (skipped "
+                   "by default)")  # fmt: skip
+    p.add_argument("--excerpts", type=int, metavar="N",
+                   help="with --audio-dir: embed N windows spread over each long track, "
+                   "not all of it (default 3; 0: whole tracks; see docs/library.md)")  # fmt: skip
+    p.add_argument("--excerpt-seconds", type=float,
+                   help="length of each window (default 30)")  # fmt: skip
     _engine_options(p)
     p.set_defaults(func=cmd_embed)
 
@@ -543,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=12)
     p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
     p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--mpd", metavar="HOST:PORT",
+                   help="append the journey to a running MPD's queue (or: its socket)")  # fmt: skip
+    p.add_argument("--mpd-music-dir", help="MPD's music_directory as seen from here (when "
+                   "MPD is reached over TCP and cannot find the files by their paths)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_playlist)
 

@@ -455,7 +455,12 @@ class ServingState:
             {**self.record(it.row), **entry}
             for it, entry in zip(items, describe_journey(self.engine, items), strict=True)
         ]
-        return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
+        # The seed's mood as the results show theirs (label, or the tagger's guess and its p).
+        seed = {
+            **self.record(row),
+            **self.engine.evidence.describe(np.array([row]), classes=self.engine.classes)[0],
+        }
+        return {"seed": seed, "to": self.moods[target], "tracks": tracks,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
 
     def _check_embedding(self, embedding: Any) -> np.ndarray:
