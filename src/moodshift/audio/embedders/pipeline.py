@@ -464,6 +464,7 @@ def _results_parallel(
     import multiprocessing as mp
 
     initargs = (blob, str(cache_dir) if cache_dir else None, provenance, max_duration_s, excerpts)
+    emb.warm_up()  # the workers then read compiled caches instead of racing to write them
 
     def gen() -> Iterator[tuple[int, _Result]]:
         pending = deque(range(len(paths)))
