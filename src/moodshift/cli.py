@@ -140,7 +140,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         kwargs["bce_on"] = a.bce_on
     if a.residual:
         kwargs["residual"] = True
-    return TrainConfig(**kwargs)
+    return TrainConfig.from_dict(kwargs)
 
 
 def _parse_weights(text: str) -> dict[str, float]:

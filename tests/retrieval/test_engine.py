@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -12,7 +10,6 @@ from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
-from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
@@ -32,32 +29,6 @@ def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shi
         if centroid_shift:
             net.centroids.copy_(torch.randn(4, 24) * 0.3)
     return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
-
-
-# shift_scale only acts with the centroid shift: every other combination, once.
-OPTIONS = [
-    o for o in itertools.product([False, True], [0, 20], [False, True], [1.0, 3.0])
-    if o[2] or o[3] == 1.0
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("residual", "head_hidden", "centroid_shift", "shift_scale"), OPTIONS)
-def test_numpy_transform_equals_model_transform(residual, head_hidden, centroid_shift,
-                                                shift_scale, rng):  # fmt: skip
-    model = _random_model(
-        residual=residual, head_hidden=head_hidden, centroid_shift=centroid_shift,
-        shift_scale=shift_scale, seed=5,
-    )  # fmt: skip
-    fast = NumpyTransform(model)
-    x = l2_normalize(rng.standard_normal((64, 24)).astype(np.float32))
-    src = rng.integers(0, 4, 64)
-    tgt = rng.integers(0, 4, 64)
-    strength = rng.uniform(0, 1, 64).astype(np.float32)
-    ref = model.transform(x, source=src, target=tgt, strength=strength)
-    got = fast(x, source=src, target=tgt, strength=strength)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-    # The verified builder keeps the numpy path (no fallback) for every option.
-    assert isinstance(NumpyTransform.build(model), NumpyTransform)
 
 
 def _engine(model, x, labels, proba=None, **kw):

@@ -590,7 +590,7 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed, choose_strength=False)
     cores = available_cores()
     quiet = _train_once(cat, cfg, progress=progress)
-    arch = cfg.architecture(dim=dim, n_classes=int(cat.labels["mood"].nunique()))
+    arch = cfg.architecture.sized(dim=dim, n_classes=int(cat.labels["mood"].nunique()))
     ceiling = matmul_ceiling(arch=arch, batch=cfg.batch_size, threads=int(quiet["threads"] or 1))
     with busy_processes(cores):
         contended = _train_once(cat, cfg, progress=progress)
@@ -619,7 +619,7 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
     Parameters
     ----------
     arch : Architecture
-        The network (:meth:`TrainConfig.architecture`).
+        The network (``TrainConfig.architecture``).
     batch : int
         Training batch size.
     threads : int
