@@ -103,8 +103,10 @@ def test_a_broken_fast_path_falls_back_to_the_torch_model(rng, caplog):
 # ---------------------------------------------------------------------- evidence settings
 def test_evidence_settings_read_the_stored_ones_and_round_trip():
     model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
-    model.config = {"default_strength": 0.4,
-                    "evidence": {"strength_label": 0.6, "strength_probe": 0.9, "weight": 0.25}}
+    model.config = {
+        "default_strength": 0.4,
+        "evidence": {"strength_label": 0.6, "strength_probe": 0.9, "weight": 0.25},
+    }
     settings = EvidenceSettings.of(model)
     assert settings == EvidenceSettings(strength_label=0.6, strength_probe=0.9, weight=0.25)
     assert settings.to_dict() == {"strength_label": 0.6, "strength_probe": 0.9, "weight": 0.25}
@@ -118,5 +120,8 @@ def test_evidence_settings_of_an_older_model_use_its_default_strength():
     assert EvidenceSettings.of(model) == EvidenceSettings(strength_label=0.4, strength_probe=0.4,
                                                           weight=0.0)  # fmt: skip
     model.config = {"default_strength": 0.4, "evidence": {"weight": 2.0}}
-    assert EvidenceSettings.of(model).to_dict() == {"strength_label": 0.4,
-                                                    "strength_probe": 0.4, "weight": 2.0}
+    assert EvidenceSettings.of(model).to_dict() == {
+        "strength_label": 0.4,
+        "strength_probe": 0.4,
+        "weight": 2.0,
+    }

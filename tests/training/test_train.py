@@ -129,7 +129,9 @@ def test_config_holds_the_architecture():
     assert (sized.head_hidden, sized.residual, sized.hidden) == (64, True, (32, 16))
     # The default is the chosen network, not Architecture's (the paper's).
     assert (TrainConfig().architecture.head_hidden, TrainConfig().architecture.centroid_shift) == (
-        512, True)
+        512,
+        True,
+    )
     # Round trip through config.json's layout, the architecture nested.
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict()["architecture"]["hidden"] == [32, 16]
@@ -160,7 +162,14 @@ def test_config_reads_the_flat_layout_of_older_models():
     assert cfg.epochs == 7
     a = cfg.architecture
     assert (a.dim, a.hidden, a.class_hidden, a.dropout, a.residual, a.head_hidden) == (
-        24, (32, 16), (8, 8), 0.2, True, 0)
+        24,
+        (32, 16),
+        (8, 8),
+        0.2,
+        True,
+        0,
+    )
     assert (a.centroid_shift, a.shift_scale) == (False, 2.0)
     # A flat field wins over the nested object (the CLI's flags and tune's overrides).
-    assert TrainConfig.from_dict({**cfg.to_dict(), "residual": False}).architecture.residual is False
+    again = TrainConfig.from_dict({**cfg.to_dict(), "residual": False})
+    assert again.architecture.residual is False
