@@ -208,30 +208,27 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
-    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.search import Searcher
 
-    cat = _catalog(a.catalog)
-    model = MoodshiftModel.load(a.model)
-    model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
-    searcher = Searcher(catalog=cat, model=model)
-    filters = _parse_filters(a.filter)
-    results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
-                                strength=a.strength, filters=filters, evidence=a.evidence,
-                                max_per_artist=a.max_per_artist)  # fmt: skip
-    _, _, src, predicted = searcher.seed(track_id=a.track)
-    source = {"mood": searcher.model.classes[src], "mood_source": "predicted" if predicted
-              else "label"}  # fmt: skip
+    # The catalogue's index (``moodshift index``) and its stored p(mood | track), and the
+    # start-up refusals, as ``moodshift serve`` has them.
+    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    answer = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k, strength=a.strength,
+                            filters=_parse_filters(a.filter), evidence=a.evidence,
+                            max_per_artist=a.max_per_artist)  # fmt: skip
+    source = {"mood": answer.source_mood, "mood_source": answer.source_mood_source}
     if a.json:
         print(json.dumps({"track_id": a.track, "source": source, "target_mood": a.mood,
-                          "strength": a.strength, "evidence": a.evidence,
-                          "results": [r.__dict__ for r in results]}, indent=2))  # fmt: skip
+                          "strength": answer.strength, "evidence": a.evidence,
+                          "index": answer.index,
+                          "results": [r.__dict__ for r in answer.results]}, indent=2))  # fmt: skip
         return
+    cat = searcher.catalog
     seed = cat.labels.iloc[cat.index_of(a.track)]
     print(f"seed {a.track}: " + ", ".join(f"{c}={seed[c]}" for c in cat.label_columns()))
     print(f"   source mood {source['mood']} ({source['mood_source']})")
-    print(f"-> {a.mood} (evidence {a.evidence})")
-    for r in results:
+    print(f"-> {a.mood} (evidence {a.evidence}, index {answer.index})")
+    for r in answer.results:
         labels = ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}"
                            for k, v in r.labels.items())  # fmt: skip
         why = (
@@ -243,19 +240,20 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.model.network import MoodshiftModel
     from moodshift.retrieval.playlist import write_m3u
     from moodshift.retrieval.search import Searcher
 
-    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
+    index = searcher.retriever.index_kind
     if a.m3u:
         write_m3u(a.m3u, tracks)
     if a.json:
-        print(json.dumps({"tracks": tracks}, indent=2))
+        print(json.dumps({"index": index, "tracks": tracks}, indent=2))
         return
+    print(f"index {index}")
     for i, t in enumerate(tracks, 1):
         why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"
         print(
@@ -518,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--track", required=True)
     p.add_argument("--mood", required=True)
+    p.add_argument(
+        "--index", help="index folder (default: <catalog>/index when it exists, else exact search)"
+    )
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--strength", type=float,
                    help="0 = the seed's neighbours, 1 = full transform (default: the model's, "
@@ -534,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--track", required=True, help="seed track id (never in the list)")
+    p.add_argument(
+        "--index", help="index folder (default: <catalog>/index when it exists, else exact search)"
+    )
     p.add_argument("--to", required=True, help="target mood")
     p.add_argument("--via", help="a mood to pass through half-way")
     p.add_argument("--length", type=int, default=12)

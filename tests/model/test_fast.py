@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.model.fast import EvidenceSettings, NumpyTransform
 from moodshift.model.network import (
     Architecture,
@@ -18,6 +17,7 @@ from moodshift.model.network import (
     MoodTransformer,
     branch_layers,
 )
+from moodshift.values import l2_normalize
 
 CLASSES = ["calm", "energetic", "happy", "sad"]
 

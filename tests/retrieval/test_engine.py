@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
+from moodshift.values import l2_normalize
 
 
 def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,
@@ -207,11 +207,11 @@ def test_index_stores_the_taggers_probabilities(trained, tmp_path):
                                atol=1e-6)  # fmt: skip
     searcher = Searcher(catalog=cat, model=model, index=index)
     assert searcher.engine.evidence.proba is index.mood_proba
-    a, _ = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
-    b, _ = Searcher(catalog=cat, model=model).query(
+    a = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
+    b = Searcher(catalog=cat, model=model).query(
         track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5
     )
-    assert [r.track_id for r in a] == [r.track_id for r in b]
+    assert [r.track_id for r in a.results] == [r.track_id for r in b.results]
 
 
 @pytest.mark.parametrize("partitions", [True, False], ids=["partitions", "index-only"])

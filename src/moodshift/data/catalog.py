@@ -33,13 +33,14 @@ from moodshift.errors import (
     EmbedderMismatchError,
     FileFormatError,
     InputError,
+    UnknownLabelError,
     UnknownTrackError,
 )
+from moodshift.values import SEPARATOR, l2_normalize, parse_values
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SEPARATOR = "|"
 #: Columns that describe a track but are not labels to preserve or score.
 RESERVED_COLUMNS = frozenset(
     {"track_id", "artist", "group", "title", "audio_path", "split", "duration", "path"}
@@ -47,16 +48,6 @@ RESERVED_COLUMNS = frozenset(
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 MTG_JAMENDO_MOODS = ("energetic", "calm", "happy", "sad")
-
-
-def parse_values(value: Any) -> frozenset[str]:
-    """Split a ``|``-separated label cell into a set of values (empty cell -> empty set)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return frozenset()
-    text = str(value).strip()
-    if not text:
-        return frozenset()
-    return frozenset(v.strip() for v in text.split(SEPARATOR) if v.strip())
 
 
 @dataclass
@@ -138,7 +129,7 @@ class Catalog:
     def value_sets(self, column: str) -> list[frozenset[str]]:
         """The label sets of one column, one per track."""
         if column not in self.labels.columns:
-            raise InputError(
+            raise UnknownLabelError(
                 f"no label column {column!r}; the catalogue has {self.label_columns()}."
             )
         return [parse_values(v) for v in self.labels[column].tolist()]
@@ -404,13 +395,6 @@ def _check_catalog_json(meta: Any) -> str | None:
     if meta.get("root") is not None and not isinstance(meta["root"], str):
         return "'root' must be a string or null"
     return None
-
-
-def l2_normalize(x: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    """Rows scaled to unit norm (float32); all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
 
 
 def validate(*, embeddings: np.ndarray, labels: pd.DataFrame) -> None:

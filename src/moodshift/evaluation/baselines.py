@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.model.network import slerp
 from moodshift.retrieval.search import topk_cosine
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.data.catalog import Catalog

@@ -387,7 +387,7 @@ def _projected(x: np.ndarray, y: np.ndarray, *, m: int, k: int, normalized: bool
                t0: float, options: dict[str, Any]) -> ClassNeighbors:  # fmt: skip
     """``method="projected"``: the exact join on the rows' main directions."""
     if not normalized:
-        from moodshift.data.catalog import l2_normalize
+        from moodshift.values import l2_normalize
 
         x = l2_normalize(x)
     dims = min(PROJECTED_DIMS, x.shape[1])

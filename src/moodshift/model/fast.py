@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.model.network import Architecture, MoodshiftModel, branch_layers, slerp
+from moodshift.values import l2_normalize
 
 log = logging.getLogger(__name__)
 

@@ -509,7 +509,7 @@ class MoodshiftModel:
         """
         import warnings
 
-        from moodshift.data.catalog import parse_values
+        from moodshift.values import parse_values
 
         if self.attribute not in catalog.labels.columns:
             if strict:

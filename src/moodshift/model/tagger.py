@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError
+from moodshift.values import l2_normalize
 
 #: Bins of the expected calibration error.
 ECE_BINS = 15

@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.model.fast import EvidenceSettings, NumpyTransform
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.model.network import MoodshiftModel

@@ -159,7 +159,7 @@ class LabelPostings:
         """
         import pandas as pd
 
-        from moodshift.data.catalog import parse_values
+        from moodshift.values import parse_values
 
         n = len(labels)
         keys: list[tuple[str, str]] = []
@@ -500,17 +500,6 @@ class FaissIndex:
         if sel is not None:
             p.sel = sel
         return p
-
-    def allowed_mask(self, filters: Mapping[str, str | Sequence[str]] | None) -> np.ndarray | None:
-        """Bool mask (n,) of rows matching ``filters`` (None when there is no filter)."""
-        if not filters:
-            return None
-        if self.postings is None:
-            raise InputError(
-                "this index was built without labels, so it cannot filter by label; rebuild it "
-                "with `moodshift index --catalog ...` or pass labels= to build_index."
-            )
-        return self.postings.mask(filters)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError
 from moodshift.model.network import MoodshiftModel
+from moodshift.retrieval.request import open_artifacts
 from moodshift.serving.app import create_app
 
 log = logging.getLogger(__name__)
@@ -208,16 +209,12 @@ def _load_app(
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
-    from moodshift.retrieval.index import load_catalog_index
     from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     _limit_threads()
-    cat = catalog if isinstance(catalog, Catalog) else Catalog.load(catalog, mmap=True)
-    mdl = model if isinstance(model, MoodshiftModel) else MoodshiftModel.load(model)
-    catalog_path = None if isinstance(catalog, Catalog) else catalog
-    idx = load_catalog_index(cat, catalog_path=catalog_path, path=index)
+    art = open_artifacts(catalog=catalog, model=model, index=index)
     app = create_app(
-        catalog=cat, model=mdl, index=idx, max_k=max_k,
+        catalog=art.catalog, model=art.model, index=art.index, max_k=max_k,
         allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS, cors_origins=cors_origins,
         audio_roots=audio_roots,
     )  # fmt: skip
@@ -231,13 +228,10 @@ def _load_app(
 
 
 def _check_artifacts(*, catalog: str, model: str, index: str | None, max_k: int) -> None:
-    from moodshift.retrieval.index import load_catalog_index
-
-    cat = Catalog.load(catalog, mmap=True)
-    mdl = MoodshiftModel.load(model)
-    cat.check_compatible(mdl.embedder, what="model")
-    mdl.check_catalog(cat)
-    load_catalog_index(cat, catalog_path=catalog, path=index)
+    # Before the workers start: the refusals each worker's serving state would give.
+    art = open_artifacts(catalog=catalog, model=model, index=index)
+    art.model.check_servable()
+    art.model.check_catalog(art.catalog)
 
 
 def _worker_app() -> Any:
