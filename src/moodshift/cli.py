@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from moodshift.bench.core import BENCHMARKS, WHATS
 from moodshift.errors import InputError, MoodshiftError
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -304,60 +305,31 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    if a.what == "soak":
-        from moodshift.bench.soak import format_soak, run_soak
+    from moodshift.bench.core import run_bench
 
-        counts = _client_counts(a.clients, default=(32,))
-        if len(counts) != 1:
-            raise InputError(f"bench soak runs one client count; got --clients {a.clients}")
-        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=counts[0],
-                          duration_s=a.duration or 60.0, seed=a.seed)  # fmt: skip
-        text = json.dumps(result, indent=2, default=str)
-        print(format_soak(result))
-    else:
-        if a.what == "embed":
-            result = _bench_record("embed", lambda: _bench_embed(a))
-        elif a.what == "serve":
-            result = _bench_record("serve", lambda: _bench_serve(a))
-        else:
-            from moodshift.bench.core import run_bench
-
-            result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
-                               classes=a.classes, seed=a.seed, train_n=a.train_n,
-                               train_epochs=a.train_epochs, query_kind=a.index_kind)  # fmt: skip
-        text = json.dumps(result, indent=2, default=str)
-        print(text)
+    result = run_bench(
+        a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed, train_n=a.train_n,
+        train_epochs=a.train_epochs, query_kind=a.index_kind, clients=_client_counts(a.clients),
+        duration_s=a.duration, requests=a.requests, filter_fraction=a.filter_fraction,
+        load_client=a.load_client, workers=a.workers, workdir=a.workdir,
+        audio_dir=a.audio_dir, files=a.files, embed_seconds=a.clip_seconds,
+        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
+        # From the command line, bench embed measures rendered music (when FluidSynth is here).
+        render=True,
+    )  # fmt: skip
+    text = json.dumps(result, indent=2, default=str)
+    bench = BENCHMARKS.get(a.what)
+    print(bench.report(result[a.what]) if bench is not None and bench.report else text)
     if a.json:
         from moodshift._atomic import write_text
 
         write_text(a.json, text)
 
 
-def _bench_record(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """One benchmark's figures with the machine facts around them, as ``run_bench`` writes."""
-    from moodshift.bench.core import NOTE, _load_avg, machine_info
-
-    result: dict[str, Any] = {"what": what, "machine": machine_info(), "note": NOTE}
-    result[what] = run()
-    result["machine"]["load_avg_after"] = _load_avg()
-    return result
-
-
-def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
-    from moodshift.bench.serve import run_serve_bench
-
-    return run_serve_bench(
-        n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
-        workdir=a.workdir, clients=_client_counts(a.clients, default=(1, 8, 32)),
-        requests=a.requests, duration_s=a.duration or 15.0, kind=a.index_kind,
-        client=a.load_client, filter_fraction=a.filter_fraction,
-    )  # fmt: skip
-
-
-def _client_counts(text: str | None, *, default: tuple[int, ...]) -> list[int]:
-    """``--clients`` as a list of positive counts ("1,8,32"); the default when absent."""
+def _client_counts(text: str | None) -> list[int] | None:
+    """``--clients`` as a list of positive counts ("1,8,32"); None when absent."""
     if not text:
-        return list(default)
+        return None
     try:
         counts = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
@@ -366,16 +338,6 @@ def _client_counts(text: str | None, *, default: tuple[int, ...]) -> list[int]:
         raise InputError(f"--clients takes positive counts separated by commas (e.g. 1,8,32); "
                          f"got {text!r}")  # fmt: skip
     return counts
-
-
-def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
-    from moodshift.bench.embed import bench_embed
-
-    return bench_embed(
-        audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
-        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
-        workers=a.workers, seed=a.seed,
-    )  # fmt: skip
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -583,7 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
+        choices=WHATS,
+        help="; ".join(f"{name}: {b.about}" for name, b in BENCHMARKS.items())
+        + "; all: every benchmark but "
+        + ", ".join(name for name, b in BENCHMARKS.items() if not b.in_all),
     )
     p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
     p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")

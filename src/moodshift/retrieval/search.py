@@ -176,10 +176,13 @@ class Searcher:
         self.model = model
         self.retriever = Retriever(catalog=catalog, model=model, index=index, proba=proba)
         self.engine = self.retriever.engine
-        self._columns = [
+        columns = [
             *catalog.label_columns(),
             *(c for c in ("title", "artist", "group", "audio_path") if c in catalog.labels),
         ]
+        # Plain arrays: a pandas row lookup per result cost more than the search itself.
+        self._columns = {c: catalog.labels[c].to_numpy(dtype=object) for c in columns}
+        self._track_ids = catalog.labels["track_id"].astype(str).to_numpy(dtype=object)
 
     @classmethod
     def open(
@@ -234,10 +237,9 @@ class Searcher:
         idx, sc = rows[keep], scores[keep]
         moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=p.evidence)
         results = []
-        for rank, (i, s, m) in enumerate(zip(idx, sc, moods, strict=True), start=1):
-            rec = self.catalog.labels.iloc[int(i)]
-            labels = {c: _label_value(c, rec[c]) for c in self._columns}
-            results.append(Result(str(rec["track_id"]), float(s), labels, rank, **m))
+        for rank, (i, s, m) in enumerate(zip(idx.tolist(), sc.tolist(), moods, strict=True), 1):
+            labels = {c: _label_value(c, values[i]) for c, values in self._columns.items()}
+            results.append(Result(self._track_ids[i], s, labels, rank, **m))
         return Answer(
             results=results, query=qvec, source_mood=self.model.classes[p.source],
             source_mood_source=p.source_kind, target_mood=self.model.classes[p.target],
