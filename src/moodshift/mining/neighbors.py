@@ -1136,23 +1136,3 @@ def list_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
         hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
     total = int((b >= 0).sum())
     return hit / total if total else 1.0
-
-
-def brute_force_class_topk(
-    *, embeddings: np.ndarray, labels: np.ndarray, k: int
-) -> list[list[set[int]]]:
-    """Reference implementation (full matrix, sets per list) used by tests on tiny data."""
-    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    m = int(labels.max()) + 1
-    result = []
-    for i in range(x.shape[0]):
-        row = []
-        for c in range(m):
-            members = np.flatnonzero(labels == c)
-            members = members[members != i]
-            order = members[np.argsort(-sims[i, members], kind="stable")][:k]
-            row.append(set(order.tolist()))
-        result.append(row)
-    return result
