@@ -25,7 +25,7 @@ with one batched transform and one batched search, each with its own
 strength, filter and ``k``.
 
 Measured in one server process (100k tracks, 256-d, HNSW, k = 10, 20 % of
-queries filtered by genre; 2 shared cores; see README "Scale"): a micro-batch
+queries filtered by genre; 2 shared cores; see benchmarks/RESULTS.md, "Scale"): a micro-batch
 of 32 costs ~0.9 ms of CPU per unfiltered query and ~2.7 ms per filtered one
 (an exact scan of the filter's rows, memory-bound); alone, 2.1 and 3.7 ms.
 ``serve(workers=N)`` runs N processes sharing the memory-mapped data.
@@ -36,7 +36,7 @@ resolved (symlinks included) and served only when it is a regular file with an
 audio media type under one of the audio roots (the catalogue's folder, plus
 ``audio_roots``).
 
-Refusals (see the README's "Security and reliability"): a Host header outside
+Refusals (see docs/security.md): a Host header outside
 ``allowed_hosts`` gets 400 (DNS rebinding); every response carries a
 Content-Security-Policy without third-party origins, ``nosniff`` and
 ``frame-ancestors 'none'``; CORS is off unless ``cors_origins`` is given; slash

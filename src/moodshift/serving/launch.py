@@ -221,7 +221,7 @@ def _load_app(
     # The serving state is a few hundred thousand long-lived objects (one row dict per
     # track): a full garbage collection walks them all, ~110 ms at 100k tracks, and
     # lands on whichever requests are in flight. They live as long as the process, so
-    # they leave the collector's generations (measured p99 effect: README, serving).
+    # they leave the collector's generations (measured p99 effect: benchmarks/RESULTS.md, "Scale").
     gc.collect()
     gc.freeze()
     return app

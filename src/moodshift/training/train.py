@@ -35,7 +35,7 @@ from moodshift.training.sampling import ProxySampler
 log = logging.getLogger(__name__)
 
 
-#: The network ``moodshift train`` builds (README, "Choosing the defaults"): the paper's
+#: The network ``moodshift train`` builds (benchmarks/RESULTS.md, "Quality"): the paper's
 #: layer sizes with a seed-dependent head on top of the centroid shift. ``dim`` and
 #: ``n_classes`` are set from the catalogue, ``shift_scale`` from ``extrapolation``.
 CHOSEN_ARCHITECTURE = Architecture(head_hidden=512, centroid_shift=True)
@@ -46,7 +46,7 @@ class TrainConfig:
     """Everything that defines a training run (saved in config.json and checkpoints).
 
     The defaults are the configuration chosen by validation-split measurements
-    (README, "Choosing the defaults"; benchmarks/QUALITY.md): cosine loss to the
+    (benchmarks/RESULTS.md, "Quality"; benchmarks/QUALITY.md): cosine loss to the
     nearest target-mood track (K = 1), aimed 3x past it, on top of the centroid
     shift, with the default strength chosen on validation. The paper's own setting
     is ``losses=("cos", "triplet", "cosbce"), margin=0.3, relative_margin=False,
