@@ -127,7 +127,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
-                 "patience", "weight_decay", "mining"):  # fmt: skip
+                 "patience", "weight_decay", "mining", "ranking"):  # fmt: skip
         value = getattr(a, name, None)
         if value is not None:
             kwargs[name] = value
@@ -372,6 +372,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw", "projected"],
                    help="proxy-target self-join: exact, or approximate (IVF, FAISS, or in 64 "
                         "principal directions)")  # fmt: skip
+    p.add_argument("--ranking", choices=["auto", "none", "centroid", "leace", "metric"],
+                   help="the space queries rank in: auto (default) chooses on validation among "
+                        "plain cosine, mood erasure (centroid span, LEACE) and a space learned "
+                        "from cross-mood pairs; none is the paper's plain cosine")  # fmt: skip
     _engine_options(p)
 
 

@@ -88,11 +88,28 @@ def test_labels_at_strength_zero_reproduce_oracle_top1(trained):
     cat, model = trained
     pool = cat.subset(cat.split_indices("test"))
     ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=1.0)
-    rows = ev.engine_results(ev.engine(model), evidence="labels", strength=0.0)
+    rows = ev.engine_results(ev.engine(model, ranking=None), evidence="labels", strength=0.0)
     q = ev.queries
     oracle = baselines.oracle_topk(ev.x[q.seeds], target=q.target, pool=ev.x, pool_labels=ev.y,
                                    exclude=q.seeds, k=ev.k_max)  # fmt: skip
     np.testing.assert_array_equal(rows, oracle)
+
+
+@pytest.mark.parametrize("kind", ["centroid", "leace"])
+def test_labels_at_strength_zero_in_an_erased_space_reproduce_erasure(trained, kind):
+    """The erased seed with the label filter is one of the points the default query can take."""
+    cat, model = trained
+    pool = cat.subset(cat.split_indices("test"))
+    ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=1.0)
+    space = baselines.training_erasers(cat, attribute="mood", classes=model.classes)[kind].space()
+    rows = ev.engine_results(ev.engine(model, ranking=space), evidence="labels", strength=0.0)
+    q = ev.queries
+    erased = baselines.erased_filter(ev.x[q.seeds], target=q.target, pool=ev.x, space=space,
+                                     pool_labels=ev.y, exclude=q.seeds, k=ev.k_max)  # fmt: skip
+    np.testing.assert_array_equal(rows, erased)
+    plain = baselines.oracle_topk(ev.x[q.seeds], target=q.target, pool=ev.x, pool_labels=ev.y,
+                                  exclude=q.seeds, k=ev.k_max)  # fmt: skip
+    assert (rows[:, 0] != plain[:, 0]).any()  # the space changes the ranking
 
 
 def test_label_fraction_zero_never_reads_a_pool_label(trained, rng):
@@ -116,8 +133,18 @@ def test_tagger_filter_is_the_engine_at_strength_and_weight_zero(trained):
     ref = baselines.tagger_filter(ev.x[q.seeds], target=q.target, pool=ev.x,
                                   proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
                                   k=ev.k_max)  # fmt: skip
-    got = ev.engine_results(ev.engine(model), evidence="probe", strength=0.0, weight=0.0)
+    got = ev.engine_results(ev.engine(model, ranking=None), evidence="probe", strength=0.0,
+                            weight=0.0)  # fmt: skip
     np.testing.assert_array_equal(got, ref)
+    # In an erased space the same point is the erasure baseline that reads the tagger.
+    erasers = baselines.training_erasers(cat, attribute="mood", classes=model.classes)
+    space = erasers["leace"].space()
+    erased = baselines.erased_filter(ev.x[q.seeds], target=q.target, pool=ev.x, space=space,
+                                     proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
+                                     k=ev.k_max)  # fmt: skip
+    got = ev.engine_results(ev.engine(model, ranking=space), evidence="probe", strength=0.0,
+                            weight=0.0)  # fmt: skip
+    np.testing.assert_array_equal(got, erased)
 
 
 def _confounded_catalog(seed: int = 0):

@@ -9,6 +9,8 @@ A saved model is a folder, loadable in one call with :meth:`MoodshiftModel.load`
       embedder.json        name, version, dim of the embedder the catalogue used
       training_log.json    per-epoch validation figures
       selection.json       (optional) how the configuration was chosen (``moodshift tune``)
+      ranking.safetensors  (optional) the space queries rank in, chosen on validation
+                           (``config.json`` -> ``ranking`` describes it; absent: plain cosine)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
+from moodshift.model.ranking import RankingSpace
 from moodshift.model.tagger import MoodTagger
 
 
@@ -268,6 +271,9 @@ class MoodshiftModel:
     tagger : MoodTagger, optional
         The calibrated mood probe fitted with the model (``tagger.*`` in the folder):
         the evidence for unlabelled tracks and the source mood of unlabelled seeds.
+    ranking : RankingSpace, optional
+        The space the query engine compares queries and tracks in
+        (:mod:`moodshift.model.ranking`); None: the plain cosine.
     """
 
     def __init__(
@@ -281,9 +287,11 @@ class MoodshiftModel:
         log: list[dict[str, Any]] | None = None,
         selection: dict[str, Any] | None = None,
         tagger: MoodTagger | None = None,
+        ranking: RankingSpace | None = None,
     ) -> None:
         self.net = net.eval()
         self.tagger = tagger
+        self.ranking = ranking
         self.classes = list(classes)
         self.attribute = attribute
         self.embedder = dict(embedder or {"dim": net.arch.dim})
@@ -389,6 +397,9 @@ class MoodshiftModel:
         cfg = dict(self.config)
         cfg["architecture"] = self.net.arch.to_dict()
         cfg["moodshift_version"] = _version()
+        cfg["ranking"] = {"kind": "none"} if self.ranking is None else dict(self.ranking.info)
+        if self.ranking is not None:
+            self.ranking.save(folder / "ranking.safetensors")
         (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
         (folder / "vocab.json").write_text(
             json.dumps({"attribute": self.attribute, "classes": self.classes}, indent=2)
@@ -462,9 +473,20 @@ class MoodshiftModel:
             tagger = MoodTagger.read_from(path, dim=arch.dim, classes=list(vocab["classes"]))
         except FileFormatError as exc:  # keep the CLI's message on one line
             raise FileFormatError(" ".join(str(exc).split())) from None
+        ranking = None
+        kind = (cfg.get("ranking") or {}).get("kind", "none")
+        if kind != "none":
+            if not (path / "ranking.safetensors").is_file():
+                raise FileFormatError(
+                    f"{path}: config.json ranks queries in a {kind!r} space but "
+                    f"ranking.safetensors is missing; restore it, or retrain the model."
+                )
+            ranking = RankingSpace.load(path / "ranking.safetensors", dim=arch.dim,
+                                        info=cfg["ranking"])  # fmt: skip
         model = cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
             embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
+            ranking=ranking,
         )  # fmt: skip
         model.check_servable(where=path)
         return model
@@ -605,6 +627,9 @@ def _check_config(data: Any) -> str | None:
             return f"architecture.{key} must be true or false, got {a.get(key)!r}"
     if not _is_num(a.get("shift_scale", 1.0)):
         return f"architecture.shift_scale must be a number, got {a.get('shift_scale')!r}"
+    ranking = data.get("ranking", {"kind": "none"})
+    if not (isinstance(ranking, dict) and isinstance(ranking.get("kind", "none"), str)):
+        return f"ranking must be an object with a 'kind' string, got {ranking!r}"
     return None
 
 

@@ -24,7 +24,13 @@ Ranking, for a target mood t and the chosen evidence:
 ``evidence`` selects the sources: ``auto`` (labels where known, the tagger
 elsewhere), ``labels`` (labels only; unlabelled tracks are not candidates),
 ``probe`` (the tagger on every track; labels ignored), ``none`` (similarity to
-the transformed query alone, as the paper retrieves).
+the transformed query alone, as the paper retrieves: plain cosine, whatever the
+model's ranking space).
+
+The evidence modes compare the query and the tracks in the model's *ranking
+space* (:mod:`moodshift.model.ranking`, chosen on validation): both pass through
+the same map before the cosine, so a mood eraser or a learned space keeps the
+candidates' own mood from steering the ranking.
 
 How a batch is searched: up to :data:`EXACT_LIMIT` tracks, every track is
 scored exactly (one matrix product per block of queries). Above it, queries are
@@ -47,6 +53,7 @@ import numpy as np
 
 from moodshift.errors import InputError
 from moodshift.model.fast import EvidenceSettings, NumpyTransform
+from moodshift.model.ranking import RankingSpace
 from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
@@ -228,6 +235,7 @@ class _Batch:
     w: float  # weight of log p(target | track)
     exclude: np.ndarray  # (q,) int64, -1 for none
     masks: list[np.ndarray | None] | None  # per query, None: no filter at all
+    space: RankingSpace | None = None  # the space q_label / q_probe and the tracks rank in
 
     def __len__(self) -> int:
         return int(self.q_label.shape[0])
@@ -246,6 +254,7 @@ class _Batch:
             q_probe=None if self.q_probe is None else self.q_probe[rows],
             target=self.target[rows], tiers=self.tiers, w=self.w, exclude=self.exclude[rows],
             masks=None if self.masks is None else [self.masks[i] for i in rows.tolist()],
+            space=self.space,
         )  # fmt: skip
 
 
@@ -293,6 +302,10 @@ class QueryEngine:
     artists : np.ndarray, shape (n,), int64, optional
         Artist code per track (``-1``: unknown, each such track its own artist),
         for ``max_per_artist``.
+    ranking : RankingSpace or None or "model"
+        The space queries and tracks are compared in (:mod:`moodshift.model.ranking`):
+        ``"model"`` (default) the one chosen on validation and saved with the model,
+        None the plain cosine of the raw embeddings.
     """
 
     def __init__(
@@ -305,6 +318,7 @@ class QueryEngine:
         settings: EvidenceSettings | None = None,
         exact_limit: int = EXACT_LIMIT,
         artists: np.ndarray | None = None,
+        ranking: RankingSpace | str | None = "model",
     ) -> None:
         if len(evidence) != vectors.shape[0]:
             raise InputError(
@@ -320,13 +334,30 @@ class QueryEngine:
         self.exact = index is None or vectors.shape[0] <= exact_limit
         self.transform = NumpyTransform.build(model)
         self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
+        if isinstance(ranking, str):
+            if ranking != "model":
+                raise InputError(f"ranking: a RankingSpace, None or 'model', not {ranking!r}.")
+            ranking = model.ranking
+        self.ranking: RankingSpace | None = ranking
+        self._projected: np.ndarray | None = None
         self._mask_cache: dict[tuple, list[list[tuple[bool, np.ndarray, float]]]] = {}
-        self._partitions: dict[tuple[int, int], _Partition | None] = {}
+        self._partitions: dict[tuple[int, int, int], _Partition | None] = {}
         self._partition_bytes = 0
 
     @property
     def n(self) -> int:
         return int(self.vectors.shape[0])
+
+    def _all_in(self, space: RankingSpace | None) -> np.ndarray:
+        """Every track in ``space`` (the model's, or None): the exact path's matrix, made once."""
+        if space is None:
+            return self.vectors
+        assert space is self.ranking
+        if self._projected is None:
+            self._projected = np.concatenate(
+                [self.ranking.project(self.vectors[s : s + 65536]) for s in range(0, self.n, 65536)]
+            ) if self.n else np.zeros((0, self.ranking.matrix.shape[1]), np.float32)  # fmt: skip
+        return self._projected
 
     # ------------------------------------------------------------------ seeds
     def source_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +502,8 @@ class QueryEngine:
         scores : np.ndarray, shape (q, k), float32
             The ranking score (cosine, plus ``w log p`` for tagger-judged tracks).
         query : np.ndarray, shape (q, d)
-            The label-scored query vectors.
+            The label-scored query vectors (in the embedding space, before the
+            ranking space's map).
         """
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
@@ -482,12 +514,15 @@ class QueryEngine:
         w = self.settings.weight if weight is None else float(weight)
         q_label, q_probe = self.queries(seeds, source=source, target=target, evidence=evidence,
                                         strength=strength)  # fmt: skip
+        space = None if evidence == "none" else self.ranking
+        r_label = _in_space(space, q_label)
+        r_probe = None if q_probe is q_label else _in_space(space, q_probe)
         batch = _Batch(
-            q_label=q_label, q_probe=None if q_probe is q_label else q_probe, target=target,
+            q_label=r_label, q_probe=r_probe, target=target,
             tiers=self.evidence.tiers(evidence), w=w,
             exclude=np.full(q, -1, dtype=np.int64) if exclude is None else (
                 np.asarray(exclude, np.int64)),
-            masks=self._masks(allowed, q),
+            masks=self._masks(allowed, q), space=space,
         )  # fmt: skip
         run = self._exact if self.exact else self._indexed
         if max_per_artist is None or self.artists is None:
@@ -526,16 +561,18 @@ class QueryEngine:
             return
         tiers = self.evidence.tiers(evidence)
         for t in range(len(self.classes)):
-            self._partition(tiers, t)
+            self._partition(tiers, t, self.ranking)
 
-    def _partition(self, tiers: Tiers, target: int) -> _Partition | None:
+    def _partition(
+        self, tiers: Tiers, target: int, space: RankingSpace | None
+    ) -> _Partition | None:
         """The candidates of ``target`` as one contiguous block, or None (too large, or none).
 
         Scoring a block is one matrix product for a whole batch of queries and is
         exact, where the index costs a search per query and a re-rank. Memory is
         bounded by :data:`PARTITION_MAX_VALUES` and :data:`PARTITION_BUDGET_BYTES`.
         """
-        key = (id(tiers[0]), target)
+        key = (id(tiers[0]), target, id(space))
         if key in self._partitions:
             return self._partitions[key]
         candidate, logp, by_label = tiers
@@ -547,7 +584,7 @@ class QueryEngine:
         ):
             part = _Partition(
                 rows=rows,
-                vectors=np.ascontiguousarray(self.vectors[rows], dtype=np.float32),
+                vectors=np.ascontiguousarray(_in_space(space, self.vectors[rows]), np.float32),
                 by_label=by_label[rows],
                 logp=None if logp is None else np.ascontiguousarray(logp[rows, target]),
             )
@@ -568,7 +605,7 @@ class QueryEngine:
         rest: list[int] = []
         for t in np.unique(b.target).tolist():
             members = np.flatnonzero(b.target == t)
-            part = self._partition(b.tiers, int(t))
+            part = self._partition(b.tiers, int(t), b.space)
             if part is None:
                 rest.extend(members.tolist())
                 continue
@@ -662,7 +699,7 @@ class QueryEngine:
         k_eff = min(k, self.n)
         out_r = np.full((len(b), k), -1, dtype=np.int64)
         out_s = np.zeros((len(b), k), dtype=np.float32)
-        x = self.vectors
+        x = self._all_in(b.space)
         # Candidates first: a tier offset larger than any score difference within a tier.
         span = 2.0 + b.w * float(-np.log(MIN_PROBA)) + 1.0
         for s in range(0, len(b), QUERY_BLOCK):
@@ -692,7 +729,8 @@ class QueryEngine:
         scores, shape (2, j)); those queries only search the tiers after it.
         """
         assert self.index is not None
-        depth = max(k, RERANK_DEPTH) if b.w != 0.0 else k
+        # The index ranks raw embeddings: re-rank deeper when the exact score differs from it.
+        depth = max(k, RERANK_DEPTH) if b.w != 0.0 or b.space is not None else k
         out_r = np.full((len(b), k), -1, dtype=np.int64)
         out_s = np.zeros((len(b), k), dtype=np.float32)
         two = b.q_probe is not None
@@ -706,7 +744,8 @@ class QueryEngine:
                     got.append(first[i])
                     continue
                 rows = [
-                    self._tier_search(b.probe(i) if use_probe else b.q_label[i], sub, frac,
+                    self._tier_search(_raw_query(b.space, b.probe(i) if use_probe else
+                                                 b.q_label[i]), sub, frac,
                                       depth=depth, exclude=int(b.exclude[i]),
                                       filtered=allowed is not None)
                     for use_probe, sub, frac in parts
@@ -716,7 +755,7 @@ class QueryEngine:
                 if not rows:
                     continue
                 cand_rows = np.unique(np.concatenate(rows))
-                x = np.asarray(self.vectors[cand_rows], dtype=np.float32)
+                x = _in_space(b.space, self.vectors[cand_rows])
                 sl = (b.q_label[i] @ x.T)[None, :]
                 sp = (b.probe(i) @ x.T)[None, :] if two else None
                 score, _ = self._scores(sl, sp, b.target[i : i + 1], cand_rows, b.tiers, b.w)
@@ -796,6 +835,16 @@ class QueryEngine:
             mask[exclude] = False
         idx = self.index.search(vec[None, :], k=depth, allowed=mask)[0]
         return idx[idx >= 0]
+
+
+def _in_space(space: RankingSpace | None, x: np.ndarray) -> np.ndarray:
+    """Rows in ``space`` (unit-norm), or the rows themselves for the plain cosine."""
+    return np.asarray(x, dtype=np.float32) if space is None else space.project(x)
+
+
+def _raw_query(space: RankingSpace | None, vec: np.ndarray) -> np.ndarray:
+    """The vector an index over the raw embeddings is searched with for a query in ``space``."""
+    return vec if space is None else space.pullback(vec[None, :])[0]
 
 
 def _block_out(

@@ -24,11 +24,12 @@ from moodshift._atomic import atomic_file
 from moodshift._deps import torch_device
 from moodshift.data.catalog import Catalog
 from moodshift.errors import FileFormatError, InputError
+from moodshift.evaluation.baselines import training_rows
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.threads import apply_thread_policy
-from moodshift.training.evidence import choose_evidence
+from moodshift.training.evidence import RANKING_KINDS, candidate_spaces, choose_evidence
 from moodshift.training.losses import build_losses
 from moodshift.training.sampling import ProxySampler
 
@@ -74,6 +75,7 @@ class TrainConfig:
     architecture: Architecture = CHOSEN_ARCHITECTURE
     extrapolation: float = 3.0
     choose_strength: bool = True
+    ranking: str = "auto"
     seed: int = 0
     device: str = "auto"
     mood_target: float = 0.9
@@ -98,6 +100,10 @@ class TrainConfig:
         build_losses(self.losses)  # validates the names
         if self.mining not in METHODS:
             raise InputError(f"mining must be one of {', '.join(METHODS)}; got {self.mining!r}")
+        if self.ranking not in ("auto", *RANKING_KINDS):
+            raise InputError(
+                f"ranking must be auto or one of {', '.join(RANKING_KINDS)}; got {self.ranking!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON types, the architecture nested (``config.json``)."""
@@ -386,8 +392,12 @@ def train(
                               seed=cfg.seed)  # fmt: skip
     meta["tagger"] = model.tagger.report
     if cfg.choose_strength and val is not None:
-        # How evidence-aware queries rank (labels where known, the tagger elsewhere).
-        settings, chosen = choose_evidence(val, model)
+        # How evidence-aware queries rank (labels where known, the tagger elsewhere), and
+        # in which space: every candidate is fitted on the training split alone.
+        tx, ty, groups = training_rows(catalog, attribute=cfg.attribute, classes=data.classes)
+        kinds = RANKING_KINDS if cfg.ranking == "auto" else (cfg.ranking,)
+        spaces = candidate_spaces(tx, ty, groups=groups, kinds=kinds, seed=cfg.seed)
+        settings, model.ranking, chosen = choose_evidence(val, model, spaces=spaces)
         model.config["evidence"] = settings.to_dict()
         meta["evidence_validation"] = chosen
     if out is not None:
