@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.values import l2_normalize
 from moodshift.errors import DataError, FileFormatError, InputError
+from moodshift.values import l2_normalize
 
 KINDS = ("centroid", "leace")
 #: Eigenvalues below this share of the largest count as zero (a rank-deficient covariance:
