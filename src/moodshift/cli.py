@@ -28,21 +28,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from moodshift.bench.core import BENCHMARKS, WHATS
+from moodshift._atomic import write_text
+from moodshift.audio.corpus import build_corpus
+from moodshift.audio.embed import embed_catalog
+from moodshift.audio.library import embed_library
+from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
+from moodshift.data.catalog import Catalog, import_catalog
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.retrieval.index import build_catalog_index
 
 Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _catalog(path: str) -> Any:
-    from moodshift.data.catalog import Catalog
 
     return Catalog.load(path)
 
 
 # ---------------------------------------------------------------------- import
 def cmd_import(a: argparse.Namespace) -> None:
-    from moodshift.data.catalog import import_catalog
 
     embedder = {"name": a.embedder_name, "version": a.embedder_version}
     cat = import_catalog(
@@ -71,7 +75,6 @@ def _print_label_summary(cat: Any, attribute: str) -> None:
 
 # ---------------------------------------------------------------------- corpus
 def cmd_corpus(a: argparse.Namespace) -> None:
-    from moodshift.audio.corpus import build_corpus
 
     path = build_corpus(a.out, n=a.n, seed=a.seed, workers=a.workers, **_clip_seconds(a))
     print(f"corpus labels: {path}")
@@ -86,7 +89,6 @@ def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
 def cmd_embed(a: argparse.Namespace) -> None:
     if a.audio_dir:
         return cmd_embed_library(a)
-    from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
         labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
@@ -102,7 +104,6 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 
 def cmd_embed_library(a: argparse.Namespace) -> None:
-    from moodshift.audio.library import embed_library
 
     if a.engine != "local":
         raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
@@ -123,7 +124,9 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- train
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from moodshift.training.train import TrainConfig
+    from moodshift.training.train import (
+        TrainConfig,  # imports torch (heavy): loaded only when this runs
+    )
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
@@ -158,7 +161,7 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from moodshift.training.train import train
+    from moodshift.training.train import train  # imports torch (heavy): loaded only when this runs
 
     cat = _catalog(a.catalog)
     cfg = _config_from_args(a)
@@ -170,7 +173,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    from moodshift.training.tune import tune
+    from moodshift.training.tune import tune  # imports torch (heavy): loaded only when this runs
 
     tune(catalog=_catalog(a.catalog), out=a.out, budget_s=a.budget, epochs=a.epochs,
          mood_target=a.mood_target, seed=a.seed, resume=not a.restart)  # fmt: skip
@@ -178,8 +181,13 @@ def cmd_tune(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from moodshift.evaluation.evaluate import evaluate_catalog, format_table
-    from moodshift.model.network import MoodshiftModel
+    from moodshift.evaluation.evaluate import (  # imports torch (heavy): loaded only when this runs
+        evaluate_catalog,
+        format_table,
+    )
+    from moodshift.model.network import (
+        MoodshiftModel,  # imports torch (heavy): loaded only when this runs
+    )
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
@@ -189,19 +197,21 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     report.catalog = str(a.catalog)
     report.model = str(a.model or "")
     if a.sweep:
-        from moodshift.evaluation.sweep import run_sweep
+        from moodshift.evaluation.sweep import (
+            run_sweep,  # imports torch (heavy): loaded only when this runs
+        )
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
                                            max_seeds=a.max_seeds,
                                            label_fraction=a.label_fraction)  # fmt: skip
     print(format_table(report))
     if a.json:
-        from moodshift._atomic import write_text
-
         write_text(a.json, json.dumps(report.to_json(), indent=2))
         print(f"wrote {a.json}")
     if a.plots:
-        from moodshift.evaluation.plots import plot_report
+        from moodshift.evaluation.plots import (
+            plot_report,  # imports torch (heavy): loaded only when this runs
+        )
 
         for p in plot_report(report, catalog=cat, model=model, out_dir=a.plots):
             print(f"wrote {p}")
@@ -209,7 +219,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.search import Searcher
+    from moodshift.retrieval.search import (
+        Searcher,  # imports torch (heavy): loaded only when this runs
+    )
 
     # The catalogue's index (``moodshift index``) and its stored p(mood | track), and the
     # start-up refusals, as ``moodshift serve`` has them.
@@ -241,8 +253,12 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.playlist import write_m3u
-    from moodshift.retrieval.search import Searcher
+    from moodshift.retrieval.playlist import (
+        write_m3u,  # imports torch (heavy): loaded only when this runs
+    )
+    from moodshift.retrieval.search import (
+        Searcher,  # imports torch (heavy): loaded only when this runs
+    )
 
     searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
     cap = None if a.max_per_artist == 0 else a.max_per_artist
@@ -279,11 +295,12 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
 
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.index import build_catalog_index
 
     model = None
     if a.model:
-        from moodshift.model.network import MoodshiftModel
+        from moodshift.model.network import (
+            MoodshiftModel,  # imports torch (heavy): loaded only when this runs
+        )
 
         model = MoodshiftModel.load(a.model)
     info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)
@@ -291,7 +308,7 @@ def cmd_index(a: argparse.Namespace) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from moodshift.serving.launch import serve
+    from moodshift.serving.launch import serve  # imports torch (heavy): loaded only when this runs
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
           workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
@@ -305,8 +322,6 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    from moodshift.bench.core import run_bench
-
     result = run_bench(
         a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed, train_n=a.train_n,
         train_epochs=a.train_epochs, query_kind=a.index_kind, clients=_client_counts(a.clients),
@@ -321,8 +336,6 @@ def cmd_bench(a: argparse.Namespace) -> None:
     bench = BENCHMARKS.get(a.what)
     print(bench.report(result[a.what]) if bench is not None and bench.report else text)
     if a.json:
-        from moodshift._atomic import write_text
-
         write_text(a.json, text)
 
 
@@ -341,7 +354,7 @@ def _client_counts(text: str | None) -> list[int] | None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from moodshift.demo import run_demo
+    from moodshift.demo import run_demo  # imports torch (heavy): loaded only when this runs
 
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
              epochs=a.epochs, **_clip_seconds(a))  # fmt: skip

@@ -38,6 +38,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
+from moodshift.audio.embedders.base import get_embedder
+from moodshift.audio.embedders.pipeline import (
+    EmbeddingCache,
+    embed_files,
+    file_sha256,
+    provenance_key,
+)
+from moodshift.audio.embedders.standardize import fit_standardizer
+from moodshift.data.catalog import SEPARATOR, Catalog, read_labels
 from moodshift.errors import DataError, InputError
 
 __all__ = [
@@ -191,9 +200,9 @@ def read_tags(path: str | Path) -> dict[str, list[str]]:
 
 def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
     """Tags (as :func:`read_tags`) and duration in seconds (None if unknown): one parse."""
-    import mutagen
-    from mutagen.id3 import ID3
-    from mutagen.mp4 import MP4Tags
+    import mutagen  # mutagen is heavy to import: loaded only when this runs
+    from mutagen.id3 import ID3  # mutagen is heavy to import: loaded only when this runs
+    from mutagen.mp4 import MP4Tags  # mutagen is heavy to import: loaded only when this runs
 
     f = mutagen.File(str(path))
     length = getattr(getattr(f, "info", None), "length", None)
@@ -229,7 +238,6 @@ def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
 
 # --------------------------------------------------------------------------- labels CSV
 def _read_overrides(labels: Path) -> pd.DataFrame:
-    from moodshift.data.catalog import read_labels
 
     df = read_labels(labels).fillna("").astype(str)
     if "path" in df.columns and "audio_path" not in df.columns:
@@ -416,15 +424,6 @@ def embed_library(
     DataError
         No audio file could be embedded, or the labels file cannot be used.
     """
-    from moodshift.audio.embedders.base import get_embedder
-    from moodshift.audio.embedders.pipeline import (
-        _Cache,
-        embed_files,
-        file_sha256,
-        provenance_key,
-    )
-    from moodshift.audio.embedders.standardize import fit_standardizer
-    from moodshift.data.catalog import SEPARATOR, Catalog
 
     out = Path(out).expanduser().resolve()
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else _default_cache(out)
@@ -438,7 +437,7 @@ def embed_library(
     overrides = _read_overrides(Path(labels)) if labels else None
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
     provenance = emb.provenance()
-    store = _Cache(cache, provenance)
+    store = EmbeddingCache(cache, provenance)
     previous = _load_state(out, root)
     report = LibraryReport(
         empty=[str(p) for p in scan.empty], hidden=[str(p) for p in scan.hidden],

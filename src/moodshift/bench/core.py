@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import warnings
@@ -40,7 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from moodshift._deps import require_faiss
+from moodshift.bench.serve import run_request_bench
+from moodshift.bench.soak import format_soak, run_soak
 from moodshift.errors import InputError
+from moodshift.retrieval.index import KINDS, FaissIndex, build_index, tuning_grid
+from moodshift.synthetic import make_catalog
+from moodshift.threads import available_cores, faiss_threads, torch_threads
 
 QUERY_SIZES = (100_000, 1_000_000)
 #: ``all`` measures the exact self-join at up to this many tracks (minutes, not tens of them).
@@ -203,7 +210,9 @@ def machine_info() -> dict[str, Any]:
         "env": env,
         "load_avg": load_avg(),
     }
-    from moodshift.mining.neighbors import numba_available
+    from moodshift.mining.neighbors import (
+        numba_available,  # imports torch (heavy): loaded only when this runs
+    )
 
     info["numba"] = numba_available()
     return info
@@ -387,7 +396,9 @@ def _compile_join(x: np.ndarray, y: np.ndarray, *, k: int, classes: int) -> None
     """
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import class_topk
+    from moodshift.mining.neighbors import (
+        class_topk,  # imports torch (heavy): loaded only when this runs
+    )
 
     backend = "auto" if torch.cuda.is_available() else "numba"
     class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
@@ -398,7 +409,9 @@ def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: 
                     progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import class_topk
+    from moodshift.mining.neighbors import (
+        class_topk,  # imports torch (heavy): loaded only when this runs
+    )
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -457,8 +470,9 @@ def exact_rows_topk(
     ids : np.ndarray, shape (len(rows), classes, k), int64 (``-1`` padded)
     seconds : float
     """
-    from moodshift.mining.neighbors import topk_against
-    from moodshift.threads import torch_threads
+    from moodshift.mining.neighbors import (
+        topk_against,  # imports torch (heavy): loaded only when this runs
+    )
 
     ids = np.full((len(rows), classes, k), -1, dtype=np.int64)
     members = [np.flatnonzero(y == c) for c in range(classes)]
@@ -487,7 +501,13 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                   approx_sample: int, progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import EXACT_MAX_CLASS, class_topk, list_recall
+    from moodshift.mining.neighbors import (  # imports torch (heavy): loaded only when this runs
+        EXACT_MAX_CLASS,
+        class_topk,
+        default_nprobe,
+        ivf_nlist,
+        list_recall,
+    )
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     threads = torch.get_num_threads()
@@ -525,10 +545,8 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
             rec: dict[str, Any] = {"method": kind}
             nprobe = None
             if extra:
-                from moodshift.mining.neighbors import _ivf_nlist, default_nprobe
-
                 largest = int(np.bincount(ys, minlength=classes).max())
-                nprobe = min(_ivf_nlist(largest), 2 * default_nprobe(_ivf_nlist(largest)))
+                nprobe = min(ivf_nlist(largest), 2 * default_nprobe(ivf_nlist(largest)))
                 rec["nprobe"] = nprobe
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -562,7 +580,6 @@ def busy_processes(count: int) -> Iterator[list[int]]:
     list of int
         Their process ids.
     """
-    import subprocess
 
     procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL)
              for _ in range(count)]  # fmt: skip
@@ -577,7 +594,7 @@ def busy_processes(count: int) -> Iterator[list[int]]:
 
 
 def _train_once(cat: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
-    from moodshift.training.train import train
+    from moodshift.training.train import train  # imports torch (heavy): loaded only when this runs
 
     rec: dict[str, Any] = {"load_avg_before": load_avg()}
     with stage(rec):
@@ -607,9 +624,9 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     run adds one spinning process per available core, started and stopped here. Both runs
     use the thread policy (:mod:`moodshift.threads`) exactly as ``moodshift train`` does.
     """
-    from moodshift.synthetic import make_catalog
-    from moodshift.threads import available_cores
-    from moodshift.training.train import TrainConfig
+    from moodshift.training.train import (
+        TrainConfig,  # imports torch (heavy): loaded only when this runs
+    )
 
     cat = make_catalog(n=train_n, dim=dim, seed=seed)
     cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed, choose_strength=False)
@@ -659,10 +676,11 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
         products here), ``samples_per_s`` (the ceiling) and ``threads``.
     """
     import torch  # heavy (seconds to import): only the benchmarks that need it
-    from torch import nn
+    from torch import nn  # torch is heavy to import: loaded only when this runs
 
-    from moodshift.model.network import MoodTransformer
-    from moodshift.threads import torch_threads
+    from moodshift.model.network import (
+        MoodTransformer,  # imports torch (heavy): loaded only when this runs
+    )
 
     net = MoodTransformer(arch)
     inputs = {id(net.embedding_branch[0]), id(net.class_branch[0])}
@@ -708,7 +726,9 @@ def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, files: int 
                  **_: Any) -> dict[str, Any]:  # fmt: skip
     # A library of compressed files through `embed --audio-dir` (moodshift.bench.embed): by
     # default four files of synthetic chords, which `moodshift bench embed` makes real music.
-    from moodshift.bench.embed import bench_embed
+    from moodshift.bench.embed import (
+        bench_embed,  # here: bench.embed takes stage() from this module
+    )
 
     return bench_embed(audio_dir=audio_dir, n_files=files, clip_seconds=embed_seconds,
                        embedders=list(embedders), workers=workers, seed=seed, render=render,
@@ -723,8 +743,6 @@ def _ivf_index(x: np.ndarray, *, seed: int) -> Any:
     with 25 rounds: about 10^14 flops at 10^6 x 512, too slow for a bounded benchmark
     on 2 cores. The search path measured is still ``moodshift.retrieval.index.FaissIndex``'s.
     """
-    from moodshift._deps import require_faiss
-    from moodshift.retrieval.index import FaissIndex
 
     faiss = require_faiss()
     n, d = x.shape
@@ -768,9 +786,9 @@ def _bench_query(
     (efSearch / nprobe) is the smallest whose recall@10 on 200 of the benchmark's
     queries reaches 0.95; the other 800 are timed one at a time with one thread.
     """
-    from moodshift.retrieval.index import KINDS, build_index, tuning_grid
-    from moodshift.retrieval.search import topk_cosine
-    from moodshift.threads import faiss_threads
+    from moodshift.retrieval.search import (
+        topk_cosine,  # imports torch (heavy): loaded only when this runs
+    )
 
     if query_kind not in KINDS:
         raise InputError(f"unknown index kind {query_kind!r}; use one of {', '.join(KINDS)}.")
@@ -847,8 +865,6 @@ def _bench_serve(*, n: int, dim: int, seed: int, query_kind: str, progress: bool
 def _bench_request(*, n: int, dim: int, seed: int, query_kind: str, progress: bool,
                    filter_fraction: float = 0.2, workdir: str | None = None,
                    **_: Any) -> dict[str, Any]:  # fmt: skip
-    from moodshift.bench.serve import run_request_bench
-
     return run_request_bench(n=n, dim=dim, seed=seed, kind=query_kind, workdir=workdir,
                              filter_fraction=filter_fraction, progress=progress)  # fmt: skip
 
@@ -856,7 +872,6 @@ def _bench_request(*, n: int, dim: int, seed: int, query_kind: str, progress: bo
 def _bench_soak(*, n: int, dim: int, seed: int, clients: Sequence[int] | None = None,
                 duration_s: float | None = None, workdir: str | None = None,
                 progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
-    from moodshift.bench.soak import run_soak
 
     counts = list(clients or (32,))
     if len(counts) != 1:
@@ -866,7 +881,6 @@ def _bench_soak(*, n: int, dim: int, seed: int, clients: Sequence[int] | None = 
 
 
 def _soak_report(figures: dict[str, Any]) -> str:
-    from moodshift.bench.soak import format_soak
 
     return format_soak(figures)
 
@@ -875,9 +889,13 @@ def _soak_report(figures: dict[str, Any]) -> str:
 def _bench_mining(*, dim: int, seed: int, train_n: int, mining_epochs: int, progress: bool,
                   **_: Any) -> dict[str, Any]:  # fmt: skip
     """Train with exact and with approximate (IVF) proxy mining; compare test metrics."""
-    from moodshift.evaluation.evaluate import evaluate_catalog
-    from moodshift.synthetic import make_catalog
-    from moodshift.training.train import TrainConfig, train
+    from moodshift.evaluation.evaluate import (
+        evaluate_catalog,  # imports torch (heavy): loaded only when this runs
+    )
+    from moodshift.training.train import (  # imports torch (heavy): loaded only when this runs
+        TrainConfig,
+        train,
+    )
 
     cat = make_catalog(n=train_n, dim=dim, seed=seed, interaction=True)
     out: dict[str, Any] = {"n_tracks": train_n, "dim": dim, "epochs": mining_epochs, "runs": {}}

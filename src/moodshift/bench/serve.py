@@ -36,7 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.retrieval.index import build_catalog_index
+from moodshift.synthetic import make_catalog
+from moodshift.threads import limited_threads
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -103,7 +107,6 @@ def run_serve_bench(
     MoodshiftError
         When the benchmark server exits or does not answer ``/healthz`` in time.
     """
-    from moodshift.data.catalog import Catalog
 
     if client not in ("raw", "httpx"):
         raise InputError(f"unknown client {client!r}; use 'raw' or 'httpx'.")
@@ -120,23 +123,23 @@ def run_serve_bench(
                                  progress=progress)  # fmt: skip
         bodies = _request_bodies(Catalog.load(work / "catalog", mmap=True), seed=seed, k=k,
                                  filter_fraction=filter_fraction)  # fmt: skip
-        port = _free_port()
+        port = free_port()
         t0 = time.perf_counter()
-        with _server(work, port, workers=workers) as proc:
+        with server_process(work, port, workers=workers) as proc:
             setup["server_start_seconds"] = round(time.perf_counter() - t0, 2)
             url = ("127.0.0.1", port)
             asyncio.run(_load(url, bodies, clients=8, requests=warmup, duration_s=60.0,
                               client=client))  # fmt: skip
             runs = []
             for c in clients:
-                cpu_server0 = _proc_cpu_seconds(proc.pid)
-                cpu_client0 = _self_cpu_seconds()
+                cpu_server0 = proc_cpu_seconds(proc.pid)
+                cpu_client0 = self_cpu_seconds()
                 res = asyncio.run(
                     _load(url, bodies, clients=c, requests=requests, duration_s=duration_s,
                           client=client)
                 )  # fmt: skip
-                res["server_cpu_seconds"] = round(_proc_cpu_seconds(proc.pid) - cpu_server0, 2)
-                res["client_cpu_seconds"] = round(_self_cpu_seconds() - cpu_client0, 2)
+                res["server_cpu_seconds"] = round(proc_cpu_seconds(proc.pid) - cpu_server0, 2)
+                res["client_cpu_seconds"] = round(self_cpu_seconds() - cpu_client0, 2)
                 res["load_average_1m"] = round(os.getloadavg()[0], 2)
                 runs.append(res)
                 if progress:
@@ -194,9 +197,10 @@ def bench_artifacts(
         ``catalog_seconds`` and ``train_seconds`` (or ``reused``), and ``index``: its
         kind, parameters, recall and build time.
     """
-    from moodshift.retrieval.index import build_catalog_index
-    from moodshift.synthetic import make_catalog
-    from moodshift.training.train import TrainConfig, train
+    from moodshift.training.train import (  # imports torch (heavy): loaded only when this runs
+        TrainConfig,
+        train,
+    )
 
     setup: dict[str, Any] = {}
     info = _reusable(work, n=n, dim=dim, kind=kind)
@@ -254,9 +258,9 @@ def run_request_bench(
         ms under ``*_wall_ms_per_query``), ``cli_over_server``; ``index`` (what served the
         CLI's answers); ``cli_process_seconds`` (each whole ``moodshift query`` run).
     """
-    from moodshift.data.catalog import Catalog
-    from moodshift.retrieval.search import Searcher
-    from moodshift.threads import limited_threads
+    from moodshift.retrieval.search import (
+        Searcher,  # imports torch (heavy): loaded only when this runs
+    )
 
     tmp = None
     if workdir is None:
@@ -325,8 +329,12 @@ def _cli_query_seconds(work: Path, body: dict[str, Any]) -> dict[str, Any]:
 
 def serving_state(work: Path) -> Any:
     """The server's state over a benchmark folder (catalogue, model and index), in process."""
-    from moodshift.retrieval.request import open_artifacts
-    from moodshift.serving.state import ServingState
+    from moodshift.retrieval.request import (
+        open_artifacts,  # imports torch (heavy): loaded only when this runs
+    )
+    from moodshift.serving.state import (
+        ServingState,  # imports torch (heavy): loaded only when this runs
+    )
 
     art = open_artifacts(catalog=work / "catalog", model=work / "model")
     return ServingState(catalog=art.catalog, model=art.model, index=art.index, max_k=100)
@@ -358,7 +366,6 @@ def in_process_cost(
         ``ms_per_query`` by batch size (as a string key), and ``ms_per_query_unfiltered``
         and ``ms_per_query_filtered`` likewise.
     """
-    from moodshift.threads import limited_threads
 
     state = serving_state(work)
     parsed = [json.loads(b) for b in bodies]
@@ -522,7 +529,7 @@ async def _httpx_worker(
     *,
     offset: int,
 ) -> None:
-    import httpx
+    import httpx  # httpx is heavy to import: loaded only when this runs
 
     host, port = url
     headers = {"content-type": "application/json"}
@@ -541,14 +548,15 @@ async def _httpx_worker(
 
 
 # ---------------------------------------------------------------------- server process
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
-def _server(work: Path, port: int, *, workers: int = 1) -> Any:
+def server_process(work: Path, port: int, *, workers: int = 1) -> Any:
     """``moodshift serve`` in a subprocess, bound to 127.0.0.1 only; stopped on exit."""
     if workers == 1:  # exactly what a user runs
         cmd = [sys.executable, "-m", "moodshift.cli", "serve",
@@ -576,7 +584,7 @@ def _server(work: Path, port: int, *, workers: int = 1) -> Any:
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
-    import httpx
+    import httpx  # httpx is heavy to import: loaded only when this runs
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -594,7 +602,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: floa
 
 def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
     """The server's own latency histogram of POST /query (cumulative counts per bucket)."""
-    import httpx
+    import httpx  # httpx is heavy to import: loaded only when this runs
 
     try:
         text = httpx.get(f"http://{url[0]}:{url[1]}/metrics", timeout=10).text
@@ -610,7 +618,7 @@ def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
 
 def _server_info(url: tuple[str, int]) -> dict[str, Any]:
     """Whether the server used the numpy fast path, and its micro-batch figures."""
-    import httpx
+    import httpx  # httpx is heavy to import: loaded only when this runs
 
     base = f"http://{url[0]}:{url[1]}"
     try:
@@ -628,7 +636,7 @@ def _server_info(url: tuple[str, int]) -> dict[str, Any]:
     return {"fast_path": info.get("fast_path"), "batching": batching}
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its live descendants (Linux /proc).
 
     NaN where /proc is missing. Worker processes of ``serve(workers=N)`` are
@@ -655,6 +663,7 @@ def _proc_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _self_cpu_seconds() -> float:
+def self_cpu_seconds() -> float:
+    """User + system CPU seconds of this process."""
     t = os.times()
     return t.user + t.system

@@ -30,6 +30,7 @@ import pandas as pd
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import (
     DataError,
+    DimensionMismatchError,
     EmbedderMismatchError,
     FileFormatError,
     InputError,
@@ -282,8 +283,6 @@ class Catalog:
         mine = (self.provenance.get("name"), str(self.provenance.get("version")), self.dim)
         theirs = (provenance.get("name"), str(provenance.get("version")), provenance.get("dim"))
         if theirs[2] is not None and int(theirs[2]) != self.dim:
-            from moodshift.errors import DimensionMismatchError
-
             raise DimensionMismatchError(
                 f"dimension mismatch: the {what} expects {theirs[2]}-d embeddings but the "
                 f"catalogue has {self.dim}-d ones; use a {what} made for this catalogue."

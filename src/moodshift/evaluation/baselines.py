@@ -420,7 +420,9 @@ def nuisance_directions(
     np.ndarray, shape (r, d)
         Orthonormal rows (r may be 0).
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import (
+        LogisticRegression,  # sklearn is heavy to import: loaded only when this runs
+    )
 
     x = l2_normalize(embeddings)
     dirs = []

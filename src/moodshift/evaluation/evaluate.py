@@ -19,6 +19,7 @@ from moodshift.errors import DataError, InputError
 from moodshift.evaluation import baselines, metrics
 from moodshift.model.network import MoodshiftModel
 from moodshift.model.ranking import MoodEraser, RankingSpace
+from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.retrieval.search import topk_cosine
 
@@ -470,9 +471,15 @@ def baseline_results(
         if erasers is None or kind not in erasers or (source == "tagger" and tagger is None):
             continue
         space = erasers[kind].space(keep=0.0)
-        makers[name] = (lambda space=space, source=source: baselines.erased_filter(
-            seeds, target=q.target, pool=ev.x, space=space, exclude=q.seeds, k=ev.k_max,
-            **({"pool_labels": ev.y} if source == "label" else {"proba": pool_proba()})))
+        makers[name] = lambda space=space, source=source: baselines.erased_filter(
+            seeds,
+            target=q.target,
+            pool=ev.x,
+            space=space,
+            exclude=q.seeds,
+            k=ev.k_max,
+            **({"pool_labels": ev.y} if source == "label" else {"proba": pool_proba()}),
+        )
     wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
     return {m: makers[m]() for m in wanted if m in makers}
 
@@ -556,8 +563,6 @@ def evaluate_catalog(
     )
     # query_default uses the model's own tagger (or none), as `moodshift query` does.
     if tagger is None and wants_probe:
-        from moodshift.model.tagger import fit_tagger
-
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
     nuisance = None
     if "probe_direction" in methods:

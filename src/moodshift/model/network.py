@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from moodshift import __version__
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
 from moodshift.model.ranking import RankingSpace
 from moodshift.model.tagger import MoodTagger
+from moodshift.values import parse_values
 
 
 @dataclass(frozen=True)
@@ -529,9 +532,6 @@ class MoodshiftModel:
         ------
         InputError
         """
-        import warnings
-
-        from moodshift.values import parse_values
 
         if self.attribute not in catalog.labels.columns:
             if strict:
@@ -661,6 +661,5 @@ def _check_log(data: Any) -> str | None:
 
 
 def _version() -> str:
-    from moodshift import __version__
 
     return __version__

@@ -88,7 +88,9 @@ class RankingSpace:
 
     def save(self, path: str | Path) -> None:
         """Write ``matrix`` and ``offset`` to a safetensors file (the caller makes it atomic)."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import (
+            save_file,  # safetensors is heavy to import: loaded only when this runs
+        )
 
         save_file({"matrix": np.ascontiguousarray(self.matrix, dtype=np.float32),
                    "offset": np.ascontiguousarray(self.offset, dtype=np.float32)},
@@ -103,7 +105,9 @@ class RankingSpace:
         FileFormatError
             If the file is unreadable, misshapen or holds NaN or infinite values.
         """
-        from safetensors.numpy import load_file
+        from safetensors.numpy import (
+            load_file,  # safetensors is heavy to import: loaded only when this runs
+        )
 
         fix = "retrain the model with `moodshift train`, or delete the file to rank by plain cosine"
         try:

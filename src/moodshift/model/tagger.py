@@ -14,6 +14,7 @@ calibration error before and after scaling).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,7 +130,9 @@ class MoodTagger:
             Labelled validation rows; without them ``C = 1`` and ``T = 1``.
         seed : int
         """
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import (
+            LogisticRegression,  # sklearn is heavy to import: loaded only when this runs
+        )
 
         m = len(classes)
         xtr = l2_normalize(train_x)
@@ -178,7 +181,6 @@ class MoodTagger:
 
     def fingerprint(self) -> str:
         """A hash of the weights and temperature (stored probabilities must match it)."""
-        import hashlib
 
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.weight, dtype=np.float32).tobytes())
@@ -189,7 +191,9 @@ class MoodTagger:
     # ------------------------------------------------------------------ persistence
     def write_into(self, folder: Path) -> None:
         """Write ``tagger.safetensors`` and ``tagger.json`` into a model folder."""
-        from safetensors.numpy import save_file
+        from safetensors.numpy import (
+            save_file,  # safetensors is heavy to import: loaded only when this runs
+        )
 
         save_file(
             {"weight": np.ascontiguousarray(self.weight), "bias": np.ascontiguousarray(self.bias)},
@@ -210,7 +214,9 @@ class MoodTagger:
         weights, meta_path = folder / "tagger.safetensors", folder / "tagger.json"
         if not weights.is_file() and not meta_path.is_file():
             return None
-        from safetensors.numpy import load_file
+        from safetensors.numpy import (
+            load_file,  # safetensors is heavy to import: loaded only when this runs
+        )
 
         try:
             arrays = load_file(str(weights))

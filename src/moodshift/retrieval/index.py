@@ -59,15 +59,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._deps import require_faiss
+from moodshift.data.catalog import Catalog
 from moodshift.errors import (
     FileFormatError,
     InputError,
     StaleArtifactError,
     UnknownLabelError,
 )
+from moodshift.values import parse_values
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,6 @@ class LabelPostings:
         labels : pandas.DataFrame, n rows
         columns : the label columns to index
         """
-        import pandas as pd
-
-        from moodshift.values import parse_values
 
         n = len(labels)
         keys: list[tuple[str, str]] = []
@@ -712,7 +713,6 @@ def build_index(
 
 
 def _add_with_progress(index: Any, x: np.ndarray, *, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
 
     chunk = 20_000
     with tqdm(total=len(x), desc=desc, unit="vec", disable=not progress or len(x) < 50_000) as bar:
@@ -744,7 +744,9 @@ def _tune_and_measure(
     max_filter_checks: int = 24,
 ) -> dict[str, Any]:
     """Choose efSearch / nprobe and measure recall@10 against exact search."""
-    from moodshift.retrieval.search import topk_cosine
+    from moodshift.retrieval.search import (
+        topk_cosine,  # imports torch (heavy): loaded only when this runs
+    )
 
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -997,7 +999,6 @@ def build_catalog_index(
     dict
         The index metadata as written to ``index.json`` (plus ``path``).
     """
-    from moodshift.data.catalog import Catalog
 
     catalog = Catalog.load(catalog_path)
     t0 = time.perf_counter()

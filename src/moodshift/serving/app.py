@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
+from moodshift import __version__
 from moodshift.data.catalog import Catalog
 from moodshift.errors import (
     MoodshiftError,
@@ -138,14 +139,29 @@ def create_app(
     StaleArtifactError
         If ``index`` is a folder built from another version of the catalogue.
     """
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, PlainTextResponse, Response
-    from fastapi.routing import APIRoute
-    from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-    from moodshift import __version__
+    from fastapi import (  # fastapi is heavy to import: loaded only when this runs
+        FastAPI,
+        Query,
+        Request,
+    )
+    from fastapi.exceptions import (
+        RequestValidationError,  # fastapi is heavy to import: loaded only when this runs
+    )
+    from fastapi.responses import (  # fastapi is heavy to import: loaded only when this runs
+        FileResponse,
+        PlainTextResponse,
+        Response,
+    )
+    from fastapi.routing import APIRoute  # fastapi is heavy to import: loaded only when this runs
+    from fastapi.staticfiles import (
+        StaticFiles,  # fastapi is heavy to import: loaded only when this runs
+    )
+    from pydantic import (  # pydantic is heavy to import: loaded only when this runs
+        BaseModel,
+        ConfigDict,
+        Field,
+        ValidationError,
+    )
 
     if isinstance(index, str | os.PathLike):
         index = FaissIndex.load(index, catalog=catalog)
@@ -429,7 +445,9 @@ def create_app(
     fast = {("POST", "/query"): answer_batched} if state.inline else {}
     origins = [o.rstrip("/") for o in cors_origins if o]
     if origins:
-        from starlette.middleware.cors import CORSMiddleware
+        from starlette.middleware.cors import (
+            CORSMiddleware,  # starlette is heavy to import: loaded only when this runs
+        )
 
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
@@ -449,8 +467,10 @@ def _read_span(path: str | os.PathLike[str], start: int, length: int) -> bytes:
 
 
 def _audio_response_class() -> Any:
-    import anyio
-    from starlette.responses import FileResponse
+    import anyio  # anyio is heavy to import: loaded only when this runs
+    from starlette.responses import (
+        FileResponse,  # starlette is heavy to import: loaded only when this runs
+    )
 
     class AudioFileResponse(FileResponse):
         """Starlette's file response (ranges, HEAD), reading small spans in one go.

@@ -15,6 +15,8 @@ from moodshift.errors import InputError
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.request import open_artifacts
 from moodshift.serving.app import create_app
+from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
+from moodshift.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def serve(
     A client gets :data:`HEADER_TIMEOUT_S` seconds to send a request's headers
     (then the connection is closed) and ``BODY_TIMEOUT_S`` for its body (408).
     """
-    import uvicorn
+    import uvicorn  # uvicorn is heavy to import: loaded only when this runs
 
     hosts = list(allowed_hosts) if allowed_hosts else _default_hosts(host)
     web = {"allowed_hosts": hosts, "cors_origins": list(cors_origins),
@@ -120,7 +122,6 @@ HEADER_TIMEOUT_S = 10.0
 
 
 def _default_hosts(host: str) -> list[str]:
-    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     hosts = list(DEFAULT_ALLOWED_HOSTS)
     if host and host not in ("0.0.0.0", "::", "") and host not in hosts:
@@ -129,7 +130,9 @@ def _default_hosts(host: str) -> list[str]:
 
 
 def _header_timeout_protocol() -> type:
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.auto import (
+        AutoHTTPProtocol,  # uvicorn is heavy to import: loaded only when this runs
+    )
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         """uvicorn's HTTP protocol with a deadline on each request's headers.
@@ -194,7 +197,6 @@ def _limit_threads() -> None:
     OpenBLAS's default threads a 100k-track server spent ~9 ms of CPU per query
     spinning on 2 busy cores, 1.7 ms with one thread. ``MOODSHIFT_THREADS`` overrides.
     """
-    from moodshift.threads import apply_thread_policy
 
     apply_thread_policy(role="serve")
 
@@ -209,7 +211,6 @@ def _load_app(
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
-    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     _limit_threads()
     art = open_artifacts(catalog=catalog, model=model, index=index)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError, MoodshiftError
@@ -293,8 +294,6 @@ class ServingState:
         if self._search_text is None:
             with self._search_lock:
                 if self._search_text is None:
-                    import pandas as pd
-
                     parts = [pd.Series(self.track_ids)]
                     parts += [pd.Series(self.columns[c]) for c in self.columns]
                     text = parts[0]

@@ -24,8 +24,11 @@ from moodshift._atomic import atomic_file
 from moodshift._deps import torch_device
 from moodshift.data.catalog import Catalog
 from moodshift.errors import FileFormatError, InputError
-from moodshift.evaluation.baselines import training_rows
+from moodshift.evaluation.baselines import class_centroids, training_rows
+from moodshift.evaluation.evaluate import RetrievalEvaluator
+from moodshift.evaluation.sweep import collapse_bounds, operating_point, strength_curve
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
+from moodshift.mining.ray_engine import ray_class_topk
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.threads import apply_thread_policy
@@ -174,8 +177,6 @@ def mine_targets(
     common = {"embeddings": data.x, "labels": data.y, "k": k, "n_classes": len(data.classes),
               "normalized": True, "progress": progress}  # fmt: skip
     if engine == "ray":  # exact self-join as Ray tasks (moodshift.mining.ray_engine)
-        from moodshift.mining.ray_engine import ray_class_topk
-
         return ray_class_topk(address=ray_address, **common), k
     return class_topk(device=str(device), method=cfg.mining, threads=threads, **common), k
 
@@ -184,8 +185,6 @@ def build_net(cfg: TrainConfig, data: TrainingData, device: torch.device) -> Moo
     """The network of ``cfg`` for this data, its centroid shift set from the training split."""
     net = MoodTransformer(cfg.architecture.sized(dim=data.x.shape[1], n_classes=len(data.classes)))
     if cfg.architecture.centroid_shift:
-        from moodshift.evaluation.baselines import class_centroids
-
         cent = class_centroids(data.x, data.y, n_classes=len(data.classes))
         net.centroids.copy_(torch.from_numpy(cent))
     return net.to(device)
@@ -241,8 +240,6 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
     dict
         ``strength_tier`` and the validation figures at the chosen strength.
     """
-    from moodshift.evaluation.baselines import class_centroids
-    from moodshift.evaluation.sweep import collapse_bounds, operating_point, strength_curve
 
     cent = class_centroids(data.x, data.y, n_classes=len(data.classes))
     bounds = collapse_bounds(val, centroids=cent)
@@ -254,7 +251,6 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
 
 
 def _validator(catalog: Catalog, cfg: TrainConfig, classes: list[str], part: str) -> Any:
-    from moodshift.evaluation.evaluate import RetrievalEvaluator
 
     rows = catalog.split_indices(part)
     # Labelled validation tracks only, so that nothing unlabelled steers the checkpoint choice.

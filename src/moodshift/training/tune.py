@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from moodshift._atomic import atomic_dir, resolve_dir, write_text
 from moodshift.data.catalog import Catalog
@@ -250,8 +252,6 @@ def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) ->
     winner : str, optional
         Name of the row to highlight.
     """
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"moodshift tune: validation split ({len(rows)} configurations)")
     # (header, row key): short headers so the table fits a terminal.

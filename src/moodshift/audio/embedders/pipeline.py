@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import pickle
 import warnings
@@ -176,7 +177,7 @@ def _check_duration(duration: float, max_duration_s: float | None) -> None:
 
 
 def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
+    import soundfile as sf  # soundfile is heavy to import: loaded only when this runs
 
     error: Exception | None = None
     if ext in _SNDFILE_EXTENSIONS:
@@ -206,7 +207,7 @@ def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray
 
 def _decode_ffmpeg(p: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream with FFmpeg (PyAV) to float32 frames x channels."""
-    import av
+    import av  # av is heavy to import: loaded only when this runs
 
     with av.open(str(p), metadata_errors="ignore") as container:
         if not container.streams.audio:
@@ -260,7 +261,9 @@ def provenance_key(provenance: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class _Cache:
+class EmbeddingCache:
+    """Embeddings by file content hash, one file per track, written as each is computed."""
+
     def __init__(self, root: Path | None, provenance: dict[str, Any]) -> None:
         self.dir: Path | None = None
         self.dim = int(provenance["dim"])
@@ -309,7 +312,7 @@ _Result = tuple[np.ndarray | None, str | None, bool]
 
 
 def _embed_one(
-    path: str, embedder: Embedder, cache: _Cache, max_duration_s: float | None
+    path: str, embedder: Embedder, cache: EmbeddingCache, max_duration_s: float | None
 ) -> _Result:
     """(vector, None, from_cache) or (None, reason, False); never raises Exception."""
     try:
@@ -351,12 +354,12 @@ _W: dict[str, Any] = {}
 def _worker_init(embedder_blob: bytes, cache_root: str | None, provenance: dict[str, Any],
                  max_duration_s: float | None) -> None:  # fmt: skip
     with contextlib.suppress(ImportError):
-        import torch
+        import torch  # torch is heavy to import: loaded only when this runs
 
         # Parallelism comes from the processes; torch threads would oversubscribe.
         torch.set_num_threads(1)
     _W["embedder"] = pickle.loads(embedder_blob)
-    _W["cache"] = _Cache(Path(cache_root) if cache_root else None, provenance)
+    _W["cache"] = EmbeddingCache(Path(cache_root) if cache_root else None, provenance)
     _W["max_duration_s"] = max_duration_s
 
 
@@ -406,7 +409,6 @@ def _results_parallel(
             stacklevel=3,
         )
         return None
-    import multiprocessing as mp
 
     initargs = (blob, str(cache_dir) if cache_dir else None, provenance, max_duration_s)
 
@@ -523,7 +525,7 @@ def embed_files(
     provenance = emb.provenance()
     str_paths = [os.fspath(p) for p in paths]
     cache_root = Path(cache_dir) if cache_dir is not None else None
-    cache = _Cache(cache_root, provenance)
+    cache = EmbeddingCache(cache_root, provenance)
     n = len(str_paths)
 
     results: Iterator[tuple[int, _Result]] | None = None
