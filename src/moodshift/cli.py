@@ -124,9 +124,7 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- train
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from moodshift.training.train import (
-        TrainConfig,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.training.train import TrainConfig  # pulls in torch: load on use
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
@@ -161,7 +159,7 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from moodshift.training.train import train  # imports torch (heavy): loaded only when this runs
+    from moodshift.training.train import train  # pulls in torch: load on use
 
     cat = _catalog(a.catalog)
     cfg = _config_from_args(a)
@@ -173,7 +171,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    from moodshift.training.tune import tune  # imports torch (heavy): loaded only when this runs
+    from moodshift.training.tune import tune  # pulls in torch: load on use
 
     tune(catalog=_catalog(a.catalog), out=a.out, budget_s=a.budget, epochs=a.epochs,
          mood_target=a.mood_target, seed=a.seed, resume=not a.restart)  # fmt: skip
@@ -181,13 +179,11 @@ def cmd_tune(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from moodshift.evaluation.evaluate import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.evaluation.evaluate import (  # pulls in torch: load on use
         evaluate_catalog,
         format_table,
     )
-    from moodshift.model.network import (
-        MoodshiftModel,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
@@ -197,9 +193,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     report.catalog = str(a.catalog)
     report.model = str(a.model or "")
     if a.sweep:
-        from moodshift.evaluation.sweep import (
-            run_sweep,  # imports torch (heavy): loaded only when this runs
-        )
+        from moodshift.evaluation.sweep import run_sweep  # pulls in torch: load on use
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
                                            max_seeds=a.max_seeds,
@@ -209,9 +203,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         write_text(a.json, json.dumps(report.to_json(), indent=2))
         print(f"wrote {a.json}")
     if a.plots:
-        from moodshift.evaluation.plots import (
-            plot_report,  # imports torch (heavy): loaded only when this runs
-        )
+        from moodshift.evaluation.plots import plot_report  # pulls in torch: load on use
 
         for p in plot_report(report, catalog=cat, model=model, out_dir=a.plots):
             print(f"wrote {p}")
@@ -219,9 +211,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.search import (
-        Searcher,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
     # The catalogue's index (``moodshift index``) and its stored p(mood | track), and the
     # start-up refusals, as ``moodshift serve`` has them.
@@ -253,12 +243,8 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.playlist import (
-        write_m3u,  # imports torch (heavy): loaded only when this runs
-    )
-    from moodshift.retrieval.search import (
-        Searcher,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.playlist import write_m3u  # pulls in torch: load on use
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
     searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
     cap = None if a.max_per_artist == 0 else a.max_per_artist
@@ -298,9 +284,7 @@ def cmd_index(a: argparse.Namespace) -> None:
 
     model = None
     if a.model:
-        from moodshift.model.network import (
-            MoodshiftModel,  # imports torch (heavy): loaded only when this runs
-        )
+        from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
 
         model = MoodshiftModel.load(a.model)
     info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)
@@ -308,7 +292,7 @@ def cmd_index(a: argparse.Namespace) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from moodshift.serving.launch import serve  # imports torch (heavy): loaded only when this runs
+    from moodshift.serving.launch import serve  # pulls in torch: load on use
 
     serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
           workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
@@ -354,7 +338,7 @@ def _client_counts(text: str | None) -> list[int] | None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    from moodshift.demo import run_demo  # imports torch (heavy): loaded only when this runs
+    from moodshift.demo import run_demo  # pulls in torch: load on use
 
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
              epochs=a.epochs, **_clip_seconds(a))  # fmt: skip

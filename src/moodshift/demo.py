@@ -110,9 +110,7 @@ def run_demo(
             report.extras["sweep"] = run_sweep(cat, model=model, seed=seed)
         console.print(format_table(report))
         write_text(out / f"results_{name}.json", json.dumps(report.to_json(), indent=2))
-        from moodshift.evaluation.plots import (
-            plot_report,  # imports matplotlib (heavy): loaded only when this runs
-        )
+        from moodshift.evaluation.plots import plot_report  # pulls in matplotlib: load on use
 
         plot_report(report, catalog=cat, model=model, out_dir=out / f"plots_{name}")
         timings[f"evaluate_{name}_s"] = time.perf_counter() - t

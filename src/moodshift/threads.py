@@ -241,7 +241,7 @@ def set_threads(n: int) -> None:
     torch's inter-op pool can only be sized before its first parallel work; later
     attempts are skipped silently (it matters little: moodshift runs no inter-op work).
     """
-    import torch  # torch is heavy to import: loaded only when this runs
+    import torch  # torch is heavy: load on use
 
     n = max(1, int(n))
     if torch.get_num_threads() != n:
@@ -249,17 +249,15 @@ def set_threads(n: int) -> None:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(n)
     with contextlib.suppress(ImportError):
-        from threadpoolctl import (
-            threadpool_limits,  # threadpoolctl is heavy to import: loaded only when this runs
-        )
+        from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
 
         threadpool_limits(limits=n)
     with contextlib.suppress(ImportError, ValueError):
-        import numba  # numba is heavy to import: loaded only when this runs
+        import numba  # numba is heavy: load on use
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     with contextlib.suppress(ImportError):
-        import faiss  # faiss is heavy to import: loaded only when this runs
+        import faiss  # faiss is heavy: load on use
 
         faiss.omp_set_num_threads(n)
 
@@ -289,7 +287,7 @@ def torch_threads(n: int) -> Iterator[None]:
     The CPU self-join runs one single-threaded product per worker thread: the workers'
     selection scans then run beside the other workers' products.
     """
-    import torch  # torch is heavy to import: loaded only when this runs
+    import torch  # torch is heavy: load on use
 
     before = torch.get_num_threads()
     if n != before:
@@ -325,9 +323,7 @@ def limited_threads(n: int) -> Iterator[None]:
         stack.enter_context(torch_threads(n))
         stack.enter_context(faiss_threads(n))
         with contextlib.suppress(ImportError):
-            from threadpoolctl import (
-                threadpool_limits,  # threadpoolctl is heavy to import: loaded only when this runs
-            )
+            from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
 
             stack.enter_context(threadpool_limits(limits=n))
         yield

@@ -33,8 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mutagen
 import numpy as np
 import pandas as pd
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4Tags
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
@@ -200,9 +203,6 @@ def read_tags(path: str | Path) -> dict[str, list[str]]:
 
 def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
     """Tags (as :func:`read_tags`) and duration in seconds (None if unknown): one parse."""
-    import mutagen  # mutagen is heavy to import: loaded only when this runs
-    from mutagen.id3 import ID3  # mutagen is heavy to import: loaded only when this runs
-    from mutagen.mp4 import MP4Tags  # mutagen is heavy to import: loaded only when this runs
 
     f = mutagen.File(str(path))
     length = getattr(getattr(f, "info", None), "length", None)

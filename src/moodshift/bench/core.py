@@ -210,9 +210,7 @@ def machine_info() -> dict[str, Any]:
         "env": env,
         "load_avg": load_avg(),
     }
-    from moodshift.mining.neighbors import (
-        numba_available,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.mining.neighbors import numba_available  # pulls in torch: load on use
 
     info["numba"] = numba_available()
     return info
@@ -396,9 +394,7 @@ def _compile_join(x: np.ndarray, y: np.ndarray, *, k: int, classes: int) -> None
     """
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import (
-        class_topk,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.mining.neighbors import class_topk  # pulls in torch: load on use
 
     backend = "auto" if torch.cuda.is_available() else "numba"
     class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
@@ -409,9 +405,7 @@ def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: 
                     progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import (
-        class_topk,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.mining.neighbors import class_topk  # pulls in torch: load on use
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -470,9 +464,7 @@ def exact_rows_topk(
     ids : np.ndarray, shape (len(rows), classes, k), int64 (``-1`` padded)
     seconds : float
     """
-    from moodshift.mining.neighbors import (
-        topk_against,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.mining.neighbors import topk_against  # pulls in torch: load on use
 
     ids = np.full((len(rows), classes, k), -1, dtype=np.int64)
     members = [np.flatnonzero(y == c) for c in range(classes)]
@@ -501,7 +493,7 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                   approx_sample: int, progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
     import torch  # heavy (seconds to import): only the benchmarks that need it
 
-    from moodshift.mining.neighbors import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.mining.neighbors import (  # pulls in torch: load on use
         EXACT_MAX_CLASS,
         class_topk,
         default_nprobe,
@@ -594,7 +586,7 @@ def busy_processes(count: int) -> Iterator[list[int]]:
 
 
 def _train_once(cat: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
-    from moodshift.training.train import train  # imports torch (heavy): loaded only when this runs
+    from moodshift.training.train import train  # pulls in torch: load on use
 
     rec: dict[str, Any] = {"load_avg_before": load_avg()}
     with stage(rec):
@@ -624,9 +616,7 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     run adds one spinning process per available core, started and stopped here. Both runs
     use the thread policy (:mod:`moodshift.threads`) exactly as ``moodshift train`` does.
     """
-    from moodshift.training.train import (
-        TrainConfig,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.training.train import TrainConfig  # pulls in torch: load on use
 
     cat = make_catalog(n=train_n, dim=dim, seed=seed)
     cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed, choose_strength=False)
@@ -676,11 +666,9 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
         products here), ``samples_per_s`` (the ceiling) and ``threads``.
     """
     import torch  # heavy (seconds to import): only the benchmarks that need it
-    from torch import nn  # torch is heavy to import: loaded only when this runs
+    from torch import nn  # torch is heavy: load on use
 
-    from moodshift.model.network import (
-        MoodTransformer,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.model.network import MoodTransformer  # pulls in torch: load on use
 
     net = MoodTransformer(arch)
     inputs = {id(net.embedding_branch[0]), id(net.class_branch[0])}
@@ -726,7 +714,7 @@ def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, files: int 
                  **_: Any) -> dict[str, Any]:  # fmt: skip
     # A library of compressed files through `embed --audio-dir` (moodshift.bench.embed): by
     # default four files of synthetic chords, which `moodshift bench embed` makes real music.
-    from moodshift.bench.embed import (
+    from moodshift.bench.embed import (  # here: bench.embed takes stage() from this module
         bench_embed,  # here: bench.embed takes stage() from this module
     )
 
@@ -786,9 +774,7 @@ def _bench_query(
     (efSearch / nprobe) is the smallest whose recall@10 on 200 of the benchmark's
     queries reaches 0.95; the other 800 are timed one at a time with one thread.
     """
-    from moodshift.retrieval.search import (
-        topk_cosine,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.search import topk_cosine  # pulls in torch: load on use
 
     if query_kind not in KINDS:
         raise InputError(f"unknown index kind {query_kind!r}; use one of {', '.join(KINDS)}.")
@@ -889,10 +875,8 @@ def _soak_report(figures: dict[str, Any]) -> str:
 def _bench_mining(*, dim: int, seed: int, train_n: int, mining_epochs: int, progress: bool,
                   **_: Any) -> dict[str, Any]:  # fmt: skip
     """Train with exact and with approximate (IVF) proxy mining; compare test metrics."""
-    from moodshift.evaluation.evaluate import (
-        evaluate_catalog,  # imports torch (heavy): loaded only when this runs
-    )
-    from moodshift.training.train import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.evaluation.evaluate import evaluate_catalog  # pulls in torch: load on use
+    from moodshift.training.train import (  # pulls in torch: load on use
         TrainConfig,
         train,
     )

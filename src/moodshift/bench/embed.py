@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from moodshift.audio.corpus import build_corpus
 from moodshift.audio.corpus.render import default_soundfonts
@@ -56,7 +57,6 @@ def _sources(tmp: Path, *, n: int, seconds: float, seed: int, render: bool,
         build_corpus(tmp / "corpus", n=n, seed=seed, clip_seconds=(seconds, seconds),
                      progress=progress)  # fmt: skip
         return sorted((tmp / "corpus" / "audio").glob("*.wav"))[:n]
-    import soundfile as sf  # soundfile is heavy to import: loaded only when this runs
 
     rng = np.random.default_rng(seed)
     out = []
@@ -105,8 +105,6 @@ def make_bench_library(
                                 "-ac", "2", *_FFMPEG_CODECS[ext], str(dst)],
                                check=True)  # fmt: skip
             else:
-                import soundfile as sf  # soundfile is heavy to import: loaded only when this runs
-
                 y, sr = sf.read(src, dtype="float32")
                 fmt, sub = _SNDFILE_FORMATS[ext]
                 sf.write(dst, y, sr, format=fmt, subtype=sub)

@@ -197,7 +197,7 @@ def bench_artifacts(
         ``catalog_seconds`` and ``train_seconds`` (or ``reused``), and ``index``: its
         kind, parameters, recall and build time.
     """
-    from moodshift.training.train import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.training.train import (  # pulls in torch: load on use
         TrainConfig,
         train,
     )
@@ -258,9 +258,7 @@ def run_request_bench(
         ms under ``*_wall_ms_per_query``), ``cli_over_server``; ``index`` (what served the
         CLI's answers); ``cli_process_seconds`` (each whole ``moodshift query`` run).
     """
-    from moodshift.retrieval.search import (
-        Searcher,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
     tmp = None
     if workdir is None:
@@ -329,12 +327,8 @@ def _cli_query_seconds(work: Path, body: dict[str, Any]) -> dict[str, Any]:
 
 def serving_state(work: Path) -> Any:
     """The server's state over a benchmark folder (catalogue, model and index), in process."""
-    from moodshift.retrieval.request import (
-        open_artifacts,  # imports torch (heavy): loaded only when this runs
-    )
-    from moodshift.serving.state import (
-        ServingState,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.request import open_artifacts  # pulls in torch: load on use
+    from moodshift.serving.state import ServingState  # pulls in torch: load on use
 
     art = open_artifacts(catalog=work / "catalog", model=work / "model")
     return ServingState(catalog=art.catalog, model=art.model, index=art.index, max_k=100)
@@ -529,7 +523,7 @@ async def _httpx_worker(
     *,
     offset: int,
 ) -> None:
-    import httpx  # httpx is heavy to import: loaded only when this runs
+    import httpx  # httpx is heavy: load on use
 
     host, port = url
     headers = {"content-type": "application/json"}
@@ -584,7 +578,7 @@ def server_process(work: Path, port: int, *, workers: int = 1) -> Any:
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
-    import httpx  # httpx is heavy to import: loaded only when this runs
+    import httpx  # httpx is heavy: load on use
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -602,7 +596,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: floa
 
 def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
     """The server's own latency histogram of POST /query (cumulative counts per bucket)."""
-    import httpx  # httpx is heavy to import: loaded only when this runs
+    import httpx  # httpx is heavy: load on use
 
     try:
         text = httpx.get(f"http://{url[0]}:{url[1]}/metrics", timeout=10).text
@@ -618,7 +612,7 @@ def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
 
 def _server_info(url: tuple[str, int]) -> dict[str, Any]:
     """Whether the server used the numpy fast path, and its micro-batch figures."""
-    import httpx  # httpx is heavy to import: loaded only when this runs
+    import httpx  # httpx is heavy: load on use
 
     base = f"http://{url[0]}:{url[1]}"
     try:

@@ -163,7 +163,7 @@ def _prepare(
     work: Path, *, n: int, dim: int, audio_files: int, audio_seconds: Sequence[float], seed: int,
     progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    from moodshift.training.train import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.training.train import (  # pulls in torch: load on use
         TrainConfig,
         train,
     )
@@ -421,7 +421,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _healthy(url: tuple[str, int], mix: _Mix) -> bool:
-    import httpx  # httpx is heavy to import: loaded only when this runs
+    import httpx  # httpx is heavy: load on use
 
     base = f"http://{url[0]}:{url[1]}"
     try:

@@ -420,9 +420,7 @@ def nuisance_directions(
     np.ndarray, shape (r, d)
         Orthonormal rows (r may be 0).
     """
-    from sklearn.linear_model import (
-        LogisticRegression,  # sklearn is heavy to import: loaded only when this runs
-    )
+    from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
     x = l2_normalize(embeddings)
     dirs = []

@@ -439,7 +439,7 @@ def _numba_topk(
     ``buf`` holds at least ``len(q) * chunk`` floats. Returns ids (from ``cand_ids``) and
     scores, (b, kc), best first, ``-1``/``-inf`` padded.
     """
-    from moodshift.mining import _topk  # imports numba (heavy): loaded only when this runs
+    from moodshift.mining import _topk  # pulls in numba: load on use
 
     nb = q.shape[0]
     nc = cand.shape[0]
@@ -539,14 +539,14 @@ class _ClassBuffers:
 
     def scan(self, blk: int, r0: int, r1: int, sims: np.ndarray, col_ids: np.ndarray,
              self_pos: np.ndarray) -> None:  # fmt: skip
-        from moodshift.mining import _topk  # imports numba (heavy): loaded only when this runs
+        from moodshift.mining import _topk  # pulls in numba: load on use
 
         with self.locks[blk]:
             _topk.buffer_update(sims, col_ids, self_pos, self.kc, self.bv[r0:r1],
                                 self.bi[r0:r1], self.bn[r0:r1], self.thr[r0:r1])  # fmt: skip
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        from moodshift.mining import _topk  # imports numba (heavy): loaded only when this runs
+        from moodshift.mining import _topk  # pulls in numba: load on use
 
         out_v = np.empty((self.bv.shape[0], self.kc), dtype=np.float32)
         out_i = np.empty((self.bv.shape[0], self.kc), dtype=np.int64)
@@ -886,7 +886,7 @@ def _ivf_gemm_class(
     at matrix-product speed instead of one vector at a time (FAISS's IVF search scanned about
     3.5 GFLOP/s on 2 busy cores here; the products run at ~130).
     """
-    from moodshift.mining import _topk  # imports numba (heavy): loaded only when this runs
+    from moodshift.mining import _topk  # pulls in numba: load on use
 
     t0 = time.perf_counter()
     s, e = lay.members(c)

@@ -33,9 +33,7 @@ def _join_task(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partial top-k of queries ``xs[r0:r1]`` against candidates ``xs[a:b]`` (one class)."""
-    from moodshift.mining.neighbors import (
-        topk_against,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.mining.neighbors import topk_against  # pulls in torch: load on use
 
     set_threads(1)  # Ray gives each task one CPU (num_cpus=1)
     rows = np.arange(r0, r1, dtype=np.int64)
@@ -82,7 +80,7 @@ def ray_class_topk(
     ClassNeighbors
     """
 
-    from moodshift.mining.neighbors import (  # imports torch (heavy): loaded only when this runs
+    from moodshift.mining.neighbors import (  # pulls in torch: load on use
         ClassNeighbors,
         TopKOutput,
         check_join_inputs,

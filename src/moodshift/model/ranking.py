@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from moodshift.errors import DataError, FileFormatError, InputError
 from moodshift.values import l2_normalize
@@ -88,9 +89,6 @@ class RankingSpace:
 
     def save(self, path: str | Path) -> None:
         """Write ``matrix`` and ``offset`` to a safetensors file (the caller makes it atomic)."""
-        from safetensors.numpy import (
-            save_file,  # safetensors is heavy to import: loaded only when this runs
-        )
 
         save_file({"matrix": np.ascontiguousarray(self.matrix, dtype=np.float32),
                    "offset": np.ascontiguousarray(self.offset, dtype=np.float32)},
@@ -105,9 +103,6 @@ class RankingSpace:
         FileFormatError
             If the file is unreadable, misshapen or holds NaN or infinite values.
         """
-        from safetensors.numpy import (
-            load_file,  # safetensors is heavy to import: loaded only when this runs
-        )
 
         fix = "retrain the model with `moodshift train`, or delete the file to rank by plain cosine"
         try:

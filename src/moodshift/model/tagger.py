@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from moodshift.errors import DataError, FileFormatError
 from moodshift.values import l2_normalize
@@ -130,9 +131,7 @@ class MoodTagger:
             Labelled validation rows; without them ``C = 1`` and ``T = 1``.
         seed : int
         """
-        from sklearn.linear_model import (
-            LogisticRegression,  # sklearn is heavy to import: loaded only when this runs
-        )
+        from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
         m = len(classes)
         xtr = l2_normalize(train_x)
@@ -191,9 +190,6 @@ class MoodTagger:
     # ------------------------------------------------------------------ persistence
     def write_into(self, folder: Path) -> None:
         """Write ``tagger.safetensors`` and ``tagger.json`` into a model folder."""
-        from safetensors.numpy import (
-            save_file,  # safetensors is heavy to import: loaded only when this runs
-        )
 
         save_file(
             {"weight": np.ascontiguousarray(self.weight), "bias": np.ascontiguousarray(self.bias)},
@@ -214,9 +210,6 @@ class MoodTagger:
         weights, meta_path = folder / "tagger.safetensors", folder / "tagger.json"
         if not weights.is_file() and not meta_path.is_file():
             return None
-        from safetensors.numpy import (
-            load_file,  # safetensors is heavy to import: loaded only when this runs
-        )
 
         try:
             arrays = load_file(str(weights))

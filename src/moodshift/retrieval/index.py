@@ -744,9 +744,7 @@ def _tune_and_measure(
     max_filter_checks: int = 24,
 ) -> dict[str, Any]:
     """Choose efSearch / nprobe and measure recall@10 against exact search."""
-    from moodshift.retrieval.search import (
-        topk_cosine,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.retrieval.search import topk_cosine  # pulls in torch: load on use
 
     n = len(x)
     rng = np.random.default_rng(seed)

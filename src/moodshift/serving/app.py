@@ -139,24 +139,20 @@ def create_app(
     StaleArtifactError
         If ``index`` is a folder built from another version of the catalogue.
     """
-    from fastapi import (  # fastapi is heavy to import: loaded only when this runs
+    from fastapi import (  # fastapi is heavy: load on use
         FastAPI,
         Query,
         Request,
     )
-    from fastapi.exceptions import (
-        RequestValidationError,  # fastapi is heavy to import: loaded only when this runs
-    )
-    from fastapi.responses import (  # fastapi is heavy to import: loaded only when this runs
+    from fastapi.exceptions import RequestValidationError  # fastapi is heavy: load on use
+    from fastapi.responses import (  # fastapi is heavy: load on use
         FileResponse,
         PlainTextResponse,
         Response,
     )
-    from fastapi.routing import APIRoute  # fastapi is heavy to import: loaded only when this runs
-    from fastapi.staticfiles import (
-        StaticFiles,  # fastapi is heavy to import: loaded only when this runs
-    )
-    from pydantic import (  # pydantic is heavy to import: loaded only when this runs
+    from fastapi.routing import APIRoute  # fastapi is heavy: load on use
+    from fastapi.staticfiles import StaticFiles  # fastapi is heavy: load on use
+    from pydantic import (  # with FastAPI: load on use
         BaseModel,
         ConfigDict,
         Field,
@@ -445,9 +441,7 @@ def create_app(
     fast = {("POST", "/query"): answer_batched} if state.inline else {}
     origins = [o.rstrip("/") for o in cors_origins if o]
     if origins:
-        from starlette.middleware.cors import (
-            CORSMiddleware,  # starlette is heavy to import: loaded only when this runs
-        )
+        from starlette.middleware.cors import CORSMiddleware  # with FastAPI: load on use
 
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
@@ -467,10 +461,8 @@ def _read_span(path: str | os.PathLike[str], start: int, length: int) -> bytes:
 
 
 def _audio_response_class() -> Any:
-    import anyio  # anyio is heavy to import: loaded only when this runs
-    from starlette.responses import (
-        FileResponse,  # starlette is heavy to import: loaded only when this runs
-    )
+    import anyio  # anyio is heavy: load on use
+    from starlette.responses import FileResponse  # with FastAPI: load on use
 
     class AudioFileResponse(FileResponse):
         """Starlette's file response (ranges, HEAD), reading small spans in one go.

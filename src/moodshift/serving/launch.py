@@ -84,7 +84,7 @@ def serve(
     A client gets :data:`HEADER_TIMEOUT_S` seconds to send a request's headers
     (then the connection is closed) and ``BODY_TIMEOUT_S`` for its body (408).
     """
-    import uvicorn  # uvicorn is heavy to import: loaded only when this runs
+    import uvicorn  # uvicorn is heavy: load on use
 
     hosts = list(allowed_hosts) if allowed_hosts else _default_hosts(host)
     web = {"allowed_hosts": hosts, "cors_origins": list(cors_origins),
@@ -130,9 +130,7 @@ def _default_hosts(host: str) -> list[str]:
 
 
 def _header_timeout_protocol() -> type:
-    from uvicorn.protocols.http.auto import (
-        AutoHTTPProtocol,  # uvicorn is heavy to import: loaded only when this runs
-    )
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # uvicorn is heavy: load on use
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         """uvicorn's HTTP protocol with a deadline on each request's headers.

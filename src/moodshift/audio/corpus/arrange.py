@@ -489,7 +489,7 @@ def arrange(
     start_bar: int = 0,
 ) -> Arrangement:
     """Arrange ``melody`` in ``group``'s genre and instruments, performed in ``mood``."""
-    import pretty_midi  # pretty_midi is heavy to import: loaded only when this runs
+    import pretty_midi  # pretty_midi is heavy: load on use
 
     if mood not in MOODS:
         raise InputError(f"unknown mood {mood!r}; expected one of {', '.join(MOODS)}")

@@ -283,7 +283,7 @@ def _cache_file(cache_dir: Path, cand: Candidate) -> Path:
 def extract_melody(cand: Candidate) -> Melody | str:
     """Parse one corpus work; return its melody, or a reason it was rejected."""
     music21 = _import_music21()
-    from music21 import (  # music21 is heavy to import: loaded only when this runs
+    from music21 import (  # music21 is heavy: load on use
         chord,
         key,
         meter,

@@ -201,7 +201,7 @@ def instrument_name(program: int, *, is_drum: bool = False) -> str:
     """Readable snake_case GM name, e.g. 0 -> ``acoustic_grand_piano``."""
     if is_drum:
         return DRUMS
-    import pretty_midi  # pretty_midi is heavy to import: loaded only when this runs
+    import pretty_midi  # pretty_midi is heavy: load on use
 
     name = pretty_midi.program_to_instrument_name(program).lower()
     return re.sub(r"[^a-z0-9]+", "_", name).strip("_")

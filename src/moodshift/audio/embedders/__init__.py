@@ -64,9 +64,7 @@ __all__ = [
 
 
 def _musicnn(**kwargs: Any) -> Embedder:
-    from moodshift.audio.embedders.musicnn import (
-        MusicnnEmbedder,  # imports torch (heavy): loaded only when this runs
-    )
+    from moodshift.audio.embedders.musicnn import MusicnnEmbedder  # pulls in torch: load on use
 
     return MusicnnEmbedder(**kwargs)
 
@@ -93,9 +91,7 @@ register_embedder("features", _features, overwrite=True)
 def __getattr__(name: str) -> Any:
     # Lazy re-exports: importing moodshift.audio.embedders must not import torch.
     if name == "MusicnnEmbedder":
-        from moodshift.audio.embedders.musicnn import (
-            MusicnnEmbedder,  # imports torch (heavy): loaded only when this runs
-        )
+        from moodshift.audio.embedders.musicnn import MusicnnEmbedder  # pulls in torch: load on use
 
         return MusicnnEmbedder
     if name == "FeaturesEmbedder":

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_file, write_text
@@ -177,7 +178,6 @@ def _check_duration(duration: float, max_duration_s: float | None) -> None:
 
 
 def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    import soundfile as sf  # soundfile is heavy to import: loaded only when this runs
 
     error: Exception | None = None
     if ext in _SNDFILE_EXTENSIONS:
@@ -207,7 +207,7 @@ def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray
 
 def _decode_ffmpeg(p: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream with FFmpeg (PyAV) to float32 frames x channels."""
-    import av  # av is heavy to import: loaded only when this runs
+    import av  # FFmpeg libraries: load on use
 
     with av.open(str(p), metadata_errors="ignore") as container:
         if not container.streams.audio:
@@ -354,7 +354,7 @@ _W: dict[str, Any] = {}
 def _worker_init(embedder_blob: bytes, cache_root: str | None, provenance: dict[str, Any],
                  max_duration_s: float | None) -> None:  # fmt: skip
     with contextlib.suppress(ImportError):
-        import torch  # torch is heavy to import: loaded only when this runs
+        import torch  # torch is heavy: load on use
 
         # Parallelism comes from the processes; torch threads would oversubscribe.
         torch.set_num_threads(1)
