@@ -13,8 +13,6 @@ from moodshift.model.fast import EvidenceSettings, NumpyTransform
 from moodshift.model.network import (
     Architecture,
     Dropout,
-    MoodshiftModel,
-    MoodTransformer,
     branch_layers,
 )
 from moodshift.values import l2_normalize
@@ -29,30 +27,14 @@ OPTIONS = [
 ]  # fmt: skip
 
 
-def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool,
-                  shift_scale: float) -> MoodshiftModel:  # fmt: skip
-    torch.manual_seed(5)
-    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
-                        residual=residual, head_hidden=head_hidden,
-                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
-    net = MoodTransformer(arch)
-    with torch.no_grad():
-        # Trained weights are not zero: perturb the zero-initialised last layer too.
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        if centroid_shift:
-            net.centroids.copy_(torch.randn(4, 24) * 0.3)
-    return MoodshiftModel(net=net, classes=CLASSES)
-
-
 KINDS = {nn.Linear: "linear", nn.ReLU: "relu", Dropout: "dropout"}
 
 
 @pytest.mark.parametrize(("residual", "head_hidden", "centroid_shift", "shift_scale"), OPTIONS)
 def test_the_layer_mapping_is_the_torch_network(residual, head_hidden, centroid_shift,
-                                                shift_scale, rng):  # fmt: skip
-    model = _random_model(residual=residual, head_hidden=head_hidden,
-                          centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
+                                                shift_scale, rng, random_model):  # fmt: skip
+    model = random_model(residual=residual, head_hidden=head_hidden,
+                         centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
     net = model.net
     plan = branch_layers(net.arch)
     # The torch network's layers, branch by branch, are the mapping's, with its sizes.
@@ -78,8 +60,8 @@ def test_the_layer_mapping_is_the_torch_network(residual, head_hidden, centroid_
     assert isinstance(NumpyTransform.build(model), NumpyTransform)
 
 
-def test_weights_of_another_architecture_are_refused():
-    model = _random_model(residual=False, head_hidden=20, centroid_shift=True, shift_scale=1.0)
+def test_weights_of_another_architecture_are_refused(random_model):
+    model = random_model(residual=False, head_hidden=20, centroid_shift=True, shift_scale=1.0)
     state = model.net.state_dict()
     plain = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12))
     with pytest.raises(ValueError, match="no layer of the architecture reads"):
@@ -89,8 +71,8 @@ def test_weights_of_another_architecture_are_refused():
                                                    if k != "head.4.weight"})  # fmt: skip
 
 
-def test_a_broken_fast_path_falls_back_to_the_torch_model(rng, caplog):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
+def test_a_broken_fast_path_falls_back_to_the_torch_model(rng, caplog, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
     model.net.register_buffer("stray", torch.ones(3))  # a state entry the mapping does not know
     built = NumpyTransform.build(model)
     assert not isinstance(built, NumpyTransform)
@@ -101,8 +83,8 @@ def test_a_broken_fast_path_falls_back_to_the_torch_model(rng, caplog):
 
 
 # ---------------------------------------------------------------------- evidence settings
-def test_evidence_settings_read_the_stored_ones_and_round_trip():
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
+def test_evidence_settings_read_the_stored_ones_and_round_trip(random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
     model.config = {
         "default_strength": 0.4,
         "evidence": {"strength_label": 0.6, "strength_probe": 0.9, "weight": 0.25},
@@ -114,8 +96,8 @@ def test_evidence_settings_read_the_stored_ones_and_round_trip():
     assert EvidenceSettings.of(model) == settings
 
 
-def test_evidence_settings_of_an_older_model_use_its_default_strength():
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
+def test_evidence_settings_of_an_older_model_use_its_default_strength(random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0)
     model.config = {"default_strength": 0.4}
     assert EvidenceSettings.of(model) == EvidenceSettings(strength_label=0.4, strength_probe=0.4,
                                                           weight=0.0)  # fmt: skip

@@ -15,30 +15,14 @@ from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.values import l2_normalize
 
 
-def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,
-                  seed: int) -> MoodshiftModel:  # fmt: skip
-    torch.manual_seed(seed)
-    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
-                        residual=residual, head_hidden=head_hidden,
-                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
-    net = MoodTransformer(arch)
-    with torch.no_grad():
-        # Trained weights are not zero: perturb the zero-initialised last layer too.
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        if centroid_shift:
-            net.centroids.copy_(torch.randn(4, 24) * 0.3)
-    return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
-
-
 def _engine(model, x, labels, proba=None, **kw):
     return QueryEngine(model=model, vectors=x, evidence=MoodEvidence(labels=labels, proba=proba),
                        **kw)  # fmt: skip
 
 
-def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=1)  # fmt: skip
+def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=1)  # fmt: skip
     x = l2_normalize(rng.standard_normal((50, 24)).astype(np.float32))
     labels = np.full(50, -1)
     labels[[3, 7, 11]] = 2  # only three tracks are labelled "happy"
@@ -49,9 +33,9 @@ def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
     assert len(set(rows[0])) == 6 and 0 not in rows[0]
 
 
-def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
-    model = _random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=2)  # fmt: skip
+def test_unknown_evidence_and_probe_without_tagger_are_refused(rng, random_model):
+    model = random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=2)  # fmt: skip
     x = l2_normalize(rng.standard_normal((20, 24)).astype(np.float32))
     eng = _engine(model, x, np.zeros(20, dtype=int))
     with pytest.raises(InputError, match="unknown evidence"):
@@ -60,9 +44,9 @@ def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
         eng.search(x[:1], source=[0], target=[1], k=3, evidence="probe")
 
 
-def test_max_per_artist_caps_every_list(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=3)  # fmt: skip
+def test_max_per_artist_caps_every_list(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=3)  # fmt: skip
     x = l2_normalize(rng.standard_normal((60, 24)).astype(np.float32))
     artists = np.arange(60) % 5
     eng = _engine(model, x, np.zeros(60, dtype=int), artists=artists)
