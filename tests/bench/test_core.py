@@ -175,6 +175,7 @@ def test_the_cli_offers_every_registered_benchmark():
     assert set(bench.ALL) == {name for name, b in bench.BENCHMARKS.items() if b.in_all}
 
 
+@pytest.mark.slow
 def test_request_bench_times_the_cli_and_the_server_on_one_index(tmp_path):
     from moodshift.bench.serve import run_request_bench
 
