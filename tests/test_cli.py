@@ -272,7 +272,7 @@ def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, caps
     assert rc == 0
     assert seen == {"n": 5000, "dim": 32, "seed": 0, "workers": 2, "workdir": str(tmp_path / "w"),
                     "clients": [1, 4], "requests": 50, "duration_s": 2.0, "kind": "flat",
-                    "client": "httpx", "filter_fraction": 0.5}  # fmt: skip
+                    "client": "httpx", "filter_fraction": 0.5, "progress": True}  # fmt: skip
     printed = json.loads(capsys.readouterr().out)
     assert printed["what"] == "serve" and "runs" in printed["serve"]
     assert printed == json.loads((tmp_path / "s.json").read_text())

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError, InputError
 from moodshift.model.ranking import (
     RankingSpace,
@@ -15,6 +14,7 @@ from moodshift.model.ranking import (
     fit_eraser,
     fit_leace,
 )
+from moodshift.values import l2_normalize
 
 
 def _moody(rng: np.random.Generator, n: int = 600, d: int = 16, m: int = 4):

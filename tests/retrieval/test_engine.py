@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
-from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
-
-
-def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,
-                  seed: int) -> MoodshiftModel:  # fmt: skip
-    torch.manual_seed(seed)
-    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
-                        residual=residual, head_hidden=head_hidden,
-                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
-    net = MoodTransformer(arch)
-    with torch.no_grad():
-        # Trained weights are not zero: perturb the zero-initialised last layer too.
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        if centroid_shift:
-            net.centroids.copy_(torch.randn(4, 24) * 0.3)
-    return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
-
-
-# shift_scale only acts with the centroid shift: every other combination, once.
-OPTIONS = [
-    o for o in itertools.product([False, True], [0, 20], [False, True], [1.0, 3.0])
-    if o[2] or o[3] == 1.0
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("residual", "head_hidden", "centroid_shift", "shift_scale"), OPTIONS)
-def test_numpy_transform_equals_model_transform(residual, head_hidden, centroid_shift,
-                                                shift_scale, rng):  # fmt: skip
-    model = _random_model(
-        residual=residual, head_hidden=head_hidden, centroid_shift=centroid_shift,
-        shift_scale=shift_scale, seed=5,
-    )  # fmt: skip
-    fast = NumpyTransform(model)
-    x = l2_normalize(rng.standard_normal((64, 24)).astype(np.float32))
-    src = rng.integers(0, 4, 64)
-    tgt = rng.integers(0, 4, 64)
-    strength = rng.uniform(0, 1, 64).astype(np.float32)
-    ref = model.transform(x, source=src, target=tgt, strength=strength)
-    got = fast(x, source=src, target=tgt, strength=strength)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-    # The verified builder keeps the numpy path (no fallback) for every option.
-    assert isinstance(NumpyTransform.build(model), NumpyTransform)
+from moodshift.values import l2_normalize
 
 
 def _engine(model, x, labels, proba=None, **kw):
@@ -65,9 +20,9 @@ def _engine(model, x, labels, proba=None, **kw):
                        **kw)  # fmt: skip
 
 
-def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=1)  # fmt: skip
+def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=1)  # fmt: skip
     x = l2_normalize(rng.standard_normal((50, 24)).astype(np.float32))
     labels = np.full(50, -1)
     labels[[3, 7, 11]] = 2  # only three tracks are labelled "happy"
@@ -78,9 +33,9 @@ def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
     assert len(set(rows[0])) == 6 and 0 not in rows[0]
 
 
-def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
-    model = _random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=2)  # fmt: skip
+def test_unknown_evidence_and_probe_without_tagger_are_refused(rng, random_model):
+    model = random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=2)  # fmt: skip
     x = l2_normalize(rng.standard_normal((20, 24)).astype(np.float32))
     eng = _engine(model, x, np.zeros(20, dtype=int))
     with pytest.raises(InputError, match="unknown evidence"):
@@ -89,9 +44,9 @@ def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
         eng.search(x[:1], source=[0], target=[1], k=3, evidence="probe")
 
 
-def test_max_per_artist_caps_every_list(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=3)  # fmt: skip
+def test_max_per_artist_caps_every_list(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=3)  # fmt: skip
     x = l2_normalize(rng.standard_normal((60, 24)).astype(np.float32))
     artists = np.arange(60) % 5
     eng = _engine(model, x, np.zeros(60, dtype=int), artists=artists)
@@ -263,11 +218,11 @@ def test_index_stores_the_taggers_probabilities(trained, tmp_path):
                                atol=1e-6)  # fmt: skip
     searcher = Searcher(catalog=cat, model=model, index=index)
     assert searcher.engine.evidence.proba is index.mood_proba
-    a, _ = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
-    b, _ = Searcher(catalog=cat, model=model).query(
+    a = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
+    b = Searcher(catalog=cat, model=model).query(
         track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5
     )
-    assert [r.track_id for r in a] == [r.track_id for r in b]
+    assert [r.track_id for r in a.results] == [r.track_id for r in b.results]
 
 
 @pytest.mark.parametrize("partitions", [True, False], ids=["partitions", "index-only"])

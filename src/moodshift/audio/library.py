@@ -45,12 +45,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mutagen
 import numpy as np
 import pandas as pd
+from mutagen.id3 import ID3
+from mutagen.mp4 import MP4Tags
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
-from moodshift.audio.embedders.pipeline import DEFAULT_EXCERPTS, Excerpts
+from moodshift.audio.audiohash import audio_sha256
+from moodshift.audio.embedders.base import get_embedder
+from moodshift.audio.embedders.pipeline import (
+    DEFAULT_EXCERPTS,
+    EmbeddingCache,
+    Excerpts,
+    embed_files,
+    provenance_key,
+)
+from moodshift.audio.embedders.standardize import fit_standardizer
+from moodshift.data.catalog import SEPARATOR, Catalog, read_labels
 from moodshift.errors import DataError, InputError
 
 __all__ = [
@@ -281,9 +294,6 @@ def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None, int]:
     Each value is cut to :data:`TAG_MAX_CHARS` characters; the third item counts
     the values that were longer.
     """
-    import mutagen
-    from mutagen.id3 import ID3
-    from mutagen.mp4 import MP4Tags
 
     f = mutagen.File(str(path))
     length = getattr(getattr(f, "info", None), "length", None)
@@ -322,7 +332,6 @@ def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None, int]:
 
 # --------------------------------------------------------------------------- labels CSV
 def _read_overrides(labels: Path) -> pd.DataFrame:
-    from moodshift.data.catalog import read_labels
 
     df = read_labels(labels).fillna("").astype(str)
     if "path" in df.columns and "audio_path" not in df.columns:
@@ -549,11 +558,6 @@ def embed_library(
     DataError
         No audio file could be embedded, or the labels file cannot be used.
     """
-    from moodshift.audio.audiohash import audio_sha256
-    from moodshift.audio.embedders.base import get_embedder
-    from moodshift.audio.embedders.pipeline import _Cache, embed_files, provenance_key
-    from moodshift.audio.embedders.standardize import fit_standardizer
-    from moodshift.data.catalog import SEPARATOR, Catalog
 
     out = Path(out).expanduser().resolve()
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else _default_cache(out)
@@ -570,7 +574,7 @@ def embed_library(
     provenance = emb.provenance()
     if excerpts is not None:
         provenance["excerpts"] = excerpts.to_dict()
-    store = _Cache(cache, provenance)
+    store = EmbeddingCache(cache, provenance)
     previous = _load_state(out, root)
     report = LibraryReport(
         empty=[shown(p) for p in scan.empty], hidden=[shown(p) for p in scan.hidden],

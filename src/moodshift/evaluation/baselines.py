@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.model.network import slerp
 from moodshift.model.ranking import KINDS as ERASER_KINDS
 from moodshift.model.ranking import MoodEraser, RankingSpace, fit_eraser
 from moodshift.retrieval.search import topk_cosine
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.data.catalog import Catalog
@@ -420,7 +420,7 @@ def nuisance_directions(
     np.ndarray, shape (r, d)
         Orthonormal rows (r may be 0).
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
     x = l2_normalize(embeddings)
     dirs = []

@@ -19,6 +19,7 @@ from moodshift.errors import DataError, InputError
 from moodshift.evaluation import baselines, metrics
 from moodshift.model.network import MoodshiftModel
 from moodshift.model.ranking import MoodEraser, RankingSpace
+from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.retrieval.search import topk_cosine
 
@@ -562,8 +563,6 @@ def evaluate_catalog(
     )
     # query_default uses the model's own tagger (or none), as `moodshift query` does.
     if tagger is None and wants_probe:
-        from moodshift.model.tagger import fit_tagger
-
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
     nuisance = None
     if "probe_direction" in methods:

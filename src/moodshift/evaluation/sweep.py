@@ -37,6 +37,7 @@ from moodshift.errors import SweepError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import ERASURE_METHODS, RetrievalEvaluator, baseline_results
 from moodshift.model.network import MoodshiftModel
+from moodshift.model.tagger import fit_tagger
 
 #: Figures stored per curve point (``None`` when the catalogue cannot score one).
 POINT_KEYS = ("mood_p@1", "genre_p@1", "inst_j@1", "cf@1")
@@ -470,7 +471,6 @@ def _evidence_curves(
     seed: int,
 ) -> dict[str, Any]:
     """Curves of the methods that use a mood tagger (the model's, or one fitted here)."""
-    from moodshift.model.tagger import fit_tagger
 
     tagger = model.tagger if model is not None and model.tagger is not None else fit_tagger(
         catalog, attribute=ev.attribute, classes=ev.classes, seed=seed)  # fmt: skip

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError, InputError
+from moodshift.values import l2_normalize
 
 KINDS = ("centroid", "leace")
 #: Eigenvalues below this share of the largest count as zero (a rank-deficient covariance:
@@ -88,7 +89,6 @@ class RankingSpace:
 
     def save(self, path: str | Path) -> None:
         """Write ``matrix`` and ``offset`` to a safetensors file (the caller makes it atomic)."""
-        from safetensors.numpy import save_file
 
         save_file({"matrix": np.ascontiguousarray(self.matrix, dtype=np.float32),
                    "offset": np.ascontiguousarray(self.offset, dtype=np.float32)},
@@ -103,7 +103,6 @@ class RankingSpace:
         FileFormatError
             If the file is unreadable, misshapen or holds NaN or infinite values.
         """
-        from safetensors.numpy import load_file
 
         fix = "retrain the model with `moodshift train`, or delete the file to rank by plain cosine"
         try:

@@ -50,11 +50,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.model.fast import EvidenceSettings, NumpyTransform
 from moodshift.model.ranking import RankingSpace
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.model.network import MoodshiftModel
@@ -897,7 +898,6 @@ def artist_codes(catalog: Any) -> np.ndarray | None:
     """Artist code per track (``-1`` where unknown), or None without an artist column."""
     if "artist" not in catalog.labels.columns:
         return None
-    import pandas as pd
 
     values = catalog.labels["artist"].fillna("").astype(str).str.strip()
     codes, _ = pd.factorize(values.where(values != "", None))

@@ -59,15 +59,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._deps import require_faiss
+from moodshift.data.catalog import Catalog
 from moodshift.errors import (
     FileFormatError,
     InputError,
     StaleArtifactError,
     UnknownLabelError,
 )
+from moodshift.values import parse_values
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,6 @@ class LabelPostings:
         labels : pandas.DataFrame, n rows
         columns : the label columns to index
         """
-        import pandas as pd
-
-        from moodshift.data.catalog import parse_values
 
         n = len(labels)
         keys: list[tuple[str, str]] = []
@@ -501,17 +502,6 @@ class FaissIndex:
             p.sel = sel
         return p
 
-    def allowed_mask(self, filters: Mapping[str, str | Sequence[str]] | None) -> np.ndarray | None:
-        """Bool mask (n,) of rows matching ``filters`` (None when there is no filter)."""
-        if not filters:
-            return None
-        if self.postings is None:
-            raise InputError(
-                "this index was built without labels, so it cannot filter by label; rebuild it "
-                "with `moodshift index --catalog ...` or pass labels= to build_index."
-            )
-        return self.postings.mask(filters)
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index folder atomically (a failed save leaves the old one intact)."""
@@ -723,7 +713,6 @@ def build_index(
 
 
 def _add_with_progress(index: Any, x: np.ndarray, *, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
 
     chunk = 20_000
     with tqdm(total=len(x), desc=desc, unit="vec", disable=not progress or len(x) < 50_000) as bar:
@@ -755,7 +744,7 @@ def _tune_and_measure(
     max_filter_checks: int = 24,
 ) -> dict[str, Any]:
     """Choose efSearch / nprobe and measure recall@10 against exact search."""
-    from moodshift.retrieval.search import topk_cosine
+    from moodshift.retrieval.search import topk_cosine  # pulls in torch: load on use
 
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -1008,7 +997,6 @@ def build_catalog_index(
     dict
         The index metadata as written to ``index.json`` (plus ``path``).
     """
-    from moodshift.data.catalog import Catalog
 
     catalog = Catalog.load(catalog_path)
     t0 = time.perf_counter()

@@ -121,4 +121,3 @@ def fit_metric(
             "weight_decay": float(weight_decay), "temperature": float(temperature),
             "steps": int(steps)}  # fmt: skip
     return RankingSpace(matrix=matrix, offset=np.zeros(d, dtype=np.float32), info=info)
-

@@ -121,7 +121,7 @@ class FeaturesEmbedder(Embedder):
         ndarray, shape (72,), float32
             Finite values in :data:`FEATURE_NAMES` order.
         """
-        import librosa
+        import librosa  # librosa is heavy: load on use
 
         y = resample(to_mono_float32(audio), orig_sr=int(sr), target_sr=SR)
         if len(y) < N_FFT:

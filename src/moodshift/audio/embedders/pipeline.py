@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
 import pickle
 import warnings
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_file, write_text
@@ -223,7 +225,6 @@ def _check_duration(duration: float, max_duration_s: float | None) -> None:
 
 
 def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
 
     error: Exception | None = None
     if ext in _SNDFILE_EXTENSIONS:
@@ -253,7 +254,7 @@ def _decode(p: Path, ext: str, max_duration_s: float | None) -> tuple[np.ndarray
 
 def _decode_ffmpeg(p: Path, max_duration_s: float | None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream with FFmpeg (PyAV) to float32 frames x channels."""
-    import av
+    import av  # FFmpeg libraries: load on use
 
     with av.open(str(p), metadata_errors="ignore") as container:
         if not container.streams.audio:
@@ -307,7 +308,9 @@ def provenance_key(provenance: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class _Cache:
+class EmbeddingCache:
+    """Embeddings by file content hash, one file per track, written as each is computed."""
+
     def __init__(self, root: Path | None, provenance: dict[str, Any]) -> None:
         self.dir: Path | None = None
         self.dim = int(provenance["dim"])
@@ -358,7 +361,7 @@ _Result = tuple[np.ndarray | None, str | None, bool]
 def _embed_one(
     path: str,
     embedder: Embedder,
-    cache: _Cache,
+    cache: EmbeddingCache,
     max_duration_s: float | None,
     excerpts: Excerpts | None = None,
 ) -> _Result:
@@ -404,12 +407,12 @@ _W: dict[str, Any] = {}
 def _worker_init(embedder_blob: bytes, cache_root: str | None, provenance: dict[str, Any],
                  max_duration_s: float | None, excerpts: Excerpts | None) -> None:  # fmt: skip
     with contextlib.suppress(ImportError):
-        import torch
+        import torch  # torch is heavy: load on use
 
         # Parallelism comes from the processes; torch threads would oversubscribe.
         torch.set_num_threads(1)
     _W["embedder"] = pickle.loads(embedder_blob)
-    _W["cache"] = _Cache(Path(cache_root) if cache_root else None, provenance)
+    _W["cache"] = EmbeddingCache(Path(cache_root) if cache_root else None, provenance)
     _W["max_duration_s"] = max_duration_s
     _W["excerpts"] = excerpts
 
@@ -461,7 +464,6 @@ def _results_parallel(
             stacklevel=3,
         )
         return None
-    import multiprocessing as mp
 
     initargs = (blob, str(cache_dir) if cache_dir else None, provenance, max_duration_s, excerpts)
     emb.warm_up()  # the workers then read compiled caches instead of racing to write them
@@ -585,7 +587,7 @@ def embed_files(
         provenance["excerpts"] = excerpts.to_dict()
     str_paths = [os.fspath(p) for p in paths]
     cache_root = Path(cache_dir) if cache_dir is not None else None
-    cache = _Cache(cache_root, provenance)
+    cache = EmbeddingCache(cache_root, provenance)
     n = len(str_paths)
 
     results: Iterator[tuple[int, _Result]] | None = None
