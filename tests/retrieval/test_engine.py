@@ -335,3 +335,38 @@ def test_partitions_respect_their_memory_budget_and_answers_do_not_change(traine
     kw = {"source": src, "target": (src + 1) % len(model.classes), "k": 8, "evidence": "labels",
           "exclude": seeds}  # fmt: skip
     np.testing.assert_array_equal(eng.search(x[seeds], **kw)[0], exact.search(x[seeds], **kw)[0])
+
+
+@pytest.mark.parametrize("evidence", ["auto", "labels", "probe"])
+def test_an_index_built_with_the_model_searches_its_ranking_space(trained, evidence, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    """`moodshift index --model` stores the tracks in the model's ranking space: searched
+    through it, the index path gives the exact path's answers."""
+    import copy
+
+    from moodshift.retrieval import engine as engine_mod
+    from moodshift.retrieval.engine import catalog_evidence
+    from moodshift.retrieval.index import build_catalog_index, load_catalog_index
+
+    monkeypatch.setattr(engine_mod, "PARTITION_MAX_VALUES", 0)  # every query through the index
+    cat, model = trained
+    model = copy.copy(model)
+    erasers = baselines.training_erasers(cat, attribute="mood", classes=model.classes)
+    model.ranking = erasers["leace"].space(keep=0.25)
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", kind="flat", model=model, progress=False)
+    index = load_catalog_index(cat, catalog_path=tmp_path / "cat")
+    assert index.meta["ranking_space"] == model.ranking.fingerprint()
+    x = cat.normalized
+    ev_ = catalog_evidence(cat, model)
+    exact = QueryEngine(model=model, vectors=x, evidence=ev_)
+    indexed = QueryEngine(model=model, vectors=x, evidence=ev_, index=index, exact_limit=0)
+    assert indexed.index_space is model.ranking
+    seeds = np.arange(0, 90, 3)
+    src, _ = exact.source_of(seeds)
+    kw = {"source": src, "target": (src + 1) % len(model.classes), "k": 10,
+          "evidence": evidence, "exclude": seeds}  # fmt: skip
+    a, sa, _ = exact.search(x[seeds], **kw)
+    b, sb, _ = indexed.search(x[seeds], **kw)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, atol=1e-5)

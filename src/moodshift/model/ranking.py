@@ -32,6 +32,7 @@ fitted on the training split only:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,13 @@ class RankingSpace:
     @property
     def dim(self) -> int:
         return int(self.matrix.shape[0])
+
+    def fingerprint(self) -> str:
+        """A hash of the map (an index built in this space records it)."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.matrix, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.offset, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]
 
     def project(self, x: np.ndarray) -> np.ndarray:
         """Unit vectors in the space, shape (n, e), for rows ``x`` of shape (n, d)."""

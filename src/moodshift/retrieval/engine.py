@@ -340,6 +340,17 @@ class QueryEngine:
                 raise InputError(f"ranking: a RankingSpace, None or 'model', not {ranking!r}.")
             ranking = model.ranking
         self.ranking: RankingSpace | None = ranking
+        # An index built with the model (`moodshift index --model`) holds the tracks in its
+        # ranking space; any other index holds raw embeddings, searched through the pullback.
+        built_in = None if index is None else getattr(index, "meta", {}).get("ranking_space")
+        self.index_space = (
+            ranking if ranking is not None and built_in == ranking.fingerprint() else None
+        )
+        if index is not None and ranking is not None and self.index_space is None:
+            log.info(
+                "the index holds raw embeddings, not the model's ranking space: results are "
+                "re-ranked exactly; rebuild it with `moodshift index --model` to search the space"
+            )
         self._projected: np.ndarray | None = None
         self._mask_cache: dict[tuple, list[list[tuple[bool, np.ndarray, float]]]] = {}
         self._partitions: dict[tuple[int, int, int], _Partition | None] = {}
@@ -348,6 +359,20 @@ class QueryEngine:
     @property
     def n(self) -> int:
         return int(self.vectors.shape[0])
+
+    def _index_query(self, space: RankingSpace | None, vec: np.ndarray) -> np.ndarray:
+        """The vector the index is searched with for query ``vec`` (given in ``space``).
+
+        An index in the same space takes it as it is; an index of raw embeddings takes its
+        pullback (same ranking up to each track's norm in the space, corrected by the
+        exact re-rank). A plain-cosine query against an index in the model's space is
+        approximate too (``evidence none`` on a large catalogue): the re-rank is exact.
+        """
+        if space is self.index_space:
+            return vec
+        if space is None:
+            return vec
+        return space.pullback(vec[None, :])[0]
 
     def _all_in(self, space: RankingSpace | None) -> np.ndarray:
         """Every track in ``space`` (the model's, or None): the exact path's matrix, made once."""
@@ -731,7 +756,7 @@ class QueryEngine:
         """
         assert self.index is not None
         # The index ranks raw embeddings: re-rank deeper when the exact score differs from it.
-        depth = max(k, RERANK_DEPTH) if b.w != 0.0 or b.space is not None else k
+        depth = max(k, RERANK_DEPTH) if b.w != 0.0 or b.space is not self.index_space else k
         out_r = np.full((len(b), k), -1, dtype=np.int64)
         out_s = np.zeros((len(b), k), dtype=np.float32)
         two = b.q_probe is not None
@@ -745,8 +770,8 @@ class QueryEngine:
                     got.append(first[i])
                     continue
                 rows = [
-                    self._tier_search(_raw_query(b.space, b.probe(i) if use_probe else
-                                                 b.q_label[i]), sub, frac,
+                    self._tier_search(self._index_query(b.space, b.probe(i) if use_probe else
+                                                        b.q_label[i]), sub, frac,
                                       depth=depth, exclude=int(b.exclude[i]),
                                       filtered=allowed is not None)
                     for use_probe, sub, frac in parts
@@ -841,11 +866,6 @@ class QueryEngine:
 def _in_space(space: RankingSpace | None, x: np.ndarray) -> np.ndarray:
     """Rows in ``space`` (unit-norm), or the rows themselves for the plain cosine."""
     return np.asarray(x, dtype=np.float32) if space is None else space.project(x)
-
-
-def _raw_query(space: RankingSpace | None, vec: np.ndarray) -> np.ndarray:
-    """The vector an index over the raw embeddings is searched with for a query in ``space``."""
-    return vec if space is None else space.pullback(vec[None, :])[0]
 
 
 def _block_out(

@@ -991,6 +991,9 @@ def build_catalog_index(
     model : MoodshiftModel, optional
         Store its tagger's p(mood | track) for every track (``mood_proba.npy``), so
         serving does not recompute it; the model's tagger fingerprint is recorded.
+        With a ranking space (:mod:`moodshift.model.ranking`) the index holds the
+        tracks *in that space*, so its neighbours are the ones queries rank by
+        (``ranking_space`` in ``index.json`` records the space's fingerprint).
 
     Returns
     -------
@@ -1000,8 +1003,14 @@ def build_catalog_index(
 
     catalog = Catalog.load(catalog_path)
     t0 = time.perf_counter()
+    space = getattr(model, "ranking", None)
+    if model is not None:
+        catalog.check_compatible(model.embedder, what="model")
+    vectors = catalog.normalized if space is None else np.concatenate(
+        [space.project(catalog.normalized[s : s + 65536]) for s in range(0, len(catalog), 65536)]
+    )  # fmt: skip
     index = build_index(
-        catalog.normalized,
+        vectors,
         kind=kind,
         labels=catalog_postings(catalog),
         seed=seed,
@@ -1010,8 +1019,9 @@ def build_catalog_index(
     index.meta["provenance"] = {k: catalog.provenance.get(k) for k in ("name", "version", "dim")}
     index.meta["fingerprint"] = catalog_fingerprint(catalog)
     index.meta["catalog"] = str(Path(catalog_path).resolve())
+    if space is not None:
+        index.meta["ranking_space"] = space.fingerprint()
     if model is not None and model.tagger is not None:
-        catalog.check_compatible(model.embedder, what="model")
         index.mood_proba = model.tagger.predict_proba(catalog.embeddings)
         index.meta["tagger"] = model.tagger.fingerprint()
     index.meta["total_seconds"] = round(time.perf_counter() - t0, 3)
