@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from moodshift._atomic import write_text
+from moodshift.bench.core import load_avg
 from moodshift.data.catalog import Catalog
 from moodshift.evaluation.evaluate import evaluate_catalog
 from moodshift.synthetic import make_catalog
-from moodshift.threads import load_avg
 from moodshift.training.train import TrainConfig, train
 
 LABELLED = ("query_default", "oracle_top1", "erasure_label", "leace_label")
@@ -89,7 +89,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor()}".strip(),
-                               "load": round(load_avg(), 2), "catalogues": {}}  # fmt: skip
+                               "load": load_avg(), "catalogues": {}}  # fmt: skip
     for name, interaction in SYNTHETIC.items():
         cat = make_catalog(n=a.n, dim=a.dim, groups=True, seed=a.seed, interaction=interaction)
         results["catalogues"][name] = run_one(cat, seed=a.seed)
