@@ -209,12 +209,16 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.model.network import MoodshiftModel
+    from moodshift.retrieval.index import load_catalog_index
     from moodshift.retrieval.search import Searcher
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model)
     model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
-    searcher = Searcher(catalog=cat, model=model)
+    # The index serve would use (the catalogue's own, or --index), with serve's checks: a
+    # damaged or stale one is refused here too rather than silently searched around.
+    index = load_catalog_index(cat, catalog_path=a.catalog, path=a.index)
+    searcher = Searcher(catalog=cat, model=model, index=index)
     filters = _parse_filters(a.filter)
     results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
                                 strength=a.strength, filters=filters, evidence=a.evidence,
@@ -527,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mood evidence: labels where known and the tagger elsewhere (auto), "
                         "labels only, the tagger only (probe), or none (default auto)")  # fmt: skip
     p.add_argument("--max-per-artist", type=int, help="at most this many results per artist")
+    p.add_argument("--index", help="index folder (default: the catalogue's index/, when built)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_query)
 

@@ -298,3 +298,35 @@ def test_audio_large_files_and_ranges_are_exact(jail, tmp_path_factory):
     for lo, hi in [(0, 99), (1024 * 1024 - 10, 1024 * 1024 + 10), (5, 1024 * 1024 + 500_000)]:
         r = c.get(f"/audio/{tid}", headers={"Range": f"bytes={lo}-{hi}"})
         assert r.status_code == 206 and r.content == data[lo : hi + 1], (lo, hi)
+
+
+def test_a_query_that_overflows_the_model_is_refused_never_a_200_with_nan(
+    serve_catalog, serve_model
+):
+    """Finite but huge weights overflow float32: that request gets 422, others still 200."""
+    import copy
+    import json
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from moodshift.errors import NonFiniteQueryError
+    from moodshift.retrieval.search import Searcher
+    from moodshift.serving.app import create_app
+
+    model = copy.deepcopy(serve_model)
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if p.ndim == 2 and "centroid" not in name:
+                p.mul_(1e30)  # finite, so loading would accept it; the products are not
+    tid = str(serve_catalog.labels["track_id"].iat[0])
+    with TestClient(create_app(catalog=serve_catalog, model=model),
+                    base_url="http://127.0.0.1") as client:  # fmt: skip
+        r = client.post("/query", json={"track_id": tid, "target_mood": "happy", "k": 3})
+        assert r.status_code == 422, r.text
+        assert "NaN or infinity" in r.json()["detail"][0]["msg"]
+        json.loads(r.text)  # valid JSON (no NaN literal)
+        r = client.post("/playlist", json={"track_id": tid, "to": "happy", "length": 3})
+        assert r.status_code == 422, r.text
+    with pytest.raises(NonFiniteQueryError):
+        Searcher(catalog=serve_catalog, model=model).query(track_id=tid, target_mood="happy")

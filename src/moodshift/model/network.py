@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
+from moodshift._finite import require_finite
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
 from moodshift.model.tagger import MoodTagger
 
@@ -399,6 +400,9 @@ class MoodshiftModel:
                 f"{weights_path} does not match the architecture in config.json ({shown}); "
                 f"restore the config.json the model was trained with, or retrain."
             )
+        fix = "retrain the model (`moodshift train`) or restore the file"
+        for name, tensor in weights.items():
+            require_finite(tensor, path=weights_path, fix=fix, what=name)
         net.load_state_dict(weights)
         embedder = _read_json(path / "embedder.json", {"dim": arch.dim}, schema=_check_embedder)
         log = _read_json(path / "training_log.json", [], schema=_check_log)

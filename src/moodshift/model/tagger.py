@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from moodshift._finite import require_finite
 from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError
 
@@ -229,6 +230,10 @@ class MoodTagger:
                 f"{len(classes)} classes of dimension {dim}; retrain the model with "
                 f"`moodshift train`."
             )
+        fix = "retrain the model with `moodshift train`"
+        require_finite(w, path=weights, fix=fix, what="weight")
+        require_finite(b, path=weights, fix=fix, what="bias")
+        require_finite(np.array([temperature]), path=meta_path, fix=fix, what="temperature")
         report = {k: v for k, v in meta.items() if k not in ("classes", "temperature")}
         return cls(weight=w, bias=b, classes=list(classes), temperature=temperature, report=report)
 

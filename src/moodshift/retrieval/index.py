@@ -48,6 +48,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -62,6 +63,7 @@ import numpy as np
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._deps import require_faiss
+from moodshift._finite import CHUNK_VALUES, require_finite
 from moodshift.errors import (
     FileFormatError,
     InputError,
@@ -589,6 +591,7 @@ class FaissIndex:
                 f"{faiss_path} holds {index.ntotal} x {index.d} but index.json says "
                 f"{meta.get('n')} x {meta.get('dim')}; rebuild with `moodshift index`."
             )
+        check_index_finite(index, faiss_path=faiss_path)
         postings = None
         if "postings" in meta:
             postings = LabelPostings.load(path, meta.pop("postings"), mmap=mmap)
@@ -605,7 +608,7 @@ class FaissIndex:
         proba_path = path / "mood_proba.npy"
         if proba_path.is_file():
             try:
-                proba = np.load(proba_path, mmap_mode="r" if mmap else None)
+                proba = np.load(proba_path, mmap_mode="r" if mmap else None, allow_pickle=False)
             except (OSError, ValueError, EOFError) as exc:
                 raise FileFormatError(
                     f"{proba_path} is damaged ({_short(exc)}); rebuild with `moodshift index "
@@ -616,8 +619,46 @@ class FaissIndex:
                     f"{proba_path} has shape {proba.shape} for {out.n} tracks; rebuild with "
                     f"`moodshift index --catalog <catalogue> --model <model>`."
                 )
+            require_finite(proba, path=proba_path, fix="rebuild it with `moodshift index "
+                           "--catalog <catalogue> --model <model>`")  # fmt: skip
             out.mood_proba = proba
         return out
+
+
+def check_index_finite(index: Any, *, faiss_path: Path) -> None:
+    """Refuse an index whose stored vectors hold NaN or infinity (flipped bytes).
+
+    The vectors are read in chunks of about 4M values (a flat or HNSW index by
+    ``reconstruct_n``, an IVF index list by list), so the check costs one pass over
+    the file (measured about 0.1 s per 100k x 512 rows) and no second copy.
+
+    Raises
+    ------
+    FileFormatError
+        A stored vector is not finite.
+    """
+    import faiss
+
+    fix = "rebuild it with `moodshift index --catalog <catalogue>`"
+    ivf = None
+    with contextlib.suppress(RuntimeError):
+        ivf = faiss.extract_index_ivf(index)
+    if ivf is not None:
+        check_index_finite(ivf.quantizer, faiss_path=faiss_path)  # the list centroids
+        lists = ivf.invlists
+        for no in range(lists.nlist):
+            size = lists.list_size(no)
+            if size == 0:
+                continue
+            if lists.code_size != 4 * index.d:  # not raw float32 vectors (a compressed IVF)
+                break
+            codes = faiss.rev_swig_ptr(lists.get_codes(no), size * lists.code_size)
+            require_finite(np.frombuffer(codes, dtype=np.float32), path=faiss_path, fix=fix)
+        return
+    step = max(1, CHUNK_VALUES // max(1, index.d))
+    for start in range(0, index.ntotal, step):
+        block = index.reconstruct_n(start, min(step, index.ntotal - start))
+        require_finite(block, path=faiss_path, fix=fix)
 
 
 # ---------------------------------------------------------------------- build

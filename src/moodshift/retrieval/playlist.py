@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from moodshift._atomic import write_text
-from moodshift.errors import InputError
+from moodshift.errors import InputError, NonFiniteQueryError
 from moodshift.retrieval.engine import QueryEngine
 
 #: Candidates examined per step (deeper when the rules exhaust them).
@@ -95,11 +95,13 @@ def _leg(
         depth = DEPTH
         chosen = None
         while chosen is None:
-            rows, scores, _ = engine.search(
+            rows, scores, query = engine.search(
                 seed, source=np.array([source]), target=np.array([target]),
                 k=min(depth, engine.n), evidence="auto" if last else "none", strength=strength,
                 exclude=np.array([seed_row]),
             )  # fmt: skip
+            if not np.isfinite(query).all():
+                raise NonFiniteQueryError()
             rows, scores = rows[0], scores[0]
             ok = rows >= 0
             rows, scores = rows[ok], scores[ok]

@@ -15,7 +15,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from moodshift.data.catalog import Catalog, l2_normalize, parse_values
-from moodshift.errors import DimensionMismatchError, InputError, UnknownLabelError
+from moodshift.errors import (
+    DimensionMismatchError,
+    InputError,
+    NonFiniteQueryError,
+    UnknownLabelError,
+)
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     QueryEngine,
@@ -284,6 +289,8 @@ class Searcher:
             evidence=evidence, strength=strength, exclude=np.array([row]), allowed=allowed,
             max_per_artist=max_per_artist,
         )  # fmt: skip
+        if not np.isfinite(qvec).all():
+            raise NonFiniteQueryError()
         keep = rows[0] >= 0
         idx, sc = rows[0][keep], scores[0][keep]
         moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=evidence)

@@ -25,6 +25,7 @@ from moodshift.data.catalog import SEPARATOR, Catalog, l2_normalize, parse_value
 from moodshift.errors import (
     InputError,
     MoodshiftError,
+    NonFiniteQueryError,
     UnknownLabelError,
     UnknownTrackError,
 )
@@ -364,6 +365,9 @@ class ServingState:
                 allowed=[p.allowed for p in ps], max_per_artist=cap,
             )  # fmt: skip
             for j, p in enumerate(ps):
+                if not np.isfinite(qvecs[j]).all():  # never a 200 holding NaN: refuse this one
+                    out[members[j]] = NonFiniteQueryError()
+                    continue
                 out[members[j]] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
         return out
 

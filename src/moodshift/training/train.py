@@ -1,7 +1,7 @@
 """Training loop: proxy targets, AdamW, validation every epoch, best checkpoint kept.
 
 Short on purpose (after nanoGPT): one config dataclass that is saved inside
-every checkpoint, one loop, resumable from ``<out>.ckpt/last.pt``.
+every checkpoint, one loop, resumable from ``<out>.ckpt/`` (safetensors and JSON: data only).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from moodshift._atomic import atomic_file
+from moodshift._atomic import atomic_dir
 from moodshift._deps import torch_device
+from moodshift._finite import require_finite
 from moodshift.data.catalog import Catalog
-from moodshift.errors import FileFormatError, InputError
+from moodshift.errors import FileFormatError, InputError, one_line
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
@@ -277,7 +278,8 @@ def train(
     config : TrainConfig
     out : path, optional
         Model folder to write (atomically) at the end; checkpoints go to
-        ``<out>.ckpt/last.pt`` so a killed run can ``resume``.
+        ``<out>.ckpt/`` (tensors as safetensors, the rest as JSON) so a killed run can
+        ``resume``.
     resume : bool
         Continue from the checkpoint when one exists (same config required,
         except ``epochs`` which may grow).
@@ -329,10 +331,10 @@ def train(
     x, y = torch.from_numpy(data.x).to(dev), torch.from_numpy(data.y).to(dev)
     sampler = ProxySampler(topk=torch.from_numpy(nb.indices).to(dev),
                            counts=torch.from_numpy(nb.counts).to(dev), labels=y)  # fmt: skip
-    ckpt = Path(f"{out}.ckpt") / "last.pt" if out is not None else None
+    ckpt = checkpoint_dir(out) if out is not None else None
     state: dict[str, Any] = {"epoch": 0, "best": -math.inf, "best_state": None, "log": [],
                              "bad_epochs": 0}  # fmt: skip
-    if resume and ckpt is not None and ckpt.is_file():
+    if resume and ckpt is not None and ckpt.is_dir() and any(ckpt.iterdir()):
         state = _load_checkpoint(ckpt, cfg, net, opt, gen)
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
     last_ckpt = time.monotonic()
@@ -400,64 +402,134 @@ def _record(state: dict[str, Any], entry: dict[str, Any], score: float, net: tor
     state["epoch"] = entry["epoch"]
 
 
+#: The checkpoint folder's files: tensors (safetensors, data only) and everything else (JSON).
+CKPT_TENSORS, CKPT_STATE = "last.safetensors", "last.json"
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where a run writing the model folder ``out`` keeps its resumable checkpoint."""
+    return Path(f"{out}.ckpt")
+
+
 def _save_checkpoint(
-    path: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    folder: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
     gen: torch.Generator, state: dict[str, Any],
 ) -> None:  # fmt: skip
-    blob = {
+    """Write the checkpoint folder atomically: tensors as safetensors, the rest as JSON.
+
+    Neither format can carry code, so resuming never runs anything from the file
+    (a pickled ``torch.save`` checkpoint could).
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+
+    def put(key: str, t: torch.Tensor) -> None:
+        # safetensors refuses shared or strided storage: an own contiguous copy of each.
+        tensors[key] = t.detach().cpu().contiguous().clone()
+
+    for k, v in net.state_dict().items():
+        put(f"model/{k}", v)
+    for k, v in (state["best_state"] or {}).items():
+        put(f"best/{k}", v)
+    opt_sd = opt.state_dict()
+    opt_plain: dict[str, dict[str, Any]] = {}
+    for pid, entries in opt_sd["state"].items():
+        for k, v in entries.items():
+            if isinstance(v, torch.Tensor):
+                put(f"optimizer/{pid}/{k}", v)
+            else:
+                opt_plain.setdefault(str(pid), {})[k] = v
+    put("rng/generator", gen.get_state())
+    put("rng/torch", torch.get_rng_state())
+    meta = {
+        "format": "moodshift-checkpoint/1",
         "config": cfg.to_dict(),
-        "model": net.state_dict(),
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
+        "state": {k: v for k, v in state.items() if k != "best_state"},
+        "has_best": state["best_state"] is not None,
+        "optimizer": {"param_groups": opt_sd["param_groups"], "plain_state": opt_plain},
     }
-    with atomic_file(path, "wb") as fh:
-        torch.save(blob, fh)
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / CKPT_TENSORS))
+        (tmp / CKPT_STATE).write_text(json.dumps(meta, indent=1, default=list))
 
 
 def _load_checkpoint(
-    path: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    folder: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
     gen: torch.Generator,
 ) -> dict[str, Any]:  # fmt: skip
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+    """Read a checkpoint folder written by :func:`_save_checkpoint` (data only, no code).
+
+    Raises
+    ------
+    FileFormatError
+        The folder holds an old pickled ``last.pt`` (never loaded), or a file is
+        unreadable, damaged, non-finite or does not fit this model.
+    InputError
+        The checkpoint was made with another configuration.
+    """
+    from safetensors.torch import load_file
+
+    fix = f"delete {folder} to start afresh"
+    if (folder / "last.pt").exists():
         raise FileFormatError(
-            f"checkpoint {path} is unreadable ({exc}); delete it to start afresh."
-        ) from exc
-    needed = ("config", "model", "optimizer", "generator", "torch_rng", "state")
-    missing = [k for k in needed if not isinstance(blob, dict) or k not in blob]
-    if missing or not isinstance(blob.get("config"), dict) or not isinstance(blob["state"], dict):
-        raise FileFormatError(
-            f"checkpoint {path} is damaged (missing or malformed: {missing or ['config/state']}); "
-            f"delete it to start afresh."
+            f"{folder / 'last.pt'} is a pickled checkpoint of an older moodshift; it is not "
+            f"loaded because loading a pickle can run code; {fix}."
         )
-    saved = dict(blob["config"])
-    now = cfg.to_dict()
+    tensor_path, state_path = folder / CKPT_TENSORS, folder / CKPT_STATE
+    try:
+        tensors = load_file(str(tensor_path))
+        meta = json.loads(state_path.read_text(encoding="utf-8"))
+    except Exception as exc:  # safetensors, OSError, JSON and UnicodeDecodeError alike
+        raise FileFormatError(
+            f"checkpoint {folder} is unreadable ({one_line(exc)}); {fix}."
+        ) from None
+    needed = ("config", "state", "optimizer", "has_best")
+    missing = [k for k in needed if not isinstance(meta, dict) or k not in meta]
+    malformed = missing or not all(
+        isinstance(meta[k], dict) for k in ("config", "state", "optimizer")
+    )
+    if malformed:
+        raise FileFormatError(
+            f"checkpoint {state_path} is damaged (missing or malformed: "
+            f"{missing or ['config/state/optimizer']}); {fix}."
+        )
+    state = meta["state"]
+    if not {"epoch", "best", "log", "bad_epochs"} <= set(state):
+        raise FileFormatError(f"checkpoint {state_path} has no training state; {fix}.")
+    saved = dict(meta["config"])
+    now = json.loads(json.dumps(cfg.to_dict(), default=list))  # tuples as JSON has them
     saved.pop("epochs", None)
     now.pop("epochs", None)
-    if json.dumps(saved, sort_keys=True, default=str) != json.dumps(
-        now, sort_keys=True, default=str
-    ):
+    if json.dumps(saved, sort_keys=True) != json.dumps(now, sort_keys=True):
         diff = sorted(k for k in now if saved.get(k) != now.get(k))
         raise InputError(
             f"cannot resume: the checkpoint was made with a different config ({diff}); "
             f"use the same options or start a new --out."
         )
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        group, _, name = key.partition("/")
+        groups.setdefault(group, {})[name] = t
+        if not key.startswith("rng/"):
+            require_finite(t, path=tensor_path, fix=fix, what=key)
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, t in groups.get("optimizer", {}).items():
+        pid, _, name = key.partition("/")
+        opt_state.setdefault(int(pid), {})[name] = t
     try:
-        net.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-        gen.set_state(blob["generator"])
-        torch.set_rng_state(blob["torch_rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for pid, plain in meta["optimizer"]["plain_state"].items():
+            opt_state.setdefault(int(pid), {}).update(plain)
+        net.load_state_dict(groups.get("model", {}))
+        opt.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
+        gen.set_state(groups["rng"]["generator"])
+        torch.set_rng_state(groups["rng"]["torch"])
+        best = groups.get("best") if meta["has_best"] else None
+        shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        if best is not None and {k: tuple(v.shape) for k, v in best.items()} != shapes:
+            raise ValueError("the best weights' names or shapes differ from the network's")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FileFormatError(
-            f"checkpoint {path} does not fit this model ({first}); delete it to start afresh."
-        ) from exc
-    state = blob["state"]
-    if not {"epoch", "best", "log"} <= set(state):
-        raise FileFormatError(
-            f"checkpoint {path} has no training state; delete it to start afresh."
-        )
-    return state
+            f"checkpoint {folder} does not fit this model ({one_line(exc)}); {fix}."
+        ) from None
+    return state | {"best_state": best}
