@@ -248,17 +248,25 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 def cmd_playlist(a: argparse.Namespace) -> None:
     from moodshift.model.network import MoodshiftModel
-    from moodshift.retrieval.playlist import write_m3u
+    from moodshift.retrieval.playlist import check_m3u_target, write_m3u
     from moodshift.retrieval.search import Searcher
 
-    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    if a.m3u:
+        check_m3u_target(a.m3u)  # before any work: a refused path creates nothing
+    cat = _catalog(a.catalog)
+    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
+    left_out = sum(t["audio_left_out"] for t in tracks)
     if a.m3u:
-        write_m3u(a.m3u, tracks)
+        write_m3u(a.m3u, tracks, roots=[cat.root] if cat.root is not None else [])
+    if left_out:
+        print(f"{left_out} track(s) have an audio_path outside the catalogue's audio root "
+              f"{cat.root} (or not a regular file): their audio is left out of the playlist",
+              file=sys.stderr)  # fmt: skip
     if a.json:
-        print(json.dumps({"tracks": tracks}, indent=2))
+        print(json.dumps({"tracks": tracks, "audio_left_out": left_out}, indent=2))
         return
     for i, t in enumerate(tracks, 1):
         why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"

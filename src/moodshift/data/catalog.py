@@ -19,6 +19,8 @@ import csv
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +289,17 @@ class Catalog:
             p = self.root / p
         return p
 
+    def audio_file(self, index: int, *, roots: Sequence[str | Path] = ()) -> Path | None:
+        """The real path of a track's audio when it may be played, else None.
+
+        Only a regular file whose real path (every symlink resolved) lies inside the
+        catalogue's audio root (:attr:`root`) or one of ``roots`` is playable: an
+        ``audio_path`` such as ``/etc/passwd`` or ``../../etc/shadow`` is not.
+        """
+        path = self.audio_path(index)
+        base = [self.root] if self.root is not None else []
+        return None if path is None else file_inside(path, roots=[*base, *roots])
+
     def check_compatible(self, provenance: dict[str, Any], *, what: str) -> None:
         """Refuse to mix embedders: ``what`` (a model or index) must match this catalogue."""
         mine = (self.provenance.get("name"), str(self.provenance.get("version")), self.dim)
@@ -386,6 +399,29 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------- helpers
+def file_inside(path: str | Path, *, roots: Sequence[str | Path]) -> Path | None:
+    """``path``'s real path when it is a regular file inside one of ``roots``, else None.
+
+    Symlinks are resolved on both sides, so a link that leads out of a root is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+    roots : sequence of folders
+
+    Returns
+    -------
+    Path or None
+    """
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(os.path.realpath(r)) for r in roots):
+        return None
+    try:
+        return real if stat.S_ISREG(os.stat(real).st_mode) else None
+    except OSError:
+        return None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 

@@ -322,7 +322,9 @@ class Searcher:
         -------
         list of dict
             ``track_id, artist, title, mood, mood_source, mood_probability,
-            strength, p_target, audio_path`` (absolute path or None) per item.
+            strength, p_target, audio_path`` (the real path, or None when the track has no
+            audio file inside the catalogue's audio root) and ``audio_left_out`` (True when
+            it has an ``audio_path`` that is outside the root or not a file) per item.
         """
         from moodshift.retrieval.playlist import describe_journey, mood_journey
 
@@ -335,13 +337,14 @@ class Searcher:
         out = []
         for it, entry in zip(items, describe_journey(self.engine, items), strict=True):
             rec = labels.iloc[it.row]
-            audio = self.catalog.audio_path(it.row)
+            audio = self.catalog.audio_file(it.row)  # None outside the audio root
             out.append({
                 "track_id": str(rec["track_id"]),
                 "artist": str(rec["artist"]) if "artist" in labels else None,
                 "title": str(rec["title"]) if "title" in labels else None,
                 **entry,
                 "audio_path": None if audio is None else str(audio),
+                "audio_left_out": audio is None and self.catalog.audio_path(it.row) is not None,
             })  # fmt: skip
         return out
 

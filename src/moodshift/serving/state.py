@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from moodshift.data.catalog import SEPARATOR, Catalog, l2_normalize, parse_values
+from moodshift.data.catalog import SEPARATOR, Catalog, file_inside, l2_normalize, parse_values
 from moodshift.errors import (
     InputError,
     MoodshiftError,
@@ -257,12 +257,8 @@ class ServingState:
         file under one of :attr:`audio_roots` with an audio media type (by suffix).
         """
         path = self.catalog.audio_path(row)
-        if path is None:
-            return None
-        real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(root) for root in self.audio_roots):
-            return None
-        media_type = audio_media_type(real)
+        real = None if path is None else file_inside(path, roots=self.audio_roots)
+        media_type = None if real is None else audio_media_type(real)
         if media_type is None:
             return None
         try:
@@ -459,7 +455,13 @@ class ServingState:
             {**self.record(it.row), **entry}
             for it, entry in zip(items, describe_journey(self.engine, items), strict=True)
         ]
+        # The playlist rule (docs/security.md): audio only from inside an audio root.
+        left_out = 0
+        for it, t in zip(items, tracks, strict=True):
+            if t["audio_url"] is not None and self.audio_file(it.row) is None:
+                t["audio_url"], left_out = None, left_out + 1
         return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
+                "audio_left_out": left_out,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
 
     def _check_embedding(self, embedding: Any) -> np.ndarray:
