@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from moodshift.errors import InputError, MoodshiftError
+from moodshift.errors import InputError, MoodshiftError, UnknownLabelError
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -254,7 +254,14 @@ def cmd_playlist(a: argparse.Namespace) -> None:
     if a.m3u:
         check_m3u_target(a.m3u)  # before any work: a refused path creates nothing
     cat = _catalog(a.catalog)
-    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(a.model))
+    model = MoodshiftModel.load(a.model)
+    for flag, mood in (("--to", a.to), ("--via", a.via)):
+        if mood is not None and mood not in model.classes:
+            raise UnknownLabelError(
+                f"{flag} {mood!r} is not a {model.attribute} of the model; known: "
+                f"{', '.join(model.classes)}."
+            )
+    searcher = Searcher(catalog=cat, model=model)
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip

@@ -227,3 +227,13 @@ def test_api_playlist_leaves_outside_audio_out(hostile, serve_model):
         for t in body["tracks"]:
             if t["audio_url"]:
                 assert client.get(t["audio_url"]).status_code == 200
+
+
+@pytest.mark.parametrize(("flag", "args"), [("--via", ["--to", "happy", "--via", "angry"]),
+                                            ("--to", ["--to", "angry"])])  # fmt: skip
+def test_cli_playlist_names_the_option_holding_an_unknown_mood(hostile, capsys, flag, args):
+    cat, folder = hostile
+    rc = main(["playlist", "--catalog", str(folder / "cat"), "--model", str(folder / "model"),
+               "--track", _seed(cat, "sad"), *args])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{flag} 'angry'" in err and "known: calm" in err, err

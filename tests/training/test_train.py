@@ -171,3 +171,20 @@ def test_epochs_record_speed_and_threads(synthetic):
     assert [e["threads"] for e in model.log] == [1, 1]
     assert all(e["samples_per_s"] > 0 for e in model.log)
     assert model.config["training"]["threads"] == 1
+
+
+def test_artists_of_a_single_mood_get_a_message_naming_why_the_split_is_empty():
+    from moodshift.errors import DataError
+
+    cat = make_catalog(n=200, dim=8, seed=1, split=False)
+    cat.labels["artist"] = "band_" + cat.labels["mood"].astype(str)  # one artist per mood
+    cat.assign_split()
+    with pytest.raises(DataError) as info:
+        train(cat, config=TrainConfig(epochs=1, k=2), progress=False)
+    msg = str(info.value)
+    assert "val split holds no labelled track" in msg and "fewer than 3 artists" in msg
+    assert "calm: 1" in msg and "moodshift import" in msg and "\n" not in msg
+    # Three artists per mood: the same catalogue trains.
+    cat.labels["artist"] = [f"{a}_{i % 3}" for i, a in enumerate(cat.labels["artist"])]
+    cat.assign_split()
+    assert train(cat, config=TrainConfig(epochs=1, k=2), progress=False).log

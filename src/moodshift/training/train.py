@@ -24,7 +24,7 @@ from moodshift._atomic import atomic_dir
 from moodshift._deps import torch_device
 from moodshift._finite import require_finite
 from moodshift.data.catalog import Catalog
-from moodshift.errors import FileFormatError, InputError, one_line
+from moodshift.errors import DataError, FileFormatError, InputError, one_line
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
@@ -134,9 +134,39 @@ class TrainingData:
     y: np.ndarray  # (n,) int64 class index
 
 
+def split_rows(catalog: Catalog, part: str, attribute: str) -> np.ndarray:
+    """The rows of one split part, refusing an empty part with why and what to change.
+
+    Raises
+    ------
+    DataError
+        The part holds no track labelled with ``attribute`` (e.g. every artist holds a
+        single mood, so the artist-disjoint split put each mood in one part only).
+    """
+    rows = catalog.split_indices(part)
+    labelled = catalog.labelled_rows(attribute)
+    if np.intersect1d(rows, labelled).size:
+        return rows
+    why = "the catalogue has too few labelled tracks per mood to fill every part"
+    if "artist" in catalog.labels.columns:
+        sub = catalog.labels.iloc[labelled]
+        per_mood = sub.groupby(attribute)["artist"].nunique()
+        few = ", ".join(f"{m}: {n}" for m, n in per_mood.items() if n < 3)
+        if few:
+            why = (
+                f"the split keeps each artist's tracks in one part, and these {attribute}s "
+                f"have fewer than 3 artists ({few}), so they cannot reach every part"
+            )
+    raise DataError(
+        f"the {part} split holds no labelled track: {why}; add tracks by more artists for "
+        f"each {attribute}, or clear the artist column to split by track, and run "
+        f"`moodshift import` again."
+    )
+
+
 def training_data(catalog: Catalog, cfg: TrainConfig) -> TrainingData:
     """The training split's labelled rows, unit-normalised, with their class indices."""
-    train_rows = catalog.split_indices("train")
+    train_rows = split_rows(catalog, "train", cfg.attribute)
     classes, y = catalog.subset(train_rows).classes(cfg.attribute)
     # Unlabelled tracks are never seeds nor proxy targets: they are not in the join at all.
     labelled = y >= 0
@@ -242,7 +272,7 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
 def _validator(catalog: Catalog, cfg: TrainConfig, classes: list[str], part: str) -> Any:
     from moodshift.evaluation.evaluate import RetrievalEvaluator
 
-    rows = catalog.split_indices(part)
+    rows = split_rows(catalog, part, cfg.attribute)
     # Labelled validation tracks only, so that nothing unlabelled steers the checkpoint choice.
     rows = rows[catalog.subset(rows).labelled_rows(cfg.attribute)]
     if rows.size <= 10:
