@@ -170,8 +170,22 @@ def create_app(
     # JSON Schema's "integer" includes 8.0, so a whole float is taken as the integer; true
     # and "8" stay refused (strict). Numbers in an embedding: JSON numbers only, never true
     # or "1" (a strict list[float] alone still coerced its items).
-    Whole = Annotated[int, Field(strict=True), BeforeValidator(whole_number)]
+    # The bounds live inside the type: on an optional field pydantic would otherwise write
+    # them as "ge"/"le" keys that JSON Schema does not know.
+    Whole = Annotated[int, Field(strict=True, ge=1, le=max_k), BeforeValidator(whole_number)]
     Number = Annotated[float, Field(strict=True)]
+
+    # The label values a filter may name: the schema says what the server accepts.
+    columns = {c: state.postings.values(c) for c in state.postings.columns()}
+    if all(0 < len(v) <= MAX_ENUM for v in columns.values()):
+        filters_schema: dict[str, Any] | None = {
+            "additionalProperties": False,
+            "properties": {c: {"anyOf": [{"enum": v}, {"type": "array", "minItems": 1,
+                                                       "items": {"enum": v}}]}
+                           for c, v in columns.items()},
+        }  # fmt: skip
+    else:
+        filters_schema = None
 
     class QueryRequest(BaseModel):
         """Like this track (or this embedding), but in ``target_mood``."""
@@ -193,7 +207,9 @@ def create_app(
         embedding: list[Number] | None = Field(
             None, strict=True,
             description=f"Seed embedding, {state.dim} numbers (or give track_id)",
-            json_schema_extra={"minItems": state.dim, "maxItems": state.dim},
+            # An all-zero vector has no direction (refused by the server, so by the schema).
+            json_schema_extra={"minItems": state.dim, "maxItems": state.dim,
+                               "contains": {"not": {"const": 0}}},
         )  # fmt: skip
         source_mood: str | None = Field(
             None, strict=True, description=f"Mood of the embedding: {moods}",
@@ -202,21 +218,22 @@ def create_app(
         target_mood: str = Field(
             ..., strict=True, description=f"One of {moods}", json_schema_extra={"enum": moods}
         )
-        k: Whole = Field(10, ge=1, le=max_k, description=f"Number of results, 1..{max_k}")
+        k: Whole = Field(10, description=f"Number of results, 1..{max_k}")
         strength: float | None = Field(
             None, strict=True, ge=0.0, le=1.0,
             description="0 = seed, 1 = full transform; default: the model's (chosen on validation)",
         )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
-            None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
-        )
+            None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)",
+            json_schema_extra=filters_schema,
+        )  # fmt: skip
         evidence: Literal["auto", "labels", "probe", "none"] = Field(
             "auto",
             description="Mood evidence in ranking: labels where known and the model's tagger "
             "elsewhere (auto), labels only, the tagger only (probe), or none",
         )
         max_per_artist: Whole | None = Field(
-            None, ge=1, le=max_k, description="At most this many results per artist"
+            None, description="At most this many results per artist"
         )
 
     class PlaylistRequest(BaseModel):
@@ -234,9 +251,9 @@ def create_app(
             None, strict=True, description="A mood to pass through half-way",
             json_schema_extra={"enum": [*moods, None]},
         )  # fmt: skip
-        length: Whole = Field(12, ge=1, le=max_k, description=f"Items, 1..{max_k}")
+        length: Whole = Field(12, description=f"Items, 1..{max_k}")
         max_per_artist: Whole | None = Field(
-            1, ge=1, le=max_k,
+            1,
             description="At most this many items per artist (null: no cap)",
         )  # fmt: skip
 

@@ -465,8 +465,8 @@ class ServingState:
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
 
     def _check_embedding(self, embedding: Any) -> np.ndarray:
-        with np.errstate(over="ignore"):  # above float32's range: inf, refused below
-            vec = np.asarray(embedding, dtype=np.float32)
+        # float64 until scaled: any finite JSON number is accepted, even above float32's range.
+        vec = np.asarray(embedding, dtype=np.float64)
         if vec.ndim != 1 or vec.size != self.dim:
             raise BodyFieldError(
                 "embedding",
@@ -485,7 +485,7 @@ class ServingState:
             )
         # Only the direction counts: scale by the largest entry first, so that the
         # norm neither overflows float32 (entries near 1e30) nor underflows (1e-40).
-        return l2_normalize((vec / np.float32(peak))[None, :])[0]
+        return l2_normalize((vec / peak).astype(np.float32)[None, :])[0]
 
     def info(self) -> dict[str, Any]:
         filters = {}
