@@ -8,6 +8,8 @@ file and the fix.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from typing import Any
 
@@ -74,3 +76,28 @@ def require_finite(array: Any, *, path: str | os.PathLike[str], fix: str, what: 
             f"{path}{name} holds NaN or infinity (first at value {pos}): the file is damaged; "
             f"{fix}."
         )
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses ``NaN``, ``Infinity`` and numbers beyond float range.
+
+    Python's ``json`` accepts those (standard JSON does not): in a model's
+    ``config.json`` a ``NaN`` weight would be served as NaN scores.
+
+    Raises
+    ------
+    ValueError
+        Not JSON, or a non-finite number (callers report it as invalid JSON).
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)

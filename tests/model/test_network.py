@@ -181,6 +181,13 @@ def _edit_json(path, fn):
          "outside [0, 1]"),
         ("config.json", lambda p: _edit_json(p, lambda d: {**d, "default_strength": "high"}),
          "outside [0, 1]"),
+        # Python's json reads NaN and 1e999 (standard JSON has neither): a NaN evidence
+        # weight was served as NaN scores.
+        ("config.json", lambda p: _edit_json(p, lambda d: {**d, "evidence": {
+            "strength_label": 0.5, "strength_probe": 0.5, "weight": float("nan")}}),
+         "NaN is not a finite number"),
+        ("config.json", lambda p: p.write_text(p.read_text().replace("{", '{"x": 1e999,', 1)),
+         "1e999 is not a finite number"),
     ],
 )  # fmt: skip
 def test_damaged_model_files_give_one_line(tmp_path, name, damage, needle):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moodshift._atomic import atomic_dir, resolve_dir
-from moodshift._finite import require_finite
+from moodshift._finite import loads_json, require_finite
 from moodshift.errors import (
     DataError,
     EmbedderMismatchError,
@@ -350,7 +350,7 @@ class Catalog:
             )
         fix = "re-create it with `moodshift import` (or `moodshift embed`)"
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = loads_json(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise FileFormatError(
                 f"{meta_path} is not valid JSON ({_one_line(exc)}); {fix}."

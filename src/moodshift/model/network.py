@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
-from moodshift._finite import require_finite
+from moodshift._finite import loads_json, require_finite
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
 from moodshift.model.tagger import MoodTagger
 
@@ -508,7 +508,7 @@ def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
             raise FileFormatError(f"{path} is missing; retrain the model.")
         return default
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FileFormatError(
             f"{path} is not valid JSON ({_one_line(exc)}); restore it or retrain the model."

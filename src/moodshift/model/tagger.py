@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from moodshift._finite import require_finite
+from moodshift._finite import loads_json, require_finite
 from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError
 
@@ -215,7 +215,7 @@ class MoodTagger:
 
         try:
             arrays = load_file(str(weights))
-            meta = json.loads(meta_path.read_text())
+            meta = loads_json(meta_path.read_text())
             w = np.asarray(arrays["weight"], dtype=np.float32)
             b = np.asarray(arrays["bias"], dtype=np.float32)
             temperature = float(meta["temperature"])

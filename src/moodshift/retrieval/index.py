@@ -63,7 +63,7 @@ import numpy as np
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._deps import require_faiss
-from moodshift._finite import CHUNK_VALUES, require_finite
+from moodshift._finite import CHUNK_VALUES, loads_json, require_finite
 from moodshift.errors import (
     FileFormatError,
     InputError,
@@ -563,7 +563,7 @@ class FaissIndex:
                 f"build one with `moodshift index --catalog <catalogue>`."
             )
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = loads_json(meta_path.read_text())
         except (OSError, ValueError) as exc:
             raise FileFormatError(
                 f"{meta_path} is not readable JSON ({_short(exc)}); rebuild it with "
