@@ -374,8 +374,9 @@ class Catalog:
                 f"{emb_path} has shape {emb.shape} but catalog.json says "
                 f"({meta['n_tracks']}, {meta['dim']}) (truncated or replaced); {fix}."
             )
-        # One pass in chunks (about 0.1 s per GB read): a memory-mapped catalogue is paged in
-        # once here rather than held twice, and a NaN never reaches a score.
+        # One pass in chunks (measured 0.065 s for 200k x 512 float32 in memory or in the page
+        # cache; reading from disk costs the read): a memory-mapped catalogue is never held
+        # twice, and a NaN never reaches a score.
         require_finite(emb, path=emb_path, fix=fix)
         try:
             labels = pd.read_parquet(labels_path)
