@@ -37,6 +37,7 @@ from moodshift.errors import (
     FileFormatError,
     InputError,
     UnknownTrackError,
+    one_line,
 )
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ class Catalog:
             meta = loads_json(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise FileFormatError(
-                f"{meta_path} is not valid JSON ({_one_line(exc)}); {fix}."
+                f"{meta_path} is not valid JSON ({one_line(exc)}); {fix}."
             ) from None
         problem = _check_catalog_json(meta)
         if problem:
@@ -362,7 +363,7 @@ class Catalog:
         try:
             emb = np.load(emb_path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            what = "missing" if not emb_path.is_file() else f"unreadable ({_one_line(exc)})"
+            what = "missing" if not emb_path.is_file() else f"unreadable ({one_line(exc)})"
             raise FileFormatError(f"{emb_path} is {what}; {fix}.") from None
         if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.dtype.kind != "f":
             raise FileFormatError(
@@ -381,7 +382,7 @@ class Catalog:
         try:
             labels = pd.read_parquet(labels_path)
         except Exception as exc:  # pyarrow raises several unrelated types
-            what = "missing" if not labels_path.is_file() else f"unreadable ({_one_line(exc)})"
+            what = "missing" if not labels_path.is_file() else f"unreadable ({one_line(exc)})"
             raise FileFormatError(f"{labels_path} is {what}; {fix}.") from None
         if len(labels) != meta["n_tracks"]:
             raise FileFormatError(
@@ -421,10 +422,6 @@ def file_inside(path: str | Path, *, roots: Sequence[str | Path]) -> Path | None
         return real if stat.S_ISREG(os.stat(real).st_mode) else None
     except OSError:
         return None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _check_catalog_json(meta: Any) -> str | None:

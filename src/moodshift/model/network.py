@@ -26,7 +26,13 @@ from torch import nn
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._finite import loads_json, require_finite
-from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
+from moodshift.errors import (
+    DimensionMismatchError,
+    FileFormatError,
+    InputError,
+    UnknownLabelError,
+    one_line,
+)
 from moodshift.model.tagger import MoodTagger
 
 
@@ -383,7 +389,7 @@ class MoodshiftModel:
             weights = load_file(str(weights_path))
         except Exception as exc:  # safetensors raises its own error types
             raise FileFormatError(
-                f"{weights_path} is not a readable safetensors file ({_one_line(exc)}); "
+                f"{weights_path} is not a readable safetensors file ({one_line(exc)}); "
                 f"retrain the model or restore the file."
             ) from None
         net = MoodTransformer(arch)
@@ -497,10 +503,6 @@ class MoodshiftModel:
             )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
     """Parse one JSON file of a model folder and check it with ``schema`` (None: absent)."""
     if not path.is_file():
@@ -511,7 +513,7 @@ def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
         data = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FileFormatError(
-            f"{path} is not valid JSON ({_one_line(exc)}); restore it or retrain the model."
+            f"{path} is not valid JSON ({one_line(exc)}); restore it or retrain the model."
         ) from None
     problem = schema(data)
     if problem:
