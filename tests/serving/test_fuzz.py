@@ -169,7 +169,8 @@ def test_schemathesis_finds_no_failure_against_the_live_server(live_server, tmp_
          "--workers", "1",
          "--request-timeout", "10", "--report", "junit", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=SCHEMATHESIS_SECONDS, check=False,
-        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+        # In tmp_path: schemathesis writes its example cache (.schemathesis/) where it runs.
+        cwd=tmp_path, env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]  # any failed check (a 5xx included) exits 1

@@ -64,7 +64,7 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic):
 
 
 @pytest.mark.parametrize("damage", ["not a dict", "no state", "wrong shapes", "truncated",
-                                    "nan weight"])  # fmt: skip
+                                    "nan weight", "bad config"])  # fmt: skip
 def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, synthetic, damage):
     import json
 
@@ -88,6 +88,9 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, synthetic, da
         first = next(k for k in tensors if k.startswith("model/"))
         tensors[first] = torch.zeros(3, 3)
         save_file(tensors, tensors_path)
+    elif damage == "bad config":
+        meta["config"]["architecture"] = "wide"
+        state_path.write_text(json.dumps(meta))
     elif damage == "nan weight":
         first = next(k for k in tensors if k.startswith("model/"))
         tensors[first] = tensors[first].clone().fill_(float("nan"))
@@ -98,6 +101,24 @@ def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, synthetic, da
         train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
               progress=False)  # fmt: skip
     assert "\n" not in str(info.value)
+
+
+def test_resume_reads_a_checkpoint_whose_config_has_the_flat_layout(tmp_path, synthetic):
+    """A config written before the architecture was nested: its fields at the top level."""
+    import json
+
+    from moodshift.training.train import ARCH_FIELDS
+
+    out = tmp_path / "m"
+    train(synthetic, config=TrainConfig(epochs=1, seed=2), out=out, progress=False)
+    state_path = tmp_path / "m.ckpt" / "last.json"
+    meta = json.loads(state_path.read_text())
+    arch = meta["config"].pop("architecture")
+    meta["config"].update({k: arch[k] for k in ARCH_FIELDS})
+    state_path.write_text(json.dumps(meta))
+    resumed = train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
+                    progress=False)  # fmt: skip
+    assert len(resumed.log) == 2
 
 
 @pytest.mark.parametrize("where", ["last.pt", "last.safetensors"])
@@ -144,21 +165,23 @@ def test_k_larger_than_class_is_clamped_with_warning():
         train(cat, config=TrainConfig(epochs=1, k=500), progress=False)
 
 
-def test_config_derives_the_architecture():
-    import dataclasses
-
+def test_config_holds_the_architecture():
     from moodshift.mining.neighbors import METHODS
     from moodshift.model.network import Architecture
-    from moodshift.training.train import ARCH_FIELDS
 
-    cfg = TrainConfig(head_hidden=64, residual=True, extrapolation=2.0, hidden=(32, 16))
-    arch = cfg.architecture(dim=24, n_classes=5)
-    assert (arch.dim, arch.n_classes, arch.shift_scale) == (24, 5, 2.0)
-    assert all(getattr(arch, name) == getattr(cfg, name) for name in ARCH_FIELDS)
-    # Every other Architecture field is set by the config under the same name.
-    names = {f.name for f in dataclasses.fields(Architecture)} - {"dim", "n_classes", "shift_scale"}
-    assert set(ARCH_FIELDS) == names
-    assert {f.name for f in dataclasses.fields(TrainConfig)} >= names
+    arch = Architecture(head_hidden=64, residual=True, hidden=(32, 16))
+    cfg = TrainConfig(architecture=arch, extrapolation=2.0)
+    sized = cfg.architecture.sized(dim=24, n_classes=5)
+    assert (sized.dim, sized.n_classes, sized.shift_scale) == (24, 5, 2.0)
+    assert (sized.head_hidden, sized.residual, sized.hidden) == (64, True, (32, 16))
+    # The default is the chosen network, not Architecture's (the paper's).
+    assert (TrainConfig().architecture.head_hidden, TrainConfig().architecture.centroid_shift) == (
+        512,
+        True,
+    )
+    # Round trip through config.json's layout, the architecture nested.
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["architecture"]["hidden"] == [32, 16]
     for method in METHODS:
         assert TrainConfig(mining=method).mining == method
     with pytest.raises(InputError, match="mining must be one of"):
@@ -188,3 +211,29 @@ def test_artists_of_a_single_mood_get_a_message_naming_why_the_split_is_empty():
     cat.labels["artist"] = [f"{a}_{i % 3}" for i, a in enumerate(cat.labels["artist"])]
     cat.assign_split()
     assert train(cat, config=TrainConfig(epochs=1, k=2), progress=False).log
+
+
+def test_config_reads_the_flat_layout_of_older_models():
+    """config.json before the architecture was nested: its fields at the top level."""
+    flat = {"epochs": 7, "hidden": [32, 16], "class_hidden": [8, 8], "dropout": 0.2,
+            "class_dropout": 0.1, "residual": True, "head_hidden": 0, "centroid_shift": False,
+            "extrapolation": 2.0, "default_strength": 0.5, "training": {"k": 1},
+            "architecture": {"dim": 24, "n_classes": 5, "hidden": [32, 16],
+                             "class_hidden": [8, 8], "dropout": 0.2, "class_dropout": 0.1,
+                             "residual": True, "head_hidden": 0, "centroid_shift": False,
+                             "shift_scale": 2.0}}  # fmt: skip
+    cfg = TrainConfig.from_dict(flat)
+    assert cfg.epochs == 7
+    a = cfg.architecture
+    assert (a.dim, a.hidden, a.class_hidden, a.dropout, a.residual, a.head_hidden) == (
+        24,
+        (32, 16),
+        (8, 8),
+        0.2,
+        True,
+        0,
+    )
+    assert (a.centroid_shift, a.shift_scale) == (False, 2.0)
+    # A flat field wins over the nested object (the CLI's flags and tune's overrides).
+    again = TrainConfig.from_dict({**cfg.to_dict(), "residual": False})
+    assert again.architecture.residual is False

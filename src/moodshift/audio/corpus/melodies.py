@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from moodshift._atomic import write_bytes
 from moodshift.errors import DependencyError
@@ -282,7 +283,13 @@ def _cache_file(cache_dir: Path, cand: Candidate) -> Path:
 def extract_melody(cand: Candidate) -> Melody | str:
     """Parse one corpus work; return its melody, or a reason it was rejected."""
     music21 = _import_music21()
-    from music21 import chord, key, meter, note, stream
+    from music21 import (  # music21 is heavy: load on use
+        chord,
+        key,
+        meter,
+        note,
+        stream,
+    )
 
     try:
         score = (
@@ -448,8 +455,6 @@ def load_melodies(
     out: dict[str, list[Melody]] = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=sum(counts.values()), desc="melodies", unit="tune")
     try:
         for cls in sorted(counts):
