@@ -62,6 +62,22 @@ def small_catalog():
     return make_catalog(n=800, dim=32, seed=3, groups=True)
 
 
+class CodePayload:
+    """A pickle whose loading opens ``marker`` for writing: proof that loading ran code."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture
+def code_payload(tmp_path) -> CodePayload:
+    """A planted-artefact payload; ``code_payload.marker`` must never exist after a load."""
+    return CodePayload(tmp_path / "code-ran")
+
+
 # ---------------------------------------------------------------------- serving (index/server/web)
 @pytest.fixture(scope="session")
 def serve_catalog(tmp_path_factory):

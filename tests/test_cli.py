@@ -350,3 +350,33 @@ def test_cmd_demo_runs_every_stage(demo_dir):
     assert {"model", "seed_nn", "oracle_top1"} <= set(methods)
     assert "## features" in (demo_dir / "RESULTS.md").read_text()
     assert (demo_dir / "plots_features" / "metrics.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("command", ["query", "serve"])
+def test_a_model_with_nan_weights_exits_2_naming_the_file(trained, tmp_path, capsys, command):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(trained / "model", tmp_path / "model")
+    path = tmp_path / "model" / "model.safetensors"
+    weights = load_file(str(path))
+    name = sorted(weights)[0]
+    weights[name] = weights[name].copy()
+    weights[name].reshape(-1)[0] = np.nan  # what flipped exponent bits give
+    save_file(weights, str(path))
+    import socket
+
+    # serve must fail while loading; were it to start, the taken port makes it exit at once
+    # rather than serve until the test times out.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        extra = (["--track", "syn_000003", "--mood", "happy"] if command == "query"
+                 else ["--port", port])  # fmt: skip
+        rc = main([command, "--catalog", str(trained / "cat"), "--model", str(tmp_path / "model"),
+                   *extra])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "model.safetensors" in err, err
+    assert "NaN or infinity" in err and "retrain" in err

@@ -34,7 +34,7 @@ from moodshift.audio.embed import embed_catalog
 from moodshift.audio.library import embed_library
 from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
 from moodshift.data.catalog import Catalog, import_catalog
-from moodshift.errors import InputError, MoodshiftError
+from moodshift.errors import InputError, MoodshiftError, UnknownLabelError
 from moodshift.retrieval.index import build_catalog_index
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -252,20 +252,40 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.playlist import write_m3u  # pulls in torch: load on use
+    from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
+    from moodshift.retrieval.playlist import (  # pulls in torch: load on use
+        check_m3u_target,
+        write_m3u,
+    )
     from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
-    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    if a.m3u:
+        check_m3u_target(a.m3u)  # before any work: a refused path creates nothing
+    model = MoodshiftModel.load(a.model)
+    for flag, mood in (("--to", a.to), ("--via", a.via)):
+        if mood is not None and mood not in model.classes:
+            raise UnknownLabelError(
+                f"{flag} {mood!r} is not a {model.attribute} of the model; known: "
+                f"{', '.join(model.classes)}."
+            )
+    searcher = Searcher.open(catalog=a.catalog, model=model, index=a.index)
+    cat = searcher.catalog
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
     index = searcher.retriever.index_kind
+    left_out = sum(t["audio_left_out"] for t in tracks)
     if a.m3u:
-        write_m3u(a.m3u, tracks)
+        write_m3u(a.m3u, tracks, roots=[cat.root] if cat.root is not None else [])
+    if left_out:
+        print(f"{left_out} track(s) have an audio_path outside the catalogue's audio root "
+              f"{cat.root} (or not a regular file): their audio is left out of the playlist",
+              file=sys.stderr)  # fmt: skip
     if a.mpd:
-        _queue_in_mpd(a, searcher.catalog, tracks)
+        _queue_in_mpd(a, cat, tracks)
     if a.json:
-        print(json.dumps({"index": index, "tracks": tracks}, indent=2))
+        print(json.dumps({"index": index, "tracks": tracks, "audio_left_out": left_out},
+                         indent=2))  # fmt: skip
         return
     print(f"index {index}")
     for i, t in enumerate(tracks, 1):

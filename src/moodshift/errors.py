@@ -53,6 +53,16 @@ class TuneError(InputError):
     """The configuration search cannot run on this catalogue or with this grid."""
 
 
+class NonFiniteQueryError(InputError):
+    """A query vector became NaN or infinity (the model's output overflowed for this seed)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the transformed query holds NaN or infinity (the model's output overflowed for "
+            "this seed); try another seed or a lower strength, or retrain the model."
+        )
+
+
 class StaleArtifactError(MoodshiftError):
     """A saved index or model no longer matches the catalogue it was built from."""
 
@@ -63,3 +73,8 @@ class DependencyError(MoodshiftError, ImportError):
 
 class AudioError(MoodshiftError):
     """An audio file could not be decoded or is unusable (empty, silent, too long)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (at most 200 characters), for a one-line error."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__

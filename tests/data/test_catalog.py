@@ -294,3 +294,31 @@ def test_damaged_catalogue_files_give_one_line(tmp_path, small_catalog, damage, 
         Catalog.load(tmp_path / "cat")
     msg = str(info.value)
     assert needle in msg and "\n" not in msg and "moodshift import" in msg, msg
+
+
+def test_load_never_runs_code_from_a_planted_npy(tmp_path, small_catalog, code_payload):
+    small_catalog.save(tmp_path / "cat")
+    np.save(tmp_path / "cat" / "embeddings.npy", np.array([code_payload], dtype=object),
+            allow_pickle=True)  # fmt: skip
+    for mmap in (False, True):
+        with pytest.raises(FileFormatError, match=r"embeddings\.npy") as info:
+            Catalog.load(tmp_path / "cat", mmap=mmap)
+        assert "\n" not in str(info.value)
+    assert not code_payload.marker.exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_load_refuses_non_finite_embeddings(tmp_path, small_catalog, bad, mmap, monkeypatch):
+    import moodshift._finite
+
+    # Small chunks, so that the chunked check is exercised past its first chunk.
+    monkeypatch.setattr(moodshift._finite, "CHUNK_VALUES", 64)
+    small_catalog.save(tmp_path / "cat")
+    emb = np.load(tmp_path / "cat" / "embeddings.npy")
+    emb[len(emb) - 3, 5] = bad
+    np.save(tmp_path / "cat" / "embeddings.npy", emb)
+    with pytest.raises(FileFormatError, match="NaN or infinity") as info:
+        Catalog.load(tmp_path / "cat", mmap=mmap)
+    msg = str(info.value)
+    assert "embeddings.npy" in msg and "moodshift import" in msg and "\n" not in msg

@@ -183,6 +183,13 @@ def _edit_json(path, fn):
          "outside [0, 1]"),
         ("config.json", lambda p: _edit_json(p, lambda d: {**d, "default_strength": "high"}),
          "outside [0, 1]"),
+        # Python's json reads NaN and 1e999 (standard JSON has neither): a NaN evidence
+        # weight was served as NaN scores.
+        ("config.json", lambda p: _edit_json(p, lambda d: {**d, "evidence": {
+            "strength_label": 0.5, "strength_probe": 0.5, "weight": float("nan")}}),
+         "NaN is not a finite number"),
+        ("config.json", lambda p: p.write_text(p.read_text().replace("{", '{"x": 1e999,', 1)),
+         "1e999 is not a finite number"),
     ],
 )  # fmt: skip
 def test_damaged_model_files_give_one_line(tmp_path, name, damage, needle):
@@ -221,6 +228,28 @@ def test_model_refuses_a_catalogue_it_cannot_serve(small_catalog):
     # ...serving treats it as no label, and says so.
     with pytest.warns(UserWarning, match="furious"):
         m.check_catalog(furious)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("file", ["model.safetensors", "tagger.safetensors"])
+def test_load_refuses_non_finite_weights(tmp_path, small_catalog, bad, file):
+    from safetensors.numpy import load_file, save_file
+
+    from moodshift.model.tagger import fit_tagger
+
+    m = _model(dim=small_catalog.dim)
+    m.tagger = fit_tagger(small_catalog, attribute="mood", classes=m.classes, seed=0)
+    m.save(tmp_path / "m")
+    path = tmp_path / "m" / file
+    arrays = load_file(str(path))
+    name = sorted(arrays)[-1]
+    arrays[name] = arrays[name].copy()
+    arrays[name].reshape(-1)[1] = bad  # what flipped exponent bits give
+    save_file(arrays, str(path))
+    with pytest.raises(FileFormatError, match="NaN or infinity") as info:
+        MoodshiftModel.load(tmp_path / "m")
+    msg = str(info.value)
+    assert file in msg and "retrain" in msg and "\n" not in msg, msg
 
 
 def test_the_ranking_space_travels_with_the_model(tmp_path, rng):

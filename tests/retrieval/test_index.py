@@ -393,3 +393,49 @@ def test_damaged_index_files_give_one_line_and_exit_2(tmp_path, how, capsys):
                "--port", "1"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    # `moodshift query` loads the same index with the same checks (it ignored it before).
+    track = str(cat.labels["track_id"].iat[0])
+    rc = main(["query", "--catalog", str(tmp_path / "cat"), "--model", str(tmp_path / "m"),
+               "--track", track, "--mood", "happy"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "moodshift index" in err, err
+
+
+@pytest.mark.parametrize("how", ["nan_proba", "pickled_proba", "nan_vector"])
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_index_with_non_finite_or_pickled_arrays_is_refused(tmp_path, how, kind, code_payload,
+                                                             serve_model):  # fmt: skip
+    import faiss
+
+    from moodshift.errors import FileFormatError
+    from moodshift.retrieval.index import load_catalog_index
+
+    cat = make_catalog(n=600, dim=32, seed=9, groups=True)
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", kind=kind, model=serve_model, progress=False)
+    folder = tmp_path / "cat" / "index"
+    if how == "nan_proba":
+        proba = np.load(folder / "mood_proba.npy")
+        proba[7, 1] = np.nan
+        np.save(folder / "mood_proba.npy", proba)
+    elif how == "pickled_proba":
+        np.save(folder / "mood_proba.npy", np.array([code_payload], dtype=object),
+                allow_pickle=True)  # fmt: skip
+    else:
+        # Flip the exponent bits of one stored value, in place in the file: infinity.
+        index = faiss.read_index(str(folder / "index.faiss"))
+        if kind == "ivf":
+            faiss.extract_index_ivf(index).make_direct_map()
+        raw = (folder / "index.faiss").read_bytes()
+        at = raw.find(index.reconstruct(5).tobytes())
+        assert at > 0
+        at += 3 * 4
+        raw = raw[:at] + np.float32(np.inf).tobytes() + raw[at + 4 :]
+        (folder / "index.faiss").write_bytes(raw)
+    for mmap in (True, False):
+        with pytest.raises(FileFormatError) as info:
+            load_catalog_index(cat, catalog_path=tmp_path / "cat", mmap=mmap)
+        msg = str(info.value)
+        assert "\n" not in msg and "moodshift index" in msg, msg
+        assert ("index.faiss" if how == "nan_vector" else "mood_proba.npy") in msg
+    assert not code_payload.marker.exists()

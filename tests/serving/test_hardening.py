@@ -209,7 +209,7 @@ def test_partial_headers_are_cut_off(serve_catalog, serve_model):
 BODIES = [
     b'{"track_id": "syn_000002", "target_mood": "calm", "k": true}',
     b'{"track_id": "syn_000002", "target_mood": "calm", "k": "5"}',
-    b'{"track_id": "syn_000002", "target_mood": "calm", "k": 5.0}',
+    b'{"track_id": "syn_000002", "target_mood": "calm", "k": 5.5}',
     b'{"track_id": "syn_000002", "target_mood": "calm", "strength": true}',
     b'{"track_id": "\\ud800", "target_mood": "calm"}',
     b'{"track_id": "syn_000002", "target_mood": "\\udfff"}',
@@ -298,3 +298,134 @@ def test_audio_large_files_and_ranges_are_exact(jail, tmp_path_factory):
     for lo, hi in [(0, 99), (1024 * 1024 - 10, 1024 * 1024 + 10), (5, 1024 * 1024 + 500_000)]:
         r = c.get(f"/audio/{tid}", headers={"Range": f"bytes={lo}-{hi}"})
         assert r.status_code == 206 and r.content == data[lo : hi + 1], (lo, hi)
+
+
+def test_a_query_that_overflows_the_model_is_refused_never_a_200_with_nan(
+    serve_catalog, serve_model
+):
+    """Finite but huge weights overflow float32: that request gets 422, others still 200."""
+    import copy
+    import json
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from moodshift.errors import NonFiniteQueryError
+    from moodshift.retrieval.search import Searcher
+    from moodshift.serving.app import create_app
+
+    model = copy.deepcopy(serve_model)
+    with torch.no_grad():
+        for name, p in model.net.named_parameters():
+            if p.ndim == 2 and "centroid" not in name:
+                p.mul_(1e30)  # finite, so loading would accept it; the products are not
+    tid = str(serve_catalog.labels["track_id"].iat[0])
+    with TestClient(create_app(catalog=serve_catalog, model=model),
+                    base_url="http://127.0.0.1") as client:  # fmt: skip
+        r = client.post("/query", json={"track_id": tid, "target_mood": "happy", "k": 3})
+        assert r.status_code == 422, r.text
+        assert "NaN or infinity" in r.json()["detail"][0]["msg"]
+        json.loads(r.text)  # valid JSON (no NaN literal)
+        r = client.post("/playlist", json={"track_id": tid, "to": "happy", "length": 3})
+        assert r.status_code == 422, r.text
+    with pytest.raises(NonFiniteQueryError):
+        Searcher(catalog=serve_catalog, model=model).query(track_id=tid, target_mood="happy")
+
+
+# ---------------------------------------------------------------------- issue 19, point 5
+def _raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        return s.recv(4096)
+
+
+@pytest.mark.parametrize("order", [("evil.example", "127.0.0.1"), ("127.0.0.1", "evil.example"),
+                                   ("127.0.0.1", "127.0.0.1")])  # fmt: skip
+def test_two_host_headers_are_refused_in_any_order(live_server, order):
+    head = b"".join(b"Host: " + h.encode() + b"\r\n" for h in order)
+    answer = _raw(live_server, b"GET /healthz HTTP/1.1\r\n" + head + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
+@pytest.mark.parametrize("value", [True, "1", None, [1.0]])
+def test_embedding_numbers_are_json_numbers_only(client, serve_catalog, value):
+    emb = serve_catalog.normalized[3].astype(float).tolist()
+    emb[0] = value
+    r = client.post("/query", json={"embedding": emb, "source_mood": "sad",
+                                    "target_mood": "happy"})  # fmt: skip
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", "embedding", "0"]
+    emb[0] = 1  # an integer is a number
+    ok = client.post(
+        "/query", json={"embedding": emb, "source_mood": "sad", "target_mood": "happy"}
+    )
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("route", ["/query", "/playlist"])
+def test_whole_floats_are_integers_as_the_schema_says(client, route):
+    base = ({"track_id": "syn_000002", "target_mood": "calm", "k": 4.0} if route == "/query"
+            else {"track_id": "syn_000002", "to": "calm", "length": 4.0})  # fmt: skip
+    for cap, status in ((8.0, 200), (2.0, 200), (2.5, 422), (True, 422), ("2", 422)):
+        r = client.post(route, json={**base, "max_per_artist": cap})
+        assert r.status_code == status, (cap, r.text)
+
+
+def test_an_empty_track_id_beside_an_embedding_is_invalid_by_the_schema_too(client, serve_catalog):
+    import jsonschema
+
+    spec = client.get("/openapi.json").json()
+    schema = spec["paths"]["/query"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    body = {"track_id": "", "embedding": serve_catalog.normalized[3].astype(float).tolist(),
+            "target_mood": "happy"}  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, {**schema, "components": spec["components"]})
+    assert client.post("/query", json=body).status_code == 422
+    alone = {k: v for k, v in body.items() if k != "track_id"}
+    jsonschema.validate(alone, {**schema, "components": spec["components"]})
+
+
+@pytest.mark.parametrize("params", [{"genre": ""}, {"mood": ""}, {"genre": "nope"},
+                                    {"mood": "nope"}])  # fmt: skip
+def test_empty_or_unknown_track_filters_are_422_and_the_schema_lists_genres(client, params):
+    r = client.get("/tracks", params=params)
+    assert r.status_code == 422, r.text
+    assert isinstance(r.json()["detail"], list)
+    spec = client.get("/openapi.json").json()
+    declared = {p["name"]: p["schema"] for p in spec["paths"]["/tracks"]["get"]["parameters"]}
+    assert "genre1" in declared["genre"]["enum"]
+    assert all('"minLength": 1' in json.dumps(declared[name]) for name in ("genre", "mood"))
+
+
+BAD_BODIES = [b"{oops", b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b"", b"null"]
+
+
+@pytest.mark.parametrize("route", ["/query", "/playlist"])
+@pytest.mark.parametrize("raw", BAD_BODIES)
+def test_bodies_that_are_not_json_get_the_same_422_on_every_route(client, route, raw):
+    r = client.post(route, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and detail[0]["loc"][0] == "body"
+    assert set(detail[0]) == {"loc", "msg", "type"}
+
+
+@pytest.mark.parametrize("route", ["/query", "/playlist"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ],
+)
+def test_bodies_not_sent_as_json_are_refused_on_every_route(client, route, ctype):
+    body = ({"track_id": "syn_000002", "target_mood": "calm"} if route == "/query"
+            else {"track_id": "syn_000002", "to": "calm"})  # fmt: skip
+    r = client.post(route, content=json.dumps(body), headers={"content-type": ctype})
+    assert r.status_code == 415, r.text
+    assert r.json()["detail"][0]["loc"] == ["header", "content-type"]
+    spec = client.get("/openapi.json").json()
+    assert "415" in spec["paths"][route]["post"]["responses"]

@@ -95,11 +95,17 @@ def test_fast_routes_answer_json_bodies_without_the_inner_app():
     headers = [(b"content-type", b"application/json")]
     status, _, body = _call(guard, method="POST", path="/query", headers=headers, body=b"{}")
     assert (status, json.loads(body), seen) == (200, {"ok": True}, [b"{}"])
-    # Not JSON: the inner app (FastAPI's route) answers, with its own validation.
-    status, _, body = _call(guard, method="POST", path="/query",
-                            headers=[(b"content-type", b"text/plain")], body=b"{}")  # fmt: skip
-    assert (status, body, len(seen)) == (200, b"inner:{}", 1)
-    assert metrics.counts[("POST", "/query", 200)] == 1
+    # No content type: parsed as JSON (as FastAPI does), by the fast handler too.
+    status, _, body = _call(guard, method="POST", path="/query", body=b"{}")
+    assert (status, len(seen)) == (200, 2)
+    # Not JSON (what a page on another site may send without a preflight): refused before
+    # the handler or the inner app, on every route alike.
+    for path in ("/query", "/playlist"):
+        status, _, body = _call(guard, method="POST", path=path,
+                                headers=[(b"content-type", b"text/plain")], body=b"{}")  # fmt: skip
+        assert status == 415 and b"application/json" in body, (path, status, body)
+    assert len(seen) == 2
+    assert metrics.counts[("POST", "/query", 200)] == 2
 
 
 def test_the_latency_histogram_is_cumulative_and_counts_every_request():

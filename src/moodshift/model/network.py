@@ -30,7 +30,14 @@ from torch import nn
 
 from moodshift import __version__
 from moodshift._atomic import atomic_dir, resolve_dir
-from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
+from moodshift._finite import loads_json, require_finite
+from moodshift.errors import (
+    DimensionMismatchError,
+    FileFormatError,
+    InputError,
+    UnknownLabelError,
+    one_line,
+)
 from moodshift.model.ranking import RankingSpace
 from moodshift.model.tagger import MoodTagger
 from moodshift.values import parse_values
@@ -451,7 +458,7 @@ class MoodshiftModel:
             weights = load_file(str(weights_path))
         except Exception as exc:  # safetensors raises its own error types
             raise FileFormatError(
-                f"{weights_path} is not a readable safetensors file ({_one_line(exc)}); "
+                f"{weights_path} is not a readable safetensors file ({one_line(exc)}); "
                 f"retrain the model or restore the file."
             ) from None
         net = MoodTransformer(arch)
@@ -468,6 +475,9 @@ class MoodshiftModel:
                 f"{weights_path} does not match the architecture in config.json ({shown}); "
                 f"restore the config.json the model was trained with, or retrain."
             )
+        fix = "retrain the model (`moodshift train`) or restore the file"
+        for name, tensor in weights.items():
+            require_finite(tensor, path=weights_path, fix=fix, what=name)
         net.load_state_dict(weights)
         embedder = _read_json(path / "embedder.json", {"dim": arch.dim}, schema=_check_embedder)
         log = _read_json(path / "training_log.json", [], schema=_check_log)
@@ -570,10 +580,6 @@ class MoodshiftModel:
             )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
     """Parse one JSON file of a model folder and check it with ``schema`` (None: absent)."""
     if not path.is_file():
@@ -581,10 +587,10 @@ def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
             raise FileFormatError(f"{path} is missing; retrain the model.")
         return default
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise FileFormatError(
-            f"{path} is not valid JSON ({_one_line(exc)}); restore it or retrain the model."
+            f"{path} is not valid JSON ({one_line(exc)}); restore it or retrain the model."
         ) from None
     problem = schema(data)
     if problem:

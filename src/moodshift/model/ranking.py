@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from moodshift.errors import DataError, FileFormatError, InputError
+from moodshift._finite import require_finite
+from moodshift.errors import DataError, FileFormatError, InputError, one_line
 from moodshift.values import l2_normalize
 
 KINDS = ("centroid", "leace")
@@ -118,14 +119,14 @@ class RankingSpace:
             matrix, offset = arrays["matrix"], arrays["offset"]
         except Exception as exc:  # safetensors raises several types for a damaged file
             raise FileFormatError(
-                f"{path} is not a readable ranking space ({exc}); {fix}."
+                f"{path} is not a readable ranking space ({one_line(exc)}); {fix}."
             ) from exc
         if matrix.ndim != 2 or matrix.shape[0] != dim or offset.shape != (matrix.shape[1],):
             raise FileFormatError(
                 f"{path} holds a ranking space of shape {matrix.shape} for a {dim}-d model; {fix}."
             )
-        if not (np.isfinite(matrix).all() and np.isfinite(offset).all()):
-            raise FileFormatError(f"{path} holds NaN or infinite values; {fix}.")
+        require_finite(matrix, path=path, fix=fix, what="matrix")
+        require_finite(offset, path=path, fix=fix, what="offset")
         return cls(matrix=matrix.astype(np.float32), offset=offset.astype(np.float32),
                    info=dict(info))  # fmt: skip
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from moodshift._finite import loads_json, require_finite
 from moodshift.errors import DataError, FileFormatError
 from moodshift.values import l2_normalize
 
@@ -213,7 +214,7 @@ class MoodTagger:
 
         try:
             arrays = load_file(str(weights))
-            meta = json.loads(meta_path.read_text())
+            meta = loads_json(meta_path.read_text())
             w = np.asarray(arrays["weight"], dtype=np.float32)
             b = np.asarray(arrays["bias"], dtype=np.float32)
             temperature = float(meta["temperature"])
@@ -228,6 +229,10 @@ class MoodTagger:
                 f"{len(classes)} classes of dimension {dim}; retrain the model with "
                 f"`moodshift train`."
             )
+        fix = "retrain the model with `moodshift train`"
+        require_finite(w, path=weights, fix=fix, what="weight")
+        require_finite(b, path=weights, fix=fix, what="bias")
+        require_finite(np.array([temperature]), path=meta_path, fix=fix, what="temperature")
         report = {k: v for k, v in meta.items() if k not in ("classes", "temperature")}
         return cls(weight=w, bias=b, classes=list(classes), temperature=temperature, report=report)
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from moodshift.data.catalog import file_inside
 from moodshift.errors import DependencyError, InputError
 
 __all__ = ["parse_address", "queue_in_mpd"]
@@ -163,8 +164,9 @@ def queue_in_mpd(
     rels: list[PurePosixPath] = []
     for t in tracks:
         path = t.get("audio_path")
-        real = Path(path).resolve() if path else None
-        if real is None or not real.is_relative_to(root):
+        # The playlist rule (docs/security.md): a regular file inside the audio root.
+        real = file_inside(path, roots=[root]) if path else None
+        if real is None:
             raise InputError(
                 f"track {t.get('track_id')!r} has no audio file under {root}; MPD can only "
                 "play files of the library folder."

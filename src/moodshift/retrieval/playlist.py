@@ -23,6 +23,9 @@ half from the last item of the first half to the target.
 
 from __future__ import annotations
 
+import os
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from moodshift._atomic import write_text
-from moodshift.errors import InputError
+from moodshift.data.catalog import file_inside
+from moodshift.errors import InputError, NonFiniteQueryError
 from moodshift.retrieval.engine import QueryEngine
 
 #: Candidates examined per step (deeper when the rules exhaust them).
@@ -95,11 +99,13 @@ def _leg(
         depth = DEPTH
         chosen = None
         while chosen is None:
-            rows, scores, _ = engine.search(
+            rows, scores, query = engine.search(
                 seed, source=np.array([source]), target=np.array([target]),
                 k=min(depth, engine.n), evidence="auto" if last else "none", strength=strength,
                 exclude=np.array([seed_row]),
             )  # fmt: skip
+            if not np.isfinite(query).all():
+                raise NonFiniteQueryError()
             rows, scores = rows[0], scores[0]
             ok = rows >= 0
             rows, scores = rows[ok], scores[ok]
@@ -194,16 +200,81 @@ def mood_journey(
                         length=length - len(first), **common)  # fmt: skip
 
 
-def write_m3u(path: str | Path, entries: list[dict[str, Any]]) -> Path:
+def m3u_text(value: Any) -> str:
+    """``value`` as one line of ``#EXTINF`` text: control characters become spaces.
+
+    A newline (or CR, NEL, U+2028/U+2029, any C0/C1 control) in a title or artist would
+    start a new playlist line that a player follows, e.g. ``http://evil.example/pwn.mp3``.
+    """
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in str(value))
+
+
+def check_m3u_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse an ``--m3u`` path that cannot be a new or replaced playlist file.
+
+    Checked before any work, so that a refused path creates nothing.
+
+    Raises
+    ------
+    InputError
+        The path is a folder (or ends with a separator), or its folder does not exist.
+    """
+    raw = os.fspath(path)
+    p = Path(raw)
+    if not raw or raw.endswith(("/", os.sep)) or p.is_dir():
+        raise InputError(
+            f"--m3u {raw!r} is a folder; give a file name, e.g. {str(p / 'playlist.m3u8')!r}."
+        )
+    if not p.parent.is_dir():
+        raise InputError(
+            f"--m3u {raw!r}: the folder {str(p.parent)!r} does not exist; create it first or "
+            f"write the playlist elsewhere."
+        )
+    return p
+
+
+def write_m3u(
+    path: str | os.PathLike[str], entries: list[dict[str, Any]], *, roots: Sequence[str | Path]
+) -> tuple[Path, int]:
     """Write an extended M3U8 playlist (UTF-8) of the entries' ``audio_path`` (atomically).
 
-    Entries without an audio file are left out; titles read ``artist - title``.
+    Titles read ``artist - title`` with control characters replaced (:func:`m3u_text`).
+    An entry is written only when its ``audio_path`` is a regular file whose real path
+    lies inside one of ``roots`` (the catalogue's audio root) and holds no control
+    character; the others are left out and counted. Entries without an audio file are
+    skipped silently.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The playlist file; its folder must exist (:func:`check_m3u_target`).
+    entries : list of dict
+        ``track_id``, ``audio_path`` and optionally ``artist``, ``title`` per item.
+    roots : sequence of folders
+        Where playable files may lie.
+
+    Returns
+    -------
+    path : Path
+    left_out : int
+        Entries whose ``audio_path`` was refused.
+
+    Raises
+    ------
+    InputError
+        ``path`` is a folder or its folder does not exist (nothing is written).
     """
-    lines = ["#EXTM3U"]
+    target = check_m3u_target(path)
+    lines, left_out = ["#EXTM3U"], 0
     for e in entries:
         if not e.get("audio_path"):
             continue
-        name = " - ".join(str(v) for v in (e.get("artist"), e.get("title") or e["track_id"]) if v)
-        lines += [f"#EXTINF:-1,{name}", str(e["audio_path"])]
-    write_text(path, "\n".join(lines) + "\n")
-    return Path(path)
+        real = file_inside(str(e["audio_path"]), roots=roots)
+        if real is None or m3u_text(real) != str(real):
+            left_out += 1
+            continue
+        name = " - ".join(m3u_text(v) for v in (e.get("artist"), e.get("title") or e["track_id"])
+                          if v)  # fmt: skip
+        lines += [f"#EXTINF:-1,{name}", str(real)]
+    write_text(target, "\n".join(lines) + "\n")
+    return target, left_out

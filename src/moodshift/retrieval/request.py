@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import InputError, UnknownLabelError
+from moodshift.errors import InputError, NonFiniteQueryError, UnknownLabelError
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     EVIDENCE_MODES,
@@ -257,8 +257,8 @@ class Retriever:
         BodyFieldError
             ``embedding``: of another dimension, not finite, or all zeros.
         """
-        with np.errstate(over="ignore"):  # above float32's range: inf, refused below
-            vec = np.asarray(embedding, dtype=np.float32)
+        # float64 until scaled: any finite JSON number is accepted, even above float32's range.
+        vec = np.asarray(embedding, dtype=np.float64)
         if vec.ndim != 1 or vec.size != self.dim:
             raise BodyFieldError(
                 "embedding",
@@ -277,7 +277,7 @@ class Retriever:
             )
         # Only the direction counts: scale by the largest entry first, so that the
         # norm neither overflows float32 (entries near 1e30) nor underflows (1e-40).
-        return l2_normalize((vec / np.float32(peak))[None, :])[0]
+        return l2_normalize((vec / peak).astype(np.float32)[None, :])[0]
 
     def unit_row(self, row: int) -> np.ndarray:
         """A catalogue track's unit vector, shape (d,), read from the (mapped) matrix."""
@@ -341,7 +341,7 @@ class Retriever:
     # ------------------------------------------------------------------ search
     def search(
         self, prepared: Sequence[PreparedQuery]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | NonFiniteQueryError]:
         """Ranked rows of prepared queries; compatible ones share one engine search.
 
         Queries with the same evidence and artist cap are searched together, each with
@@ -351,7 +351,10 @@ class Retriever:
         -------
         list
             Per query: ``rows`` (k,) int64 (``-1`` pads a list a filter leaves short),
-            ``scores`` (k,) float32 and the label-scored query vector (d,).
+            ``scores`` (k,) float32 and the label-scored query vector (d,); or, for a
+            query whose vector became NaN or infinity (finite weights whose output
+            overflowed float32 for this seed), the :class:`NonFiniteQueryError` to raise
+            for that query alone (a 422, exit 2), never an answer built on NaN.
         """
         out: list[Any] = [None] * len(prepared)
         groups: dict[tuple, list[int]] = {}
@@ -367,5 +370,8 @@ class Retriever:
                 allowed=[p.allowed for p in ps], max_per_artist=cap,
             )  # fmt: skip
             for j, p in enumerate(ps):
+                if not np.isfinite(qvecs[j]).all():
+                    out[members[j]] = NonFiniteQueryError()
+                    continue
                 out[members[j]] = (rows[j][: p.k], scores[j][: p.k], qvecs[j])
         return out

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from moodshift.data.catalog import Catalog
-from moodshift.errors import InputError
+from moodshift.errors import InputError, NonFiniteQueryError
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import top_k
 from moodshift.retrieval.playlist import describe_journey, mood_journey
@@ -232,7 +232,10 @@ class Searcher:
             evidence=evidence, max_per_artist=max_per_artist,
         )  # fmt: skip
         p = self.retriever.prepare(request)
-        ((rows, scores, qvec),) = self.retriever.search([p])
+        (found,) = self.retriever.search([p])
+        if isinstance(found, NonFiniteQueryError):
+            raise found
+        rows, scores, qvec = found
         keep = rows >= 0
         idx, sc = rows[keep], scores[keep]
         moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=p.evidence)
@@ -263,7 +266,9 @@ class Searcher:
         -------
         list of dict
             ``track_id, artist, title, mood, mood_source, mood_probability,
-            strength, p_target, audio_path`` (absolute path or None) per item.
+            strength, p_target, audio_path`` (the real path, or None when the track has no
+            audio file inside the catalogue's audio root) and ``audio_left_out`` (True when
+            it has an ``audio_path`` that is outside the root or not a file) per item.
         """
         target = self.model.class_index(to)
         via_i = None if via is None else self.model.class_index(via)
@@ -274,13 +279,14 @@ class Searcher:
         out = []
         for it, entry in zip(items, describe_journey(self.engine, items), strict=True):
             rec = labels.iloc[it.row]
-            audio = self.catalog.audio_path(it.row)
+            audio = self.catalog.audio_file(it.row)  # None outside the audio root
             out.append({
                 "track_id": str(rec["track_id"]),
                 "artist": str(rec["artist"]) if "artist" in labels else None,
                 "title": str(rec["title"]) if "title" in labels else None,
                 **entry,
                 "audio_path": None if audio is None else str(audio),
+                "audio_left_out": audio is None and self.catalog.audio_path(it.row) is not None,
             })  # fmt: skip
         return out
 

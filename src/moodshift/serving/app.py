@@ -84,6 +84,15 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).with_name("web")
 #: Audio spans up to this size are read in one step; longer ones stream in such chunks.
 AUDIO_CHUNK_BYTES = 1024 * 1024
+#: Label values listed as an enum in the OpenAPI schema up to this many.
+MAX_ENUM = 2000
+
+
+def whole_number(value: Any) -> Any:
+    """A float with no fractional part as that integer (JSON Schema's integer); else as is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # ---------------------------------------------------------------------- the app
@@ -154,10 +163,12 @@ def create_app(
     from fastapi.staticfiles import StaticFiles  # fastapi is heavy: load on use
     from pydantic import (  # with FastAPI: load on use
         BaseModel,
+        BeforeValidator,
         ConfigDict,
         Field,
         ValidationError,
     )
+    from starlette.concurrency import run_in_threadpool  # with FastAPI: load on use
 
     if isinstance(index, str | os.PathLike):
         index = FaissIndex.load(index, catalog=catalog)
@@ -169,20 +180,49 @@ def create_app(
     metrics = RequestMetrics()
     moods = state.moods
 
+    # JSON Schema's "integer" includes 8.0, so a whole float is taken as the integer; true
+    # and "8" stay refused (strict). Numbers in an embedding: JSON numbers only, never true
+    # or "1" (a strict list[float] alone still coerced its items).
+    # The bounds live inside the type: on an optional field pydantic would otherwise write
+    # them as "ge"/"le" keys that JSON Schema does not know.
+    Whole = Annotated[int, Field(strict=True, ge=1, le=max_k), BeforeValidator(whole_number)]
+    Number = Annotated[float, Field(strict=True)]
+
+    # The label values a filter may name: the schema says what the server accepts.
+    columns = {c: state.postings.values(c) for c in state.postings.columns()}
+    if all(0 < len(v) <= MAX_ENUM for v in columns.values()):
+        filters_schema: dict[str, Any] | None = {
+            "additionalProperties": False,
+            "properties": {c: {"anyOf": [{"enum": v}, {"type": "array", "minItems": 1,
+                                                       "items": {"enum": v}}]}
+                           for c, v in columns.items()},
+        }  # fmt: skip
+    else:
+        filters_schema = None
+
     class QueryRequest(BaseModel):
         """Like this track (or this embedding), but in ``target_mood``."""
 
-        model_config = ConfigDict(extra="forbid")
+        # Exactly one of track_id or embedding, said in the schema too (an empty track_id
+        # beside an embedding is then invalid by the schema as by the server).
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+            {"required": ["track_id"], "properties": {
+                "track_id": {"type": "string"}, "embedding": {"type": "null"}}},
+            {"required": ["embedding"], "properties": {
+                "embedding": {"type": "array"}, "track_id": {"type": "null"}}},
+        ]})  # fmt: skip
         # Strict types: JSON true is not the number 1, and "5" is not 5.
         track_id: str | None = Field(
             None, strict=True, max_length=1000, description="Seed track id (or give embedding)"
         )
         # The length is documented here but checked by ServingState, whose message
         # names the catalogue's embedder.
-        embedding: list[float] | None = Field(
+        embedding: list[Number] | None = Field(
             None, strict=True,
             description=f"Seed embedding, {state.dim} numbers (or give track_id)",
-            json_schema_extra={"minItems": state.dim, "maxItems": state.dim},
+            # An all-zero vector has no direction (refused by the server, so by the schema).
+            json_schema_extra={"minItems": state.dim, "maxItems": state.dim,
+                               "contains": {"not": {"const": 0}}},
         )  # fmt: skip
         source_mood: str | None = Field(
             None, strict=True, description=f"Mood of the embedding: {moods}",
@@ -191,23 +231,22 @@ def create_app(
         target_mood: str = Field(
             ..., strict=True, description=f"One of {moods}", json_schema_extra={"enum": moods}
         )
-        k: int = Field(
-            10, strict=True, ge=1, le=max_k, description=f"Number of results, 1..{max_k}"
-        )
+        k: Whole = Field(10, description=f"Number of results, 1..{max_k}")
         strength: float | None = Field(
             None, strict=True, ge=0.0, le=1.0,
             description="0 = seed, 1 = full transform; default: the model's (chosen on validation)",
         )  # fmt: skip
         filters: dict[str, str | list[str]] | None = Field(
-            None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)"
-        )
+            None, strict=True, description="Label filters, e.g. {'genre': 'rock'} (any of a list)",
+            json_schema_extra=filters_schema,
+        )  # fmt: skip
         evidence: Literal["auto", "labels", "probe", "none"] = Field(
             "auto",
             description="Mood evidence in ranking: labels where known and the model's tagger "
             "elsewhere (auto), labels only, the tagger only (probe), or none",
         )
-        max_per_artist: int | None = Field(
-            None, strict=True, ge=1, le=max_k, description="At most this many results per artist"
+        max_per_artist: Whole | None = Field(
+            None, description="At most this many results per artist"
         )
 
     class PlaylistRequest(BaseModel):
@@ -225,9 +264,9 @@ def create_app(
             None, strict=True, description="A mood to pass through half-way",
             json_schema_extra={"enum": [*moods, None]},
         )  # fmt: skip
-        length: int = Field(12, strict=True, ge=1, le=max_k, description=f"Items, 1..{max_k}")
-        max_per_artist: int | None = Field(
-            1, strict=True, ge=1, le=max_k,
+        length: Whole = Field(12, description=f"Items, 1..{max_k}")
+        max_per_artist: Whole | None = Field(
+            1,
             description="At most this many items per artist (null: no cap)",
         )  # fmt: skip
 
@@ -311,6 +350,8 @@ def create_app(
         404: not_found[404],
         413: {"description": "Body too large",
               "content": {"application/json": {"schema": error_schema}}},
+        415: {"description": "Body not sent as JSON (Content-Type other than application/json)",
+              "content": {"application/json": {"schema": validation_error}}},
         422: {"description": "Invalid body (names the field)",
               "content": {"application/json": {"schema": validation_error}}},
     }  # fmt: skip
@@ -335,20 +376,29 @@ def create_app(
     async def catalogue_map() -> Response:
         return json_response(state.map_points)
 
+    genres = state.postings.values("genre") if "genre" in state.postings.columns() else []
+    # The known genres, so that the schema says which values are accepted (up to a size
+    # where the schema would outweigh the answers; beyond it, unknown values still get 422).
+    genre_enum = {"enum": genres} if 0 < len(genres) <= MAX_ENUM else None
+
     @app.get("/tracks", tags=["tracks"])
     def tracks(
         q: Annotated[str | None, Query(max_length=200, description="id/title/label text")] = None,
         mood: Annotated[
-            str | None, Query(description="only this mood", json_schema_extra={"enum": moods})
+            str | None,
+            Query(min_length=1, description="only this mood", json_schema_extra={"enum": moods}),
         ] = None,
-        genre: Annotated[str | None, Query(description="only this genre")] = None,
+        genre: Annotated[
+            str | None,
+            Query(min_length=1, description="only this genre", json_schema_extra=genre_enum),
+        ] = None,
         page: Annotated[int, Query(ge=1)] = 1,
         page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     ) -> Response:
         filters = {}
-        if mood:
+        if mood is not None:
             filters[state.attribute] = mood
-        if genre:
+        if genre is not None:
             filters["genre"] = genre
         try:
             out = state.search_tracks(q=q, filters=filters, page=page, page_size=page_size)
@@ -384,10 +434,24 @@ def create_app(
         code, data = await answer_batched(raw)
         return Response(data, status_code=code, media_type="application/json")
 
-    @app.post("/playlist", tags=["query"], responses=not_found)
-    def playlist(req: PlaylistRequest) -> Response:
+    playlist_schema = PlaylistRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+
+    @app.post(
+        "/playlist", tags=["query"], responses={**query_responses, 200: {
+            "description": "The playlist", "content": {"application/json": {
+                "schema": {"type": "object"}}}}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": playlist_schema}}}},
+    )  # fmt: skip
+    async def playlist(request: Request) -> Response:
         """A playlist that moves from the seed's mood to ``to``, strength rising along it."""
-        return json_response(state.playlist(req.model_dump()))
+        # Validated from the raw bytes as /query is: non-JSON, too deep or wrongly typed
+        # bodies all get the same 422 shape (FastAPI's own parsing answered 400 to some).
+        try:
+            body = PlaylistRequest.model_validate_json(await request.body()).model_dump()
+        except ValidationError as exc:
+            return json_response(validation_payload(exc.errors(), prefix=("body",)), status=422)
+        return json_response(await run_in_threadpool(state.playlist, body))
 
     audio_responses: dict[int | str, Any] = {
         200: {"description": "The audio file (HTTP range requests supported)",

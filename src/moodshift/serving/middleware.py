@@ -156,9 +156,11 @@ class GuardMiddleware:
         status = [500]
         origin = None
         host = None
+        hosts = 0
         for key, value in scope.get("headers", ()):
             if key == b"host":
                 host = value
+                hosts += 1
             elif key == b"origin":
                 origin = value
         cors = origin if origin is not None and origin in self.cors_origins else None
@@ -175,6 +177,11 @@ class GuardMiddleware:
             await send(message)
 
         try:
+            if hosts > 1:  # which one a proxy or the app would read differs: refuse both
+                scope["route_name"] = "<bad host>"
+                await send_json(send_wrapper, 400, {"detail": "more than one Host header; "
+                                                    "send exactly one"})  # fmt: skip
+                return
             if (
                 not self.any_host
                 and host is not None
@@ -206,8 +213,18 @@ class GuardMiddleware:
                     )  # fmt: skip
                     scope["route_name"] = "<too large>"
                     return
+                ctype = content_type(scope)
+                if ctype is not None and not is_json_type(ctype):
+                    # A page on any site may POST text/plain or a form without asking
+                    # (no CORS preflight): every route takes JSON only.
+                    scope["route_name"] = "<not json>"
+                    await send_json(send_wrapper, 415, {"detail": [{
+                        "loc": ["header", "content-type"], "type": "content_type",
+                        "msg": f"the body must be sent as application/json, not "
+                               f"{ctype.decode('latin-1')[:100]!r}"}]})  # fmt: skip
+                    return
                 handler = self.fast.get((scope["method"], scope["path"]))
-                if handler is not None and is_json(scope):
+                if handler is not None:  # JSON, or no content type (parsed as JSON)
                     scope["route_name"] = scope["path"]
                     code, data = await handler(body)
                     await send_bytes(send_wrapper, code, data)
@@ -252,11 +269,19 @@ class GuardMiddleware:
         return b"".join(chunks)
 
 
-def is_json(scope: dict) -> bool:
+def content_type(scope: dict) -> bytes | None:
+    """The request's media type (lower-case, parameters dropped), or None without a header."""
     for key, value in scope.get("headers", ()):
         if key == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() == b"application/json"
-    return True  # no content type: parse as JSON, as FastAPI does
+            return value.split(b";", 1)[0].strip().lower()
+    return None
+
+
+def is_json_type(media_type: bytes) -> bool:
+    """``application/json`` or a ``+json`` type."""
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
 
 
 async def send_bytes(send: Any, status: int, data: bytes) -> None:

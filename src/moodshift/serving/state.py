@@ -21,7 +21,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from moodshift.data.catalog import Catalog
+from moodshift.data.catalog import Catalog, file_inside
 from moodshift.errors import InputError, MoodshiftError
 from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import MoodshiftModel
@@ -240,12 +240,8 @@ class ServingState:
         file under one of :attr:`audio_roots` with an audio media type (by suffix).
         """
         path = self.catalog.audio_path(row)
-        if path is None:
-            return None
-        real = Path(os.path.realpath(path))
-        if not any(real.is_relative_to(root) for root in self.audio_roots):
-            return None
-        media_type = audio_media_type(real)
+        real = None if path is None else file_inside(path, roots=self.audio_roots)
+        media_type = None if real is None else audio_media_type(real)
         if media_type is None:
             return None
         try:
@@ -337,8 +333,11 @@ class ServingState:
         found = iter(zip(ready, self.retriever.search(ready), strict=True))
         for i, slot in enumerate(out):
             if not isinstance(slot, MoodshiftError):
-                p, (rows, scores, qvec) = next(found)
-                out[i] = self._finish(p, rows, scores, qvec, t0)
+                p, result = next(found)
+                # A query vector that became NaN: that request alone is refused (422).
+                out[i] = (
+                    result if isinstance(result, MoodshiftError) else self._finish(p, *result, t0)
+                )
         return out
 
     def _finish(
@@ -383,12 +382,18 @@ class ServingState:
             {**self.record(it.row), **entry}
             for it, entry in zip(items, describe_journey(self.engine, items), strict=True)
         ]
+        # The playlist rule (docs/security.md): audio only from inside an audio root.
+        left_out = 0
+        for it, t in zip(items, tracks, strict=True):
+            if t["audio_url"] is not None and self.audio_file(it.row) is None:
+                t["audio_url"], left_out = None, left_out + 1
         # The seed's mood as the results show theirs (label, or the tagger's guess and its p).
         seed = {
             **self.record(row),
             **self.engine.evidence.describe(np.array([row]), classes=self.engine.classes)[0],
         }
         return {"seed": seed, "to": self.moods[target], "tracks": tracks,
+                "audio_left_out": left_out,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
 
     def info(self) -> dict[str, Any]:

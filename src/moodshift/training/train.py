@@ -1,7 +1,7 @@
 """Training loop: proxy targets, AdamW, validation every epoch, best checkpoint kept.
 
 Short on purpose (after nanoGPT): one config dataclass that is saved inside
-every checkpoint, one loop, resumable from ``<out>.ckpt/last.pt``.
+every checkpoint, one loop, resumable from ``<out>.ckpt/`` (safetensors and JSON: data only).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from moodshift._atomic import atomic_file
+from moodshift._atomic import atomic_dir
 from moodshift._deps import torch_device
+from moodshift._finite import require_finite
 from moodshift.data.catalog import Catalog
-from moodshift.errors import FileFormatError, InputError
+from moodshift.errors import DataError, FileFormatError, InputError, one_line
 from moodshift.evaluation.baselines import class_centroids, training_rows
 from moodshift.evaluation.evaluate import RetrievalEvaluator
 from moodshift.evaluation.sweep import collapse_bounds, operating_point, strength_curve
@@ -151,9 +153,39 @@ class TrainingData:
     y: np.ndarray  # (n,) int64 class index
 
 
+def split_rows(catalog: Catalog, part: str, attribute: str) -> np.ndarray:
+    """The rows of one split part, refusing an empty part with why and what to change.
+
+    Raises
+    ------
+    DataError
+        The part holds no track labelled with ``attribute`` (e.g. every artist holds a
+        single mood, so the artist-disjoint split put each mood in one part only).
+    """
+    rows = catalog.split_indices(part)
+    labelled = catalog.labelled_rows(attribute)
+    if np.intersect1d(rows, labelled).size:
+        return rows
+    why = "the catalogue has too few labelled tracks per mood to fill every part"
+    if "artist" in catalog.labels.columns:
+        sub = catalog.labels.iloc[labelled]
+        per_mood = sub.groupby(attribute)["artist"].nunique()
+        few = ", ".join(f"{m}: {n}" for m, n in per_mood.items() if n < 3)
+        if few:
+            why = (
+                f"the split keeps each artist's tracks in one part, and these {attribute}s "
+                f"have fewer than 3 artists ({few}), so they cannot reach every part"
+            )
+    raise DataError(
+        f"the {part} split holds no labelled track: {why}; add tracks by more artists for "
+        f"each {attribute}, or clear the artist column to split by track, and run "
+        f"`moodshift import` again."
+    )
+
+
 def training_data(catalog: Catalog, cfg: TrainConfig) -> TrainingData:
     """The training split's labelled rows, unit-normalised, with their class indices."""
-    train_rows = catalog.split_indices("train")
+    train_rows = split_rows(catalog, "train", cfg.attribute)
     classes, y = catalog.subset(train_rows).classes(cfg.attribute)
     # Unlabelled tracks are never seeds nor proxy targets: they are not in the join at all.
     labelled = y >= 0
@@ -252,7 +284,7 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
 
 def _validator(catalog: Catalog, cfg: TrainConfig, classes: list[str], part: str) -> Any:
 
-    rows = catalog.split_indices(part)
+    rows = split_rows(catalog, part, cfg.attribute)
     # Labelled validation tracks only, so that nothing unlabelled steers the checkpoint choice.
     rows = rows[catalog.subset(rows).labelled_rows(cfg.attribute)]
     if rows.size <= 10:
@@ -288,7 +320,8 @@ def train(
     config : TrainConfig
     out : path, optional
         Model folder to write (atomically) at the end; checkpoints go to
-        ``<out>.ckpt/last.pt`` so a killed run can ``resume``.
+        ``<out>.ckpt/`` (tensors as safetensors, the rest as JSON) so a killed run can
+        ``resume``.
     resume : bool
         Continue from the checkpoint when one exists (same config required,
         except ``epochs`` which may grow).
@@ -340,10 +373,10 @@ def train(
     x, y = torch.from_numpy(data.x).to(dev), torch.from_numpy(data.y).to(dev)
     sampler = ProxySampler(topk=torch.from_numpy(nb.indices).to(dev),
                            counts=torch.from_numpy(nb.counts).to(dev), labels=y)  # fmt: skip
-    ckpt = Path(f"{out}.ckpt") / "last.pt" if out is not None else None
+    ckpt = checkpoint_dir(out) if out is not None else None
     state: dict[str, Any] = {"epoch": 0, "best": -math.inf, "best_state": None, "log": [],
                              "bad_epochs": 0}  # fmt: skip
-    if resume and ckpt is not None and ckpt.is_file():
+    if resume and ckpt is not None and ckpt.is_dir() and any(ckpt.iterdir()):
         state = _load_checkpoint(ckpt, cfg, net, opt, gen)
         log.info("resumed from %s at epoch %d", ckpt, state["epoch"])
     last_ckpt = time.monotonic()
@@ -415,64 +448,137 @@ def _record(state: dict[str, Any], entry: dict[str, Any], score: float, net: tor
     state["epoch"] = entry["epoch"]
 
 
+#: The checkpoint folder's files: tensors (safetensors, data only) and everything else (JSON).
+CKPT_TENSORS, CKPT_STATE = "last.safetensors", "last.json"
+
+
+def checkpoint_dir(out: str | Path) -> Path:
+    """Where a run writing the model folder ``out`` keeps its resumable checkpoint."""
+    return Path(f"{out}.ckpt")
+
+
 def _save_checkpoint(
-    path: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    folder: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
     gen: torch.Generator, state: dict[str, Any],
 ) -> None:  # fmt: skip
-    blob = {
+    """Write the checkpoint folder atomically: tensors as safetensors, the rest as JSON.
+
+    Neither format can carry code, so resuming never runs anything from the file
+    (a pickled ``torch.save`` checkpoint could).
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def put(key: str, t: torch.Tensor) -> None:
+        # safetensors refuses shared or strided storage: an own contiguous copy of each.
+        tensors[key] = t.detach().cpu().contiguous().clone()
+
+    for k, v in net.state_dict().items():
+        put(f"model/{k}", v)
+    for k, v in (state["best_state"] or {}).items():
+        put(f"best/{k}", v)
+    opt_sd = opt.state_dict()
+    opt_plain: dict[str, dict[str, Any]] = {}
+    for pid, entries in opt_sd["state"].items():
+        for k, v in entries.items():
+            if isinstance(v, torch.Tensor):
+                put(f"optimizer/{pid}/{k}", v)
+            else:
+                opt_plain.setdefault(str(pid), {})[k] = v
+    put("rng/generator", gen.get_state())
+    put("rng/torch", torch.get_rng_state())
+    meta = {
+        "format": "moodshift-checkpoint/1",
         "config": cfg.to_dict(),
-        "model": net.state_dict(),
-        "optimizer": opt.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "state": state,
+        "state": {k: v for k, v in state.items() if k != "best_state"},
+        "has_best": state["best_state"] is not None,
+        "optimizer": {"param_groups": opt_sd["param_groups"], "plain_state": opt_plain},
     }
-    with atomic_file(path, "wb") as fh:
-        torch.save(blob, fh)
+    with atomic_dir(folder) as tmp:
+        save_file(tensors, str(tmp / CKPT_TENSORS))
+        (tmp / CKPT_STATE).write_text(json.dumps(meta, indent=1, default=list))
 
 
 def _load_checkpoint(
-    path: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    folder: Path, cfg: TrainConfig, net: torch.nn.Module, opt: torch.optim.Optimizer,
     gen: torch.Generator,
 ) -> dict[str, Any]:  # fmt: skip
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
+    """Read a checkpoint folder written by :func:`_save_checkpoint` (data only, no code).
+
+    Raises
+    ------
+    FileFormatError
+        The folder holds an old pickled ``last.pt`` (never loaded), or a file is
+        unreadable, damaged, non-finite or does not fit this model.
+    InputError
+        The checkpoint was made with another configuration.
+    """
+    fix = f"delete {folder} to start afresh"
+    if (folder / "last.pt").exists():
         raise FileFormatError(
-            f"checkpoint {path} is unreadable ({exc}); delete it to start afresh."
-        ) from exc
-    needed = ("config", "model", "optimizer", "generator", "torch_rng", "state")
-    missing = [k for k in needed if not isinstance(blob, dict) or k not in blob]
-    if missing or not isinstance(blob.get("config"), dict) or not isinstance(blob["state"], dict):
-        raise FileFormatError(
-            f"checkpoint {path} is damaged (missing or malformed: {missing or ['config/state']}); "
-            f"delete it to start afresh."
+            f"{folder / 'last.pt'} is a pickled checkpoint of an older moodshift; it is not "
+            f"loaded because loading a pickle can run code; {fix}."
         )
-    saved = TrainConfig.from_dict(blob["config"]).to_dict()  # a flat (older) layout too
-    now = cfg.to_dict()
+    tensor_path, state_path = folder / CKPT_TENSORS, folder / CKPT_STATE
+    try:
+        tensors = load_file(str(tensor_path))
+        meta = json.loads(state_path.read_text(encoding="utf-8"))
+    except Exception as exc:  # safetensors, OSError, JSON and UnicodeDecodeError alike
+        raise FileFormatError(
+            f"checkpoint {folder} is unreadable ({one_line(exc)}); {fix}."
+        ) from None
+    needed = ("config", "state", "optimizer", "has_best")
+    missing = [k for k in needed if not isinstance(meta, dict) or k not in meta]
+    malformed = missing or not all(
+        isinstance(meta[k], dict) for k in ("config", "state", "optimizer")
+    )
+    if malformed:
+        raise FileFormatError(
+            f"checkpoint {state_path} is damaged (missing or malformed: "
+            f"{missing or ['config/state/optimizer']}); {fix}."
+        )
+    state = meta["state"]
+    if not {"epoch", "best", "log", "bad_epochs"} <= set(state):
+        raise FileFormatError(f"checkpoint {state_path} has no training state; {fix}.")
+    try:  # the nested layout, or the flat one of older configs
+        saved = TrainConfig.from_dict(meta["config"]).to_dict()
+    except (TypeError, ValueError, AttributeError, InputError) as exc:
+        raise FileFormatError(
+            f"checkpoint {state_path} holds a malformed config ({one_line(exc)}); {fix}."
+        ) from None
+    # Both as JSON has them (tuples are lists there).
+    saved = json.loads(json.dumps(saved, default=list))
+    now = json.loads(json.dumps(cfg.to_dict(), default=list))
     saved.pop("epochs", None)
     now.pop("epochs", None)
-    if json.dumps(saved, sort_keys=True, default=str) != json.dumps(
-        now, sort_keys=True, default=str
-    ):
+    if json.dumps(saved, sort_keys=True) != json.dumps(now, sort_keys=True):
         diff = sorted(k for k in now if saved.get(k) != now.get(k))
         raise InputError(
             f"cannot resume: the checkpoint was made with a different config ({diff}); "
             f"use the same options or start a new --out."
         )
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        group, _, name = key.partition("/")
+        groups.setdefault(group, {})[name] = t
+        if not key.startswith("rng/"):
+            require_finite(t, path=tensor_path, fix=fix, what=key)
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, t in groups.get("optimizer", {}).items():
+        pid, _, name = key.partition("/")
+        opt_state.setdefault(int(pid), {})[name] = t
     try:
-        net.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-        gen.set_state(blob["generator"])
-        torch.set_rng_state(blob["torch_rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        for pid, plain in meta["optimizer"]["plain_state"].items():
+            opt_state.setdefault(int(pid), {}).update(plain)
+        net.load_state_dict(groups.get("model", {}))
+        opt.load_state_dict({"state": opt_state, "param_groups": meta["optimizer"]["param_groups"]})
+        gen.set_state(groups["rng"]["generator"])
+        torch.set_rng_state(groups["rng"]["torch"])
+        best = groups.get("best") if meta["has_best"] else None
+        shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        if best is not None and {k: tuple(v.shape) for k, v in best.items()} != shapes:
+            raise ValueError("the best weights' names or shapes differ from the network's")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FileFormatError(
-            f"checkpoint {path} does not fit this model ({first}); delete it to start afresh."
-        ) from exc
-    state = blob["state"]
-    if not {"epoch", "best", "log"} <= set(state):
-        raise FileFormatError(
-            f"checkpoint {path} has no training state; delete it to start afresh."
-        )
-    return state
+            f"checkpoint {folder} does not fit this model ({one_line(exc)}); {fix}."
+        ) from None
+    return state | {"best_state": best}
