@@ -527,7 +527,7 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                 class_topk(embeddings=xs, labels=ys, k=k, n_classes=classes, normalized=True,
                            method="exact", progress=progress)  # fmt: skip
             exact_s, how = time.perf_counter() - t0, "measured (the exact join, this run)"
-        entry: dict[str, Any] = {"n": size, "exact_seconds": round(exact_s, 4), "exact_how": how,
+        entry: dict[str, Any] = {"n": size, "exact_seconds": round(exact_s, 6), "exact_how": how,
                                  "recall_rows": len(rows), "runs": []}  # fmt: skip
         runs = (("ivf", {}), ("ivf", {"nprobe_scale": 2}), ("projected", {}), ("ivf-faiss", {}),
                 ("hnsw", {}))  # fmt: skip
