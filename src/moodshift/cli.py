@@ -321,6 +321,12 @@ def cmd_bench(a: argparse.Namespace) -> None:
             result = _bench_record("embed", lambda: _bench_embed(a))
         elif a.what == "serve":
             result = _bench_record("serve", lambda: _bench_serve(a))
+        elif a.what == "transfer":
+            from moodshift.bench.transfer import run_transfer_bench
+
+            result = _bench_record("transfer", lambda: run_transfer_bench(
+                workdir=a.workdir or "bench_out/transfer", n_train=a.n or 320,
+                seed=a.seed, workers=a.workers, epochs=a.train_epochs_transfer))  # fmt: skip
         else:
             from moodshift.bench.core import run_bench
 
@@ -579,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining, all, or soak",
+        help="selfjoin, approx, train, embed, query, serve, mining, all, soak, or transfer",
     )
     p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
     p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")
@@ -603,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="embedding worker processes; bench serve: server processes (default 1)",
     )
+    g = p.add_argument_group("bench transfer")
+    g.add_argument("--train-epochs-transfer", type=int, dest="train_epochs_transfer",
+                   help="epochs of each model (default: train's); --n: train-part clips "
+                   "(default 320); --workdir: renders and cache "
+                   "(default bench_out/transfer)")  # fmt: skip
     g = p.add_argument_group("bench query and serve")
     g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
                    help="index timed (auto: what `moodshift index` builds)")  # fmt: skip

@@ -137,6 +137,7 @@ class RetrievalEvaluator:
             )
         self.mood_target = mood_target
         self.x = pool.normalized
+        self.raw = pool.embeddings
         self.queries = make_queries(
             y, n_classes=len(self.classes), max_seeds=max_seeds, rng=np.random.default_rng(seed)
         )
@@ -175,8 +176,10 @@ class RetrievalEvaluator:
         label_fraction : float in [0, 1], optional
             Default: the evaluator's own.
         """
-        proba = None if model.tagger is None else model.tagger.predict_proba(self.x)
-        evidence = MoodEvidence(labels=self.visible_labels(label_fraction), proba=proba)
+        visible = self.visible_labels(label_fraction)
+        # Raw embeddings: the fused evidence's tag head reads them unnormalised.
+        proba = None if model.tagger is None else model.mood_proba(self.raw, labels=visible)
+        evidence = MoodEvidence(labels=visible, proba=proba)
         return QueryEngine(model=model, vectors=self.x, evidence=evidence)
 
     def engine_results(

@@ -1024,8 +1024,11 @@ def build_catalog_index(
     index.meta["catalog"] = str(Path(catalog_path).resolve())
     if model is not None and model.tagger is not None:
         catalog.check_compatible(model.embedder, what="model")
-        index.mood_proba = model.tagger.predict_proba(catalog.embeddings)
-        index.meta["tagger"] = model.tagger.fingerprint()
+        from moodshift.retrieval.engine import catalog_evidence
+
+        # The fused evidence (tagger, tag head, the catalogue's own labels), as serving uses it.
+        index.mood_proba = catalog_evidence(catalog, model).proba
+        index.meta["tagger"] = model.evidence_fingerprint()
     index.meta["total_seconds"] = round(time.perf_counter() - t0, 3)
     target = Path(out) if out is not None else default_index_dir(catalog_path)
     index.save(target)
