@@ -39,6 +39,23 @@ def _catalog(path: str) -> Any:
     return Catalog.load(path)
 
 
+def _model_path(path: str | None, *, catalog: Any) -> str:
+    """``--model``, else the default model shipped with moodshift (said on stderr).
+
+    Refuses, with the fix, a catalogue embedded otherwise than the default model.
+    """
+    if path:
+        return path
+    from moodshift.model.default import check_default_fits, default_model_dir, trained_on
+    from moodshift.model.network import MoodshiftModel
+
+    folder = default_model_dir()
+    check_default_fits(catalog, MoodshiftModel.load(folder))
+    what = trained_on(folder).get("summary", "")
+    print(f"model: the default model {folder}" + (f" ({what})" if what else ""), file=sys.stderr)
+    return str(folder)
+
+
 # ---------------------------------------------------------------------- import
 def cmd_import(a: argparse.Namespace) -> None:
     from moodshift.data.catalog import import_catalog
@@ -212,7 +229,7 @@ def cmd_query(a: argparse.Namespace) -> None:
     from moodshift.retrieval.search import Searcher
 
     cat = _catalog(a.catalog)
-    model = MoodshiftModel.load(a.model)
+    model = MoodshiftModel.load(_model_path(a.model, catalog=cat))
     model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
     searcher = Searcher(catalog=cat, model=model)
     filters = _parse_filters(a.filter)
@@ -247,7 +264,8 @@ def cmd_playlist(a: argparse.Namespace) -> None:
     from moodshift.retrieval.playlist import write_m3u
     from moodshift.retrieval.search import Searcher
 
-    searcher = Searcher(catalog=_catalog(a.catalog), model=MoodshiftModel.load(a.model))
+    cat = _catalog(a.catalog)
+    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(_model_path(a.model, catalog=cat)))
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
@@ -294,7 +312,8 @@ def cmd_index(a: argparse.Namespace) -> None:
 def cmd_serve(a: argparse.Namespace) -> None:
     from moodshift.serving.launch import serve
 
-    serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
+    model = a.model or _model_path(None, catalog=_catalog(a.catalog))
+    serve(catalog=a.catalog, model=model, host=a.host, port=a.port, index=a.index,
           workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
           cors_origins=_split(a.cors_origin), audio_roots=a.audio_root or ())  # fmt: skip
 
@@ -521,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="like this track, but <mood>")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True)
     p.add_argument("--mood", required=True)
     p.add_argument("-k", type=int, default=10)
@@ -538,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("playlist", help="a mood-journey playlist from a seed to a target mood")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True, help="seed track id (never in the list)")
     p.add_argument("--to", required=True, help="target mood")
     p.add_argument("--via", help="a mood to pass through half-way")
@@ -557,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP API and web page")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--index")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
