@@ -218,7 +218,10 @@ def _user_rows(catalog: Any, classes: Sequence[str], *, k: int, seed: int) -> np
     y = _class_ids(catalog, classes)
     train = catalog.split_indices("train")
     rng = np.random.default_rng([seed, 0x05E2])
-    picks = [rng.choice(train[y[train] == c], size=k, replace=False) for c in range(len(classes))]
+    picks = []
+    for c in range(len(classes)):
+        rows = train[y[train] == c]
+        picks.append(rng.choice(rows, size=min(k, len(rows)), replace=False))
     return np.sort(np.concatenate(picks))
 
 

@@ -36,10 +36,12 @@ def test_wide_ranges_contain_the_classic_ones_and_overlap_more():
         for cue, (lo, hi) in ranges.items():
             wlo, whi = WIDE_RANGES[mood][cue]
             assert wlo <= lo and whi >= hi, (mood, cue)
+
     # Sad and happy tempi overlap further in the wide arranger.
-    overlap = lambda r: min(r["sad"]["tempo"][1], r["happy"]["tempo"][1]) - max(  # noqa: E731
-        r["sad"]["tempo"][0], r["happy"]["tempo"][0]
-    )
+    def overlap(r: dict) -> float:
+        sad, happy = r["sad"]["tempo"], r["happy"]["tempo"]
+        return min(sad[1], happy[1]) - max(sad[0], happy[0])
+
     assert overlap(WIDE_RANGES) > overlap(MOOD_RANGES)
 
 
