@@ -203,6 +203,35 @@ def test_cmd_playlist_walks_toward_the_target_mood(trained, tmp_path, capsys):
     assert p == sorted(p) and tracks[-1]["mood"] == "happy"
 
 
+def test_cmd_label_asks_saves_and_tags_the_answers(trained, tmp_path, capsys, monkeypatch):
+    import io
+
+    from audio_helpers import write_tone
+    from moodshift.audio.library import read_tags
+    from moodshift.data.catalog import Catalog
+
+    cat = Catalog.load(trained / "cat")
+    cat.labels.loc[cat.labels.index[40:], "mood"] = ""  # most of the library is untagged
+    paths = []
+    for i in range(len(cat)):
+        write_tone(tmp_path / f"t{i}.wav", freq=200 + i)
+        paths.append(f"t{i}.wav")
+    cat.labels["audio_path"] = paths
+    cat.root = tmp_path
+    cat.save(tmp_path / "lib")
+    # happy, a skip, a prefix of calm, an answer that is no mood (asked again), then sad
+    monkeypatch.setattr("sys.stdin", io.StringIO("happy\n\nca\nmaybe\nsad\n"))
+    rc = main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+               "--n", "3", "--write-tags"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "labelled 3 tracks" in out and "answer one of" in out
+    after = Catalog.load(tmp_path / "lib")
+    new = [(i, m) for i, m in enumerate(after.labels["mood"].fillna("")) if i >= 40 and m]
+    assert [m for _, m in new] != [] and sorted(m for _, m in new) == ["calm", "happy", "sad"]
+    for i, mood in new:
+        assert read_tags(after.audio_path(i))["mood"] == [mood]
+
+
 def test_cmd_index_builds_an_exact_index_for_a_small_catalogue(trained, tmp_path, capsys):
     rc = main(["index", "--catalog", str(trained / "cat"), "--out", str(tmp_path / "idx")])
     assert rc == 0

@@ -296,6 +296,88 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+# ---------------------------------------------------------------------- label
+def cmd_label(a: argparse.Namespace) -> None:
+    """Ask the user for the moods of the tracks whose labels help most (active learning)."""
+    import numpy as np
+
+    from moodshift.model.evidence import choose_to_label
+    from moodshift.model.network import MoodshiftModel
+
+    if a.n < 1:
+        raise InputError(f"--n must be at least 1, got {a.n}")
+    cat = _catalog(a.catalog)
+    model = MoodshiftModel.load(_model_path(a.model, catalog=cat))
+    model.check_catalog(cat)
+    attr, classes = model.attribute, model.classes
+    if attr not in cat.labels.columns:
+        cat.labels[attr] = ""
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    values = cat.labels[attr].fillna("").astype(str).str.strip().str.lower()
+    labels = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    skipped: set[int] = set()
+    done: list[tuple[int, str]] = []
+    print(f"{attr}s: {', '.join(classes)} (Enter skips, q stops)")
+    stop = False
+    while len(done) < a.n and not stop:
+        # The evidence is refitted after every round: each answer changes the next question.
+        proba = model.mood_proba(cat.embeddings, labels=labels)
+        taken = np.union1d(np.flatnonzero(labels >= 0), np.fromiter(skipped, dtype=np.int64))
+        rows = choose_to_label(proba, cat.embeddings, k=min(len(classes), a.n - len(done)),
+                               exclude=taken)  # fmt: skip
+        if not len(rows):
+            break
+        for r in rows:
+            answer = _ask_label(cat, int(r), proba[r], classes)
+            if answer is None:
+                stop = True
+                break
+            if answer == "":
+                skipped.add(int(r))
+                continue
+            labels[r] = lookup[answer.lower()]
+            cat.labels.loc[cat.labels.index[r], attr] = classes[labels[r]]
+            done.append((int(r), classes[labels[r]]))
+        if done:
+            cat.save(a.catalog)  # atomic: a crash keeps the previous catalogue
+    if a.write_tags:
+        from moodshift.audio.library import write_mood_tag
+
+        for r, mood in done:
+            path = cat.audio_path(r)
+            if path is None:
+                print(f"warning: {cat.labels['track_id'].iat[r]} has no audio file to tag")
+                continue
+            write_mood_tag(path, mood)
+    print(f"labelled {len(done)} tracks in {a.catalog}" + (" and their files" if a.write_tags
+          and done else "") + "; p(mood | track) now learns from them")  # fmt: skip
+
+
+def _ask_label(cat: Any, row: int, p: Any, classes: list[str]) -> str | None:
+    """One track's mood from the user: a class name (a prefix will do), "" to skip, None to stop."""
+    import pandas as pd
+
+    labels = {k: str(v) for k, v in cat.labels.iloc[row].items() if pd.notna(v) and str(v)}
+    name = " - ".join(labels[c] for c in ("artist", "title") if c in labels)
+    top = int(p.argmax())
+    path = cat.audio_path(row)
+    print(f"\n{labels['track_id']}  {name}\n  {path or '(no audio file)'}\n"
+          f"  the model thinks: {classes[top]} (p={float(p[top]):.2f})")  # fmt: skip
+    while True:
+        try:
+            text = input("  mood? ").strip().lower()
+        except EOFError:
+            return None
+        if text in ("q", "quit"):
+            return None
+        if text in ("", "s", "skip"):
+            return ""
+        hits = [c for c in classes if c.lower().startswith(text)]
+        if len(hits) == 1:
+            return hits[0]
+        print(f"  answer one of {', '.join(classes)} (Enter skips, q stops)")
+
+
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
     from moodshift.retrieval.index import build_catalog_index
@@ -345,7 +427,8 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
             result = _bench_record("transfer", lambda: run_transfer_bench(
                 workdir=a.workdir or "bench_out/transfer", n_train=a.n or 320,
-                seed=a.seed, workers=a.workers, epochs=a.train_epochs_transfer))  # fmt: skip
+                seed=a.seed, workers=a.workers, epochs=a.train_epochs_transfer,
+                floor_model=a.floor_model))  # fmt: skip
         else:
             from moodshift.bench.core import run_bench
 
@@ -567,6 +650,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_playlist)
 
+    p = sub.add_parser("label", help="teach it your moods: label the tracks that help most")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
+    p.add_argument("--n", type=int, default=8, help="tracks to label (default 8)")
+    p.add_argument("--write-tags", action="store_true",
+                   help="also write each mood into the file's mood tag")  # fmt: skip
+    p.set_defaults(func=cmd_label)
+
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
@@ -633,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of each model (default: train's); --n: train-part clips "
                    "(default 320); --workdir: renders and cache "
                    "(default bench_out/transfer)")  # fmt: skip
+    g.add_argument("--floor-model", help="also measure this model's tagger on the held-out part")
     g = p.add_argument_group("bench query and serve")
     g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
                    help="index timed (auto: what `moodshift index` builds)")  # fmt: skip

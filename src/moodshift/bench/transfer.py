@@ -208,7 +208,7 @@ def _evidence_rows(
     out["fused"] = score_proba(fusion.combine(srcs)[rows], y[rows])
     if lab is not None:
         out[f"fused + labels ({k}/mood)"] = score_proba(
-            fusion.combine({**srcs, "labels": lab})[rows], y[rows]
+            fusion.combine({**srcs, "labels": lab}, labels_per_mood=k)[rows], y[rows]
         )
     return out
 
@@ -225,6 +225,67 @@ def _user_rows(catalog: Any, classes: Sequence[str], *, k: int, seed: int) -> np
     return np.sort(np.concatenate(picks))
 
 
+#: Labels per mood at which active and random choice are compared.
+LABEL_BUDGETS = (5, 10, 20)
+#: Random-choice draws averaged.
+RANDOM_DRAWS = 3
+
+
+def _labelling_curve(
+    model: Any, fusion: Any, catalog: Any, *, pool: np.ndarray, rows: np.ndarray, seed: int
+) -> dict[str, dict[str, float]]:
+    """Accuracy on ``rows`` after 5/10/20 labels per mood from ``pool``: active vs random.
+
+    Labels come in rounds of one per mood (``m`` tracks); after each round the
+    ``labels`` source is refitted and the fused p(mood | track) recomputed, as
+    ``moodshift label`` does. The first round of the active strategy already
+    uses the fused evidence without labels.
+    """
+    from moodshift.model.evidence import choose_to_label, labels_logp
+
+    x = catalog.embeddings
+    y = _class_ids(catalog, model.classes)
+    m = len(model.classes)
+    srcs = fusion.sources(x, tagger=model.tagger, classes=model.classes)
+    base = fusion.combine(srcs)
+
+    def fused(given: np.ndarray) -> np.ndarray:
+        lab = labels_logp(x, given, classes=model.classes, seed=seed)
+        k = float((given >= 0).sum()) / m
+        return base if lab is None else fusion.combine({**srcs, "labels": lab}, labels_per_mood=k)
+
+    def run(pick: Any) -> dict[int, float]:
+        given = np.full(len(y), -1)
+        proba = base
+        out = {}
+        for round_ in range(1, max(LABEL_BUDGETS) + 1):
+            new = pick(proba, given)
+            given[new] = y[new]
+            proba = fused(given)
+            if round_ in LABEL_BUDGETS:
+                out[round_] = float((proba[rows].argmax(1) == y[rows]).mean())
+        return out
+
+    outside = np.setdiff1d(np.arange(len(y)), pool)
+
+    def active(proba: np.ndarray, given: np.ndarray) -> np.ndarray:
+        taken = np.union1d(outside, np.flatnonzero(given >= 0))
+        return choose_to_label(proba, x, k=m, exclude=taken)
+
+    curves = {"active": run(active)}
+    draws = []
+    for d in range(RANDOM_DRAWS):
+        rng = np.random.default_rng([seed, 0xA11, d])
+
+        def random(proba: np.ndarray, given: np.ndarray, rng: Any = rng) -> np.ndarray:
+            free = np.setdiff1d(pool, np.flatnonzero(given >= 0))
+            return rng.choice(free, size=min(m, len(free)), replace=False)
+
+        draws.append(run(random))
+    curves["random"] = {b: float(np.mean([c[b] for c in draws])) for b in LABEL_BUDGETS}
+    return {name: {f"{b}/mood": round(v, 4) for b, v in c.items()} for name, c in curves.items()}
+
+
 def run_transfer_bench(
     *,
     workdir: str | os.PathLike[str] = "bench_out/transfer",
@@ -235,6 +296,7 @@ def run_transfer_bench(
     workers: int | None = None,
     epochs: int | None = None,
     variants: Sequence[str] = ("classic", "wide"),
+    floor_model: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train on the train part, measure in-domain and on the held-out cross part.
@@ -254,6 +316,9 @@ def run_transfer_bench(
         Training epochs (default: :class:`~moodshift.training.train.TrainConfig`'s).
     variants : sequence of {"classic", "wide"}
         Train parts to compare (the arranger as shipped / widened with augmentation).
+    floor_model : path, optional
+        A model folder (e.g. the demo's) whose tagger is measured on the cross test
+        tracks as a reference row (``floor``).
     progress : bool
 
     Returns
@@ -330,6 +395,10 @@ def run_transfer_bench(
         model.evidence = fusion
         entry["engine_fused"] = {"in_domain": _engine(cat, model, seed=seed),
                                  "cross": _engine(cross, model, seed=seed)}  # fmt: skip
+        # The cross part's train + val tracks are the library a user labels.
+        pool = np.union1d(cross.split_indices("train"), cross.split_indices("val"))
+        entry["labelling"] = _labelling_curve(model, fusion, cross, pool=pool, rows=cross_test,
+                                              seed=seed)  # fmt: skip
         model.save(workdir / f"model_{v}")
         entry["seconds"] = round(time.perf_counter() - t, 1)
         result[v] = entry
@@ -344,5 +413,15 @@ def run_transfer_bench(
     result["ceiling"]["fitted_on"] = f"{len(tr)} cross train + {len(va)} val tracks"
     counts = np.bincount(y_x[cross_test], minlength=len(classes))
     result["chance"] = {"accuracy": round(float(counts.max() / counts.sum()), 4)}
+    if floor_model is not None:
+        from moodshift.model.network import MoodshiftModel
+
+        floor = MoodshiftModel.load(floor_model)
+        if floor.tagger is None or floor.dim != cross.dim:
+            raise InputError(f"--floor-model {floor_model} has no tagger for {cross.dim}-d input")
+        y_f = _class_ids(cross, floor.classes)
+        result["floor"] = score_proba(floor.tagger.predict_proba(cross.embeddings[cross_test]),
+                                      y_f[cross_test])  # fmt: skip
+        result["floor"]["model"] = str(floor_model)
     result["total_s"] = round(time.perf_counter() - t0, 1)
     return result

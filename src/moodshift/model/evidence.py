@@ -42,8 +42,10 @@ __all__ = [
     "SOURCES",
     "EvidenceFusion",
     "TagHead",
+    "choose_to_label",
     "fit_fusion",
     "labels_logp",
+    "labels_per_mood",
     "log_softmax",
     "recentre",
     "score_proba",
@@ -243,6 +245,14 @@ def labels_logp(
     return log_softmax(tagger.logits(embeddings).astype(np.float64))
 
 
+def labels_per_mood(labels: np.ndarray | None, n_classes: int) -> float:
+    """Mean number of labelled tracks per mood (0 without labels)."""
+    if labels is None:
+        return 0.0
+    labels = np.asarray(labels)
+    return float((labels >= 0).sum()) / max(1, n_classes)
+
+
 def _combo_key(sources: Sequence[str]) -> str:
     return "+".join(s for s in SOURCES if s in sources)
 
@@ -290,8 +300,13 @@ class EvidenceFusion:
             out = {k: (v if k == "labels" else recentre(v)) for k, v in out.items()}
         return out
 
-    def combine(self, sources: Mapping[str, np.ndarray]) -> np.ndarray:
+    def combine(
+        self, sources: Mapping[str, np.ndarray], *, labels_per_mood: float | None = None
+    ) -> np.ndarray:
         """Fused p(mood | track), shape (n, m), float32, from :meth:`sources`' output.
+
+        ``labels_per_mood`` (with a ``labels`` source) picks the weights fitted for
+        the nearest number of labels per mood: more labels, more weight.
 
         Raises
         ------
@@ -299,6 +314,12 @@ class EvidenceFusion:
             If the fusion has no weights for this combination of sources.
         """
         key = _combo_key(list(sources))
+        if "labels" in sources:
+            fitted = [int(k.split("@")[1]) for k in self.weights if k.split("@")[0] == key]
+            if fitted:
+                want = max(1.0, labels_per_mood or 1.0)
+                best = min(fitted, key=lambda k: abs(np.log(k / want)))
+                key = f"{key}@{best}"
         w = self.weights.get(key)
         if w is None:
             raise FileFormatError(
@@ -317,8 +338,8 @@ class EvidenceFusion:
         classes: Sequence[str],
     ) -> np.ndarray:
         """p(mood | track) of a catalogue's embeddings (n, d): shape (n, m), float32."""
-        return self.combine(self.sources(embeddings, tagger=tagger, labels=labels,
-                                         classes=classes))  # fmt: skip
+        srcs = self.sources(embeddings, tagger=tagger, labels=labels, classes=classes)
+        return self.combine(srcs, labels_per_mood=labels_per_mood(labels, len(classes)))
 
     def fingerprint(self) -> str:
         """A hash of everything that changes the fused probabilities."""
@@ -415,15 +436,15 @@ def fit_fusion(
     *,
     recentre_sources: bool = True,
     taghead: TagHead | None = None,
-    extra: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    extra: Mapping[int, Mapping[str, np.ndarray]] | None = None,
 ) -> EvidenceFusion:
     """Fit the weights of every combination of the given sources on validation tracks.
 
     Parameters
     ----------
     sources : mapping of str to np.ndarray, shape (n, m) each
-        Log-probabilities of validation tracks the sources were not fitted on,
-        already re-centred (on the validation catalogue) when ``recentre_sources``.
+        Log-probabilities of tracks the sources were not fitted on, already
+        re-centred (on their catalogue) when ``recentre_sources``.
     y : np.ndarray, shape (n,), int
         Their true classes.
     recentre_sources : bool
@@ -431,9 +452,10 @@ def fit_fusion(
     taghead : TagHead, optional
         Stored in the fusion (it makes the ``taghead`` source at use).
     extra : mapping, optional
-        Further combinations fitted on other rows, e.g. ``{"labels": {...}}``
-        with the ``labels`` source simulated on part of the validation tracks
-        (each value a mapping of source to log-probabilities, with ``"y"``).
+        Labels per mood ``k`` to a mapping of source to log-probabilities (with a
+        ``labels`` source fitted on ``k`` labelled tracks per mood) and ``"y"``, on
+        the other tracks; combinations with ``labels`` get weights per ``k``
+        (keys ``"tagger+labels@5"``, ...).
 
     Returns
     -------
@@ -441,20 +463,76 @@ def fit_fusion(
     """
     weights: dict[str, dict[str, float]] = {}
     report: dict[str, Any] = {}
-    sets: list[tuple[Mapping[str, np.ndarray], np.ndarray]] = [(sources, y)]
-    for more in (extra or {}).values():
-        srcs = {k: v for k, v in more.items() if k != "y"}
-        sets.append((srcs, np.asarray(more["y"])))
-    for srcs, yy in sets:
+    sets: list[tuple[str, Mapping[str, np.ndarray], np.ndarray]] = [("", sources, y)]
+    for k, more in (extra or {}).items():
+        srcs = {s: v for s, v in more.items() if s != "y"}
+        sets.append((f"@{int(k)}", srcs, np.asarray(more["y"])))
+    for suffix, srcs, yy in sets:
         names = [s for s in SOURCES if s in srcs]
         for r in range(1, len(names) + 1):
             for combo in itertools.combinations(names, r):
-                key = _combo_key(combo)
-                if key in weights:
-                    continue
+                if suffix and "labels" not in combo:
+                    continue  # fitted on the full rows already
+                key = _combo_key(combo) + (suffix if "labels" in combo else "")
                 sub = {s: srcs[s] for s in combo}
                 weights[key] = _fit_weights(sub, yy)
                 fused = np.exp(log_softmax(sum(weights[key][s] * sub[s] for s in combo)))
                 report[key] = score_proba(fused, yy)
     return EvidenceFusion(weights=weights, recentre=recentre_sources, taghead=taghead,
                           report={"validation": report})  # fmt: skip
+
+
+def choose_to_label(
+    proba: np.ndarray,
+    embeddings: np.ndarray,
+    *,
+    k: int,
+    exclude: np.ndarray | None = None,
+    neighbours: int = 10,
+) -> np.ndarray:
+    """The ``k`` tracks whose labels would help most: uncertain, representative, diverse.
+
+    Each track scores ``entropy(p) x density``, where density is its mean cosine
+    similarity to its ``neighbours`` nearest tracks (a track like many others
+    teaches about many). Picks are greedy; after each, every track's score is
+    multiplied by ``1 - max(0, cos(track, pick))`` so that one batch does not ask
+    about the same corner twice.
+
+    Parameters
+    ----------
+    proba : np.ndarray, shape (n, m)
+        Current p(mood | track).
+    embeddings : np.ndarray, shape (n, d)
+    k : int
+        Tracks to choose.
+    exclude : np.ndarray of int, optional
+        Rows never chosen (already labelled).
+    neighbours : int
+
+    Returns
+    -------
+    np.ndarray of int, shape (min(k, available),)
+        Chosen rows, best first.
+    """
+    from moodshift.data.catalog import l2_normalize
+
+    x = l2_normalize(np.asarray(embeddings, dtype=np.float32))
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1])
+    n = len(x)
+    density = np.ones(n)
+    nn = min(neighbours, n - 1)
+    if nn > 0:
+        for s in range(0, n, 2048):  # blocks keep the similarity matrix small
+            sims = np.sort(x[s : s + 2048] @ x.T, axis=1)
+            density[s : s + 2048] = sims[:, -nn - 1 : -1].mean(axis=1)
+    score = entropy * np.maximum(density, 0.0)
+    if exclude is not None and len(exclude):
+        score[np.asarray(exclude)] = -np.inf
+    chosen: list[int] = []
+    for _ in range(min(k, int(np.isfinite(score).sum()))):
+        i = int(np.argmax(score))
+        chosen.append(i)
+        score[i] = -np.inf
+        score *= np.where(np.isfinite(score), 1.0 - np.maximum(x @ x[i], 0.0), 1.0)
+    return np.array(chosen, dtype=np.int64)

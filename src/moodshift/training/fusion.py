@@ -1,10 +1,8 @@
 """Fitting a model's evidence fusion (:mod:`moodshift.model.evidence`) on its catalogue.
 
-The tag head's map (tags -> moods) is learned on the training split; the
-fusion weights on the validation split, which neither the tagger nor the map
-saw. The ``labels`` source is simulated on the validation split: a few tracks
-per mood are "labelled by the user", a linear tagger is fitted on them, and the
-weights are fitted on the other validation tracks (over several draws).
+The tag head's map (tags -> moods) is learned on the training split (its ``C``
+on the validation split). The fusion weights must hold on music the model never
+heard, so they are fitted on out-of-genre predictions (:func:`fit_model_evidence`).
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ from moodshift.model.network import MoodshiftModel
 
 log = logging.getLogger(__name__)
 
-#: Labelled tracks per mood in the simulated ``labels`` source.
-SIMULATED_LABELS_PER_MOOD = 5
+#: Labelled tracks per mood in the simulated ``labels`` source (one weight set each).
+SIMULATED_LABELS_PER_MOOD = (2, 5, 10, 20)
 #: Draws of the simulated labels (their validation rows are pooled).
 SIMULATED_DRAWS = 5
 
@@ -94,8 +92,9 @@ def fit_model_evidence(
     artist folds), a tagger and a tag map of the model's recipe are fitted on the
     other genres' training (and validation) tracks and predict the held-out genre,
     re-centred on that genre as on a new catalogue. The ``labels`` source is
-    simulated inside each held-out genre: a few tracks per mood are "labelled by
-    the user" and the weights are fitted on the others (several draws).
+    simulated on those out-of-genre tracks: k tracks per mood (k = 2, 5, 10, 20) are
+    "labelled by the user" and the weights are fitted on the others (several
+    draws), one weight set per k.
 
     Parameters
     ----------
@@ -141,9 +140,8 @@ def fit_model_evidence(
                            val_y=y[va], seed=seed)  # fmt: skip
 
     head = fit_head(tr_all, va_all)
-    rng = np.random.default_rng([seed, 0x1AB])
     base: dict[str, list[np.ndarray]] = {}
-    with_labels: dict[str, list[np.ndarray]] = {}
+    rows_oof: list[np.ndarray] = []
     labelled = np.concatenate([tr_all, va_all])
     for fold in _folds(catalog, labelled, seed=seed):
         rest = np.setdiff1d(labelled, fold)
@@ -160,29 +158,37 @@ def fit_model_evidence(
             srcs = {k: recentre(v) for k, v in srcs.items()}
         for k, v in {**srcs, "y": y[fold]}.items():
             base.setdefault(k, []).append(v)
-        yf = y[fold]
-        for _ in range(SIMULATED_DRAWS):
-            given = np.full(len(fold), -1)
-            for c in range(m):
-                rows = np.flatnonzero(yf == c)
-                k = min(SIMULATED_LABELS_PER_MOOD, len(rows) // 2)
-                given[rng.choice(rows, size=k, replace=False)] = c
-            lab = labels_logp(x[fold], given, classes=model.classes, seed=seed)
-            if lab is None:
-                continue
-            keep = given < 0
-            for k, v in {**srcs, "labels": lab, "y": yf}.items():
-                with_labels.setdefault(k, []).append(v[keep])
+        rows_oof.append(fold)
     if not base:
         raise DataError("no held-out fold of the catalogue could be predicted; label more tracks")
     stacked = {k: np.concatenate(v) for k, v in base.items()}
     y_fit = stacked.pop("y")
-    extra = ({"labels": {k: np.concatenate(v) for k, v in with_labels.items()}}
-             if with_labels else None)  # fmt: skip
+    rows = np.concatenate(rows_oof)
+    # The labels source, simulated: k "user" labels per mood among the out-of-fold
+    # tracks, the weights fitted on the others; several draws pooled per k.
+    rng = np.random.default_rng([seed, 0x1AB])
+    extra: dict[int, dict[str, np.ndarray]] = {}
+    for k in SIMULATED_LABELS_PER_MOOD:
+        if min(np.bincount(y_fit, minlength=m)) < 2 * k:
+            continue
+        pooled: dict[str, list[np.ndarray]] = {}
+        for _ in range(SIMULATED_DRAWS):
+            given = np.full(len(y_fit), -1)
+            for c in range(m):
+                pick = rng.choice(np.flatnonzero(y_fit == c), size=k, replace=False)
+                given[pick] = c
+            lab = labels_logp(x[rows], given, classes=model.classes, seed=seed)
+            if lab is None:
+                continue
+            keep = given < 0
+            for name, v in {**stacked, "labels": lab, "y": y_fit}.items():
+                pooled.setdefault(name, []).append(v[keep])
+        if pooled:
+            extra[k] = {name: np.concatenate(v) for name, v in pooled.items()}
     fusion = fit_fusion(stacked, y_fit, recentre_sources=recentre_sources, taghead=head,
                         extra=extra)  # fmt: skip
     fusion.report["fitted_on"] = {
-        "train_tracks": len(tr_all), "val_tracks": len(va_all), "folds": len(base["y"]),
+        "train_tracks": len(tr_all), "val_tracks": len(va_all), "folds": len(rows_oof),
         "out_of_fold_tracks": len(y_fit),
         "simulated_labels_per_mood": SIMULATED_LABELS_PER_MOOD,
     }  # fmt: skip
