@@ -50,6 +50,8 @@ def main() -> None:
                                   workers=a.workers, seed=a.seed)  # fmt: skip
     model = train(cat, config=TrainConfig(seed=a.seed))
     model.evidence = fit_model_evidence(model, cat, seed=a.seed)
+    epochs = len(model.log)
+    model.log = []  # the per-epoch log is 50 kB the package does not need
     out = model.save(a.out)
     genres = sorted(set(cat.labels["genre"]))
     info = {
@@ -62,12 +64,15 @@ def main() -> None:
                    "soundfonts": [f.stem for f in fonts], "seed": a.seed,
                    "moods": sorted(set(cat.labels["mood"]))},
         "embedder": model.embedder,
+        "training": {"epochs_run": epochs, "config_seed": a.seed},
         "tagger": model.tagger.report if model.tagger else None,
         "evidence": {"weights": model.evidence.weights, **model.evidence.report},
         "built_s": round(time.perf_counter() - t0, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }  # fmt: skip
     write_text(out / TRAINED_ON, json.dumps(info, indent=2, default=str) + "\n")
+    for f in out.iterdir():
+        f.chmod(0o644)  # package data every user can read (temporary files are made 0600)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"wrote {out} ({size / 1e6:.2f} MB) in {info['built_s']} s")
     if size > MAX_BYTES:

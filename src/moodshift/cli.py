@@ -426,7 +426,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
             from moodshift.bench.transfer import run_transfer_bench
 
             result = _bench_record("transfer", lambda: run_transfer_bench(
-                workdir=a.workdir or "bench_out/transfer", n_train=a.n or 320,
+                workdir=a.workdir or "bench_out/transfer", n_train=a.n or 320, n_cross=a.n_cross,
                 seed=a.seed, workers=a.workers, epochs=a.train_epochs_transfer,
                 floor_model=a.floor_model))  # fmt: skip
         else:
@@ -725,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 320); --workdir: renders and cache "
                    "(default bench_out/transfer)")  # fmt: skip
     g.add_argument("--floor-model", help="also measure this model's tagger on the held-out part")
+    g.add_argument("--n-cross", type=int, default=240, help="held-out part's clips (default 240)")
     g = p.add_argument_group("bench query and serve")
     g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
                    help="index timed (auto: what `moodshift index` builds)")  # fmt: skip

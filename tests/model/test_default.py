@@ -52,7 +52,8 @@ def test_query_and_playlist_without_model_use_the_default_and_say_so(library, ca
     assert main(["playlist", "--catalog", str(path), "--track", seed, "--to", "calm",
                  "--length", "4", "--json"]) == 0  # fmt: skip
     out = capsys.readouterr()
-    assert "the default model" in out.err and len(json.loads(out.out)["tracks"]) == 4
+    # Up to --length tracks (fewer when the one-per-artist rule runs out of candidates).
+    assert "the default model" in out.err and 1 <= len(json.loads(out.out)["tracks"]) <= 4
 
 
 def test_a_catalogue_of_another_embedder_gets_a_clear_error(tmp_path, capsys):

@@ -158,7 +158,9 @@ def build_all(
 
 
 # --------------------------------------------------------------------------- measuring
-ENGINE_METHODS = ("query_default", "tagger_filter", "centroid_shift", "identity")
+#: The engine's own row, then simple baselines (the tagger's mood, ranked by similarity; the
+#: seed's neighbours; the class-centroid shift; random).
+ENGINE_METHODS = ("query_default", "tagger_filter", "seed_nn", "mood_shift", "random")
 
 
 def _class_ids(catalog: Any, classes: Sequence[str]) -> np.ndarray:
@@ -425,3 +427,63 @@ def run_transfer_bench(
         result["floor"]["model"] = str(floor_model)
     result["total_s"] = round(time.perf_counter() - t0, 1)
     return result
+
+
+def transfer_markdown(result: dict[str, Any]) -> str:
+    """The benchmark's figures as Markdown tables (docs/transfer.md).
+
+    Parameters
+    ----------
+    result : dict
+        A :func:`run_transfer_bench` result (or the ``transfer`` entry of the CLI's JSON).
+
+    Returns
+    -------
+    str
+    """
+    variants = [v for v in ("classic", "wide") if v in result]
+    f = lambda s, k: "-" if s is None or k not in s else f"{s[k]:.3f}"  # noqa: E731
+    lines = ["| train part | tagger acc in-domain | cross | cross / in-domain | ECE in-domain "
+             "| ECE cross |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for v in variants:
+        t = result[v]["tagger"]
+        lines.append(f"| {v} | {f(t['in_domain'], 'accuracy')} | {f(t['cross'], 'accuracy')} | "
+                     f"{t['cross_over_in_domain']:.2f} | {f(t['in_domain'], 'ece')} | "
+                     f"{f(t['cross'], 'ece')} |")  # fmt: skip
+    ceil = result.get("ceiling")
+    lines.append(f"| ceiling: linear tagger on the cross part's own labels | - | "
+                 f"{f(ceil, 'accuracy')} | - | - | {f(ceil, 'ece')} |")  # fmt: skip
+    if "floor" in result:
+        fl = result["floor"]
+        lines.append(f"| demo model's tagger (saw every genre and soundfont) | - | "
+                     f"{f(fl, 'accuracy')} | - | - | {f(fl, 'ece')} |")  # fmt: skip
+    lines.append(f"| chance (majority mood) | - | {f(result.get('chance'), 'accuracy')} | - | - "
+                 "| - |")  # fmt: skip
+    for v in variants:
+        ev = result[v]["evidence"]
+        lines += ["", f"Evidence sources, train part `{v}` (accuracy / ECE):", "",
+                  "| source | in-domain | cross |", "|---|---|---|"]  # fmt: skip
+        for name in ev["cross"]:
+            a, b = ev["in_domain"].get(name), ev["cross"][name]
+            left = "-" if a is None else f"{a['accuracy']:.3f} / {a['ece']:.3f}"
+            lines.append(f"| {name} | {left} | {b['accuracy']:.3f} / {b['ece']:.3f} |")
+    lines += ["", "Query engine, no label visible to queries (Mood P@1 / Genre P@1):", "",
+              "| train part | method | evidence | in-domain | cross |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for v in variants:
+        for key, label in (("engine", "tagger"), ("engine_fused", "fused")):
+            for method, cross in result[v][key]["cross"].items():
+                if key == "engine_fused" and method != "query_default":
+                    continue
+                ind = result[v][key]["in_domain"].get(method, {})
+                lines.append(f"| {v} | {method} | {label} | {f(ind, 'mood_p@1')} / "
+                             f"{f(ind, 'genre_p@1')} | {f(cross, 'mood_p@1')} / "
+                             f"{f(cross, 'genre_p@1')} |")  # fmt: skip
+    lines += ["", "Labels chosen on the cross part (fused + labels accuracy on its test tracks):",
+              "", "| train part | choice | " + " | ".join(f"{b}/mood" for b in LABEL_BUDGETS)
+              + " |", "|---|---|" + "---|" * len(LABEL_BUDGETS)]  # fmt: skip
+    for v in variants:
+        for how, curve in result[v]["labelling"].items():
+            vals = " | ".join(f"{curve[f'{b}/mood']:.3f}" for b in LABEL_BUDGETS)
+            lines.append(f"| {v} | {how} | {vals} |")
+    return "\n".join(lines) + "\n"
