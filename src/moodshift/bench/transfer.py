@@ -50,6 +50,10 @@ MELODY_PARTS = 2
 #: Train-part split: a larger in-domain test share than the default, so both figures are
 #: measured on a comparable number of tracks.
 TRAIN_FRACTIONS = (0.6, 0.15, 0.25)
+#: The held-out parts: the same pieces by the shipped (classic) and the wide arranger.
+CROSS_PARTS: tuple[str, ...] = ("cross", "cross_wide")
+#: Held-out split: a large test share; the ceiling tagger and user labels take the rest.
+CROSS_FRACTIONS = (0.35, 0.1, 0.55)
 #: Labelled tracks per mood given by "the user" in the ``+ labels`` rows.
 USER_LABELS_PER_MOOD = 5
 
@@ -68,7 +72,7 @@ class CorpusPart:
 
 
 def corpus_parts(*, seed: int) -> dict[str, CorpusPart]:
-    """The three rendered parts: ``train_classic``, ``train_wide`` and ``cross``."""
+    """The rendered parts: ``train_classic``, ``train_wide``, ``cross``, ``cross_wide``."""
     return {
         "train_classic": CorpusPart("train_classic", TRAIN_SOUNDFONT, TRAIN_GENRES, 0,
                                     "classic", False, seed),
@@ -76,6 +80,9 @@ def corpus_parts(*, seed: int) -> dict[str, CorpusPart]:
                                  "wide", True, seed),
         "cross": CorpusPart("cross", CROSS_SOUNDFONT, CROSS_GENRES, 1, "classic", False,
                             seed + 1000),
+        # The same held-out pieces realised by the other (wide) arranger.
+        "cross_wide": CorpusPart("cross_wide", CROSS_SOUNDFONT, CROSS_GENRES, 1, "wide",
+                                 False, seed + 1000),
     }  # fmt: skip
 
 
@@ -150,7 +157,7 @@ def build_all(
     for name in parts:
         t = time.perf_counter()
         out[name] = build_part(spec[name], workdir=Path(workdir),
-                               n=n_cross if name == "cross" else n_train,
+                               n=n_cross if name.startswith("cross") else n_train,
                                clip_seconds=clip_seconds, workers=workers or default_workers(),
                                progress=progress)  # fmt: skip
         out[name].provenance["bench_build_s"] = round(time.perf_counter() - t, 1)
@@ -299,6 +306,7 @@ def run_transfer_bench(
     epochs: int | None = None,
     variants: Sequence[str] = ("classic", "wide"),
     floor_model: str | os.PathLike[str] | None = None,
+    cross_parts: Sequence[str] = CROSS_PARTS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train on the train part, measure in-domain and on the held-out cross part.
@@ -321,6 +329,8 @@ def run_transfer_bench(
     floor_model : path, optional
         A model folder (e.g. the demo's) whose tagger is measured on the cross test
         tracks as a reference row (``floor``).
+    cross_parts : sequence of {"cross", "cross_wide"}
+        Held-out parts measured: the shipped arranger, the wide one.
     progress : bool
 
     Returns
@@ -339,16 +349,20 @@ def run_transfer_bench(
     unknown = sorted(set(variants) - {"classic", "wide"})
     if unknown or not variants:
         raise InputError(f"unknown variants {unknown}; choose classic and/or wide")
+    unknown = sorted(set(cross_parts) - set(CROSS_PARTS))
+    if unknown or not cross_parts:
+        raise InputError(f"unknown held-out parts {unknown}; choose from {CROSS_PARTS}")
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    names = ["cross", *(f"train_{v}" for v in variants)]
+    names = [*cross_parts, *(f"train_{v}" for v in variants)]
     cats = build_all(workdir=workdir, n_train=n_train, n_cross=n_cross,
                      clip_seconds=clip_seconds, seed=seed, workers=workers,
                      progress=progress, parts=names)  # fmt: skip
     build_s = time.perf_counter() - t0
-    cross = cats["cross"]
-    # A large cross test share: the ceiling tagger and the user labels take the rest.
-    cross.assign_split(seed=seed, fractions=(0.35, 0.1, 0.55))
+    crosses = {name: cats[name] for name in cross_parts}
+    for cross in crosses.values():
+        # A large test share: the ceiling tagger and the user labels take the rest.
+        cross.assign_split(seed=seed, fractions=CROSS_FRACTIONS)
     spec = corpus_parts(seed=seed)
     result: dict[str, Any] = {
         "params": {"n_train": n_train, "n_cross": n_cross, "clip_seconds": clip_seconds,
@@ -359,8 +373,7 @@ def run_transfer_bench(
                       "clips": len(cats[n])} for n in names},
         "build_s": round(build_s, 1),
     }  # fmt: skip
-    classes = None
-    cross_test = cross.split_indices("test")
+    classes: list[str] | None = None
     for v in variants:
         t = time.perf_counter()
         cat = cats[f"train_{v}"]
@@ -371,60 +384,65 @@ def run_transfer_bench(
         fusion = fit_model_evidence(model, cat, seed=seed)
         ind_test = cat.split_indices("test")
         y_in = _class_ids(cat, classes)
-        y_x = _class_ids(cross, classes)
         tag_in = score_proba(model.tagger.predict_proba(cat.embeddings[ind_test]), y_in[ind_test])
-        tag_x = score_proba(model.tagger.predict_proba(cross.embeddings[cross_test]),
-                            y_x[cross_test])  # fmt: skip
-        user = _user_rows(cross, classes, k=USER_LABELS_PER_MOOD, seed=seed)
-        # In-domain evidence: the train part's test tracks, user labels from its train split.
         user_in = _user_rows(cat, classes, k=USER_LABELS_PER_MOOD, seed=seed)
         entry: dict[str, Any] = {
-            "tagger": {"in_domain": tag_in, "cross": tag_x,
-                       "cross_over_in_domain": round(tag_x["accuracy"] / tag_in["accuracy"], 3)},
-            "evidence": {
-                "in_domain": _evidence_rows(model, fusion, cat, ind_test, user_rows=user_in,
-                                            seed=seed),
-                "cross": _evidence_rows(model, fusion, cross, cross_test, user_rows=user,
-                                        seed=seed),
-            },
+            "tagger": {"in_domain": tag_in},
+            "evidence": {"in_domain": _evidence_rows(model, fusion, cat, ind_test,
+                                                     user_rows=user_in, seed=seed)},
             "fusion": {"weights": fusion.weights,
                        "taghead_top_tags": fusion.report.get("taghead_top_tags")},
+            "engine": {}, "engine_fused": {}, "labelling": {},
         }  # fmt: skip
-        model.evidence = None
-        # The engine evaluates each catalogue's test split (cross: the same test tracks).
-        entry["engine"] = {"in_domain": _engine(cat, model, seed=seed),
-                           "cross": _engine(cross, model, seed=seed)}  # fmt: skip
-        model.evidence = fusion
-        entry["engine_fused"] = {"in_domain": _engine(cat, model, seed=seed),
-                                 "cross": _engine(cross, model, seed=seed)}  # fmt: skip
-        # The cross part's train + val tracks are the library a user labels.
-        pool = np.union1d(cross.split_indices("train"), cross.split_indices("val"))
-        entry["labelling"] = _labelling_curve(model, fusion, cross, pool=pool, rows=cross_test,
-                                              seed=seed)  # fmt: skip
+        for name, cross in crosses.items():
+            test = cross.split_indices("test")
+            y_x = _class_ids(cross, classes)
+            tag_x = score_proba(model.tagger.predict_proba(cross.embeddings[test]), y_x[test])
+            entry["tagger"][name] = tag_x
+            entry["tagger"][f"{name}_over_in_domain"] = round(
+                tag_x["accuracy"] / tag_in["accuracy"], 3
+            )
+            user = _user_rows(cross, classes, k=USER_LABELS_PER_MOOD, seed=seed)
+            entry["evidence"][name] = _evidence_rows(model, fusion, cross, test, user_rows=user,
+                                                     seed=seed)  # fmt: skip
+            # The cross part's train + val tracks are the library a user labels.
+            pool = np.union1d(cross.split_indices("train"), cross.split_indices("val"))
+            entry["labelling"][name] = _labelling_curve(model, fusion, cross, pool=pool,
+                                                        rows=test, seed=seed)  # fmt: skip
+        # The engine evaluates each catalogue's test split, with the tagger, then fused.
+        for key, evidence in (("engine", None), ("engine_fused", fusion)):
+            model.evidence = evidence
+            entry[key]["in_domain"] = _engine(cat, model, seed=seed)
+            for name, cross in crosses.items():
+                entry[key][name] = _engine(cross, model, seed=seed)
         model.save(workdir / f"model_{v}")
         entry["seconds"] = round(time.perf_counter() - t, 1)
         result[v] = entry
     assert classes is not None
-    # Ceiling: a linear tagger fitted on the cross part's own labels (train, calibrated on val).
-    y_x = _class_ids(cross, classes)
-    tr, va = cross.split_indices("train"), cross.split_indices("val")
-    ceil = MoodTagger.fit(train_x=cross.embeddings[tr], train_y=y_x[tr], classes=list(classes),
-                          val_x=cross.embeddings[va], val_y=y_x[va], seed=seed)  # fmt: skip
-    result["ceiling"] = score_proba(ceil.predict_proba(cross.embeddings[cross_test]),
-                                    y_x[cross_test])  # fmt: skip
-    result["ceiling"]["fitted_on"] = f"{len(tr)} cross train + {len(va)} val tracks"
-    counts = np.bincount(y_x[cross_test], minlength=len(classes))
-    result["chance"] = {"accuracy": round(float(counts.max() / counts.sum()), 4)}
+    result["ceiling"], result["chance"] = {}, {}
+    floor = None
     if floor_model is not None:
         from moodshift.model.network import MoodshiftModel
 
         floor = MoodshiftModel.load(floor_model)
-        if floor.tagger is None or floor.dim != cross.dim:
-            raise InputError(f"--floor-model {floor_model} has no tagger for {cross.dim}-d input")
-        y_f = _class_ids(cross, floor.classes)
-        result["floor"] = score_proba(floor.tagger.predict_proba(cross.embeddings[cross_test]),
-                                      y_f[cross_test])  # fmt: skip
-        result["floor"]["model"] = str(floor_model)
+        if floor.tagger is None or floor.dim != crosses[cross_parts[0]].dim:
+            raise InputError(f"--floor-model {floor_model} has no tagger for this embedder")
+        result["floor"] = {"model": str(floor_model)}
+    for name, cross in crosses.items():
+        # Ceiling: a linear tagger fitted on the part's own labels (train, calibrated on val).
+        y_x = _class_ids(cross, classes)
+        tr, va, test = (cross.split_indices(p) for p in ("train", "val", "test"))
+        ceil = MoodTagger.fit(train_x=cross.embeddings[tr], train_y=y_x[tr], classes=list(classes),
+                              val_x=cross.embeddings[va], val_y=y_x[va], seed=seed)  # fmt: skip
+        result["ceiling"][name] = score_proba(ceil.predict_proba(cross.embeddings[test]),
+                                              y_x[test])  # fmt: skip
+        result["ceiling"][name]["fitted_on"] = f"{len(tr)} train + {len(va)} val tracks"
+        counts = np.bincount(y_x[test], minlength=len(classes))
+        result["chance"][name] = {"accuracy": round(float(counts.max() / counts.sum()), 4)}
+        if floor is not None:
+            y_f = _class_ids(cross, floor.classes)
+            result["floor"][name] = score_proba(floor.tagger.predict_proba(cross.embeddings[test]),
+                                                y_f[test])  # fmt: skip
     result["total_s"] = round(time.perf_counter() - t0, 1)
     return result
 
@@ -442,48 +460,58 @@ def transfer_markdown(result: dict[str, Any]) -> str:
     str
     """
     variants = [v for v in ("classic", "wide") if v in result]
-    f = lambda s, k: "-" if s is None or k not in s else f"{s[k]:.3f}"  # noqa: E731
-    lines = ["| train part | tagger acc in-domain | cross | cross / in-domain | ECE in-domain "
-             "| ECE cross |", "|---|---|---|---|---|---|"]  # fmt: skip
+    parts = [p for p in CROSS_PARTS if p in result["ceiling"]]
+
+    def f(s: dict[str, Any] | None, k: str) -> str:
+        return "-" if s is None or k not in s else f"{s[k]:.3f}"
+
+    def pair(s: dict[str, Any] | None, a: str, b: str) -> str:
+        return "-" if s is None else f"{f(s, a)} / {f(s, b)}"
+
+    head = " | ".join(parts)
+    lines = ["Mood tagger, accuracy / ECE (the ratio is cross accuracy over in-domain):", "",
+             f"| trained on | in-domain | {head} | " + " | ".join(f"{p} / in-domain"
+                                                                for p in parts) + " |",
+             "|---|---|" + "---|" * (2 * len(parts))]  # fmt: skip
     for v in variants:
         t = result[v]["tagger"]
-        lines.append(f"| {v} | {f(t['in_domain'], 'accuracy')} | {f(t['cross'], 'accuracy')} | "
-                     f"{t['cross_over_in_domain']:.2f} | {f(t['in_domain'], 'ece')} | "
-                     f"{f(t['cross'], 'ece')} |")  # fmt: skip
-    ceil = result.get("ceiling")
-    lines.append(f"| ceiling: linear tagger on the cross part's own labels | - | "
-                 f"{f(ceil, 'accuracy')} | - | - | {f(ceil, 'ece')} |")  # fmt: skip
+        cells = [pair(t["in_domain"], "accuracy", "ece")]
+        cells += [pair(t[p], "accuracy", "ece") for p in parts]
+        cells += [f"{t[f'{p}_over_in_domain']:.2f}" for p in parts]
+        lines.append(f"| train_{v} | " + " | ".join(cells) + " |")
+    refs = [("ceiling: linear tagger on the part's own labels", result["ceiling"]),
+            ("chance (majority mood)", result["chance"])]  # fmt: skip
     if "floor" in result:
-        fl = result["floor"]
-        lines.append(f"| demo model's tagger (saw every genre and soundfont) | - | "
-                     f"{f(fl, 'accuracy')} | - | - | {f(fl, 'ece')} |")  # fmt: skip
-    lines.append(f"| chance (majority mood) | - | {f(result.get('chance'), 'accuracy')} | - | - "
-                 "| - |")  # fmt: skip
+        refs.insert(1, ("demo model's tagger (saw all genres and soundfonts)", result["floor"]))
+    for label, ref in refs:
+        cells = [pair(ref.get(p), "accuracy", "ece") for p in parts]
+        lines.append(f"| {label} | - | " + " | ".join(cells) + " |" + " - |" * len(parts))
     for v in variants:
         ev = result[v]["evidence"]
-        lines += ["", f"Evidence sources, train part `{v}` (accuracy / ECE):", "",
-                  "| source | in-domain | cross |", "|---|---|---|"]  # fmt: skip
-        for name in ev["cross"]:
-            a, b = ev["in_domain"].get(name), ev["cross"][name]
-            left = "-" if a is None else f"{a['accuracy']:.3f} / {a['ece']:.3f}"
-            lines.append(f"| {name} | {left} | {b['accuracy']:.3f} / {b['ece']:.3f} |")
+        lines += ["", f"Evidence sources, trained on `train_{v}` (accuracy / ECE):", "",
+                  f"| source | in-domain | {head} |",
+                  "|---|---|" + "---|" * len(parts)]  # fmt: skip
+        for name in ev[parts[0]]:
+            cells = [pair(ev[d].get(name), "accuracy", "ece") for d in ("in_domain", *parts)]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Query engine, no label visible to queries (Mood P@1 / Genre P@1):", "",
-              "| train part | method | evidence | in-domain | cross |",
-              "|---|---|---|---|---|"]  # fmt: skip
+              f"| trained on | method | evidence | in-domain | {head} |",
+              "|---|---|---|---|" + "---|" * len(parts)]  # fmt: skip
     for v in variants:
         for key, label in (("engine", "tagger"), ("engine_fused", "fused")):
-            for method, cross in result[v][key]["cross"].items():
+            for method in result[v][key]["in_domain"]:
                 if key == "engine_fused" and method != "query_default":
                     continue
-                ind = result[v][key]["in_domain"].get(method, {})
-                lines.append(f"| {v} | {method} | {label} | {f(ind, 'mood_p@1')} / "
-                             f"{f(ind, 'genre_p@1')} | {f(cross, 'mood_p@1')} / "
-                             f"{f(cross, 'genre_p@1')} |")  # fmt: skip
-    lines += ["", "Labels chosen on the cross part (fused + labels accuracy on its test tracks):",
-              "", "| train part | choice | " + " | ".join(f"{b}/mood" for b in LABEL_BUDGETS)
-              + " |", "|---|---|" + "---|" * len(LABEL_BUDGETS)]  # fmt: skip
+                cells = [pair(result[v][key][d].get(method), "mood_p@1", "genre_p@1")
+                         for d in ("in_domain", *parts)]  # fmt: skip
+                lines.append(f"| train_{v} | {method} | {label} | " + " | ".join(cells) + " |")
+    budgets = " | ".join(f"{b}/mood" for b in LABEL_BUDGETS)
+    lines += ["", "Labels chosen in the held-out part (fused + labels, accuracy on its test "
+              "tracks):", "", f"| trained on | part | choice | {budgets} |",
+              "|---|---|---|" + "---|" * len(LABEL_BUDGETS)]  # fmt: skip
     for v in variants:
-        for how, curve in result[v]["labelling"].items():
-            vals = " | ".join(f"{curve[f'{b}/mood']:.3f}" for b in LABEL_BUDGETS)
-            lines.append(f"| {v} | {how} | {vals} |")
+        for p in parts:
+            for how, curve in result[v]["labelling"][p].items():
+                vals = " | ".join(f"{curve[f'{b}/mood']:.3f}" for b in LABEL_BUDGETS)
+                lines.append(f"| train_{v} | {p} | {how} | {vals} |")
     return "\n".join(lines) + "\n"
