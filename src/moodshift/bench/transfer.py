@@ -50,6 +50,8 @@ MELODY_PARTS = 2
 #: Train-part split: a larger in-domain test share than the default, so both figures are
 #: measured on a comparable number of tracks.
 TRAIN_FRACTIONS = (0.6, 0.15, 0.25)
+#: Training recipes compared (``mixed``: the classic and the wide renders together).
+VARIANTS: tuple[str, ...] = ("classic", "wide", "mixed")
 #: The held-out parts: the same pieces by the shipped (classic) and the wide arranger.
 CROSS_PARTS: tuple[str, ...] = ("cross", "cross_wide")
 #: Held-out split: a large test share; the ceiling tagger and user labels take the rest.
@@ -304,7 +306,7 @@ def run_transfer_bench(
     seed: int = 0,
     workers: int | None = None,
     epochs: int | None = None,
-    variants: Sequence[str] = ("classic", "wide"),
+    variants: Sequence[str] = ("classic", "wide", "mixed"),
     floor_model: str | os.PathLike[str] | None = None,
     cross_parts: Sequence[str] = CROSS_PARTS,
     progress: bool = True,
@@ -324,8 +326,9 @@ def run_transfer_bench(
         Rendering and embedding processes (default: all usable cores).
     epochs : int, optional
         Training epochs (default: :class:`~moodshift.training.train.TrainConfig`'s).
-    variants : sequence of {"classic", "wide"}
-        Train parts to compare (the arranger as shipped / widened with augmentation).
+    variants : sequence of {"classic", "wide", "mixed"}
+        Train parts to compare: the arranger as shipped, the widened arranger with
+        audio augmentation, or both renders of the same pieces together.
     floor_model : path, optional
         A model folder (e.g. the demo's) whose tagger is measured on the cross test
         tracks as a reference row (``floor``).
@@ -346,15 +349,17 @@ def run_transfer_bench(
     from moodshift.training.fusion import fit_model_evidence
     from moodshift.training.train import TrainConfig, train
 
-    unknown = sorted(set(variants) - {"classic", "wide"})
+    unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
-        raise InputError(f"unknown variants {unknown}; choose classic and/or wide")
+        raise InputError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     unknown = sorted(set(cross_parts) - set(CROSS_PARTS))
     if unknown or not cross_parts:
         raise InputError(f"unknown held-out parts {unknown}; choose from {CROSS_PARTS}")
     workdir = Path(workdir)
     t0 = time.perf_counter()
-    names = [*cross_parts, *(f"train_{v}" for v in variants)]
+    trains = {v: ("train_classic", "train_wide") if v == "mixed" else (f"train_{v}",)
+              for v in variants}  # fmt: skip
+    names = list(dict.fromkeys([*cross_parts, *(p for ps in trains.values() for p in ps)]))
     cats = build_all(workdir=workdir, n_train=n_train, n_cross=n_cross,
                      clip_seconds=clip_seconds, seed=seed, workers=workers,
                      progress=progress, parts=names)  # fmt: skip
@@ -376,7 +381,12 @@ def run_transfer_bench(
     classes: list[str] | None = None
     for v in variants:
         t = time.perf_counter()
-        cat = cats[f"train_{v}"]
+        if v == "mixed":  # both renders of the same pieces: a classic and a wide version
+            from moodshift.data.catalog import concat_catalogs
+
+            cat = concat_catalogs([cats[p] for p in trains[v]], prefixes=("classic_", "wide_"))
+        else:
+            cat = cats[f"train_{v}"]
         cat.assign_split(seed=seed, fractions=TRAIN_FRACTIONS)
         cfg = TrainConfig(seed=seed, **({"epochs": epochs} if epochs else {}))
         model = train(cat, config=cfg, out=None, progress=progress)
@@ -459,7 +469,7 @@ def transfer_markdown(result: dict[str, Any]) -> str:
     -------
     str
     """
-    variants = [v for v in ("classic", "wide") if v in result]
+    variants = [v for v in VARIANTS if v in result]
     parts = [p for p in CROSS_PARTS if p in result["ceiling"]]
 
     def f(s: dict[str, Any] | None, k: str) -> str:
