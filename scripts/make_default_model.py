@@ -1,9 +1,10 @@
 """Build the default model shipped in ``src/moodshift/model/default/``, reproducibly.
 
-Renders the widened built-in corpus (every genre, both GM soundfonts, the
-``wide`` arranger, audio augmentation), embeds it with musicnn (MSD,
-penultimate: the default embedder), trains a model with its tagger, fits the
-evidence fusion (tagger + musicnn's tag head + catalogue labels, fitted
+Renders the built-in corpus twice (every genre, both GM soundfonts, the same
+pieces): once by the shipped ``classic`` arranger and once by the ``wide``
+arranger with audio augmentation; embeds both with musicnn (MSD, penultimate:
+the default embedder), trains one model with its tagger on the two together,
+fits the evidence fusion (tagger + musicnn's tag head + catalogue labels, fitted
 out-of-genre) and writes the folder atomically with ``TRAINED_ON.json``.
 
     python scripts/make_default_model.py [--n 640] [--seed 0] [--work bench_out/default_model]
@@ -23,6 +24,7 @@ from pathlib import Path
 from moodshift._atomic import write_text
 from moodshift.audio.corpus import build_corpus, default_soundfonts
 from moodshift.audio.embed import embed_catalog
+from moodshift.data.catalog import concat_catalogs
 from moodshift.model.default import DEFAULT_MODEL_DIR, TRAINED_ON
 from moodshift.training.fusion import fit_model_evidence
 from moodshift.training.train import TrainConfig, train
@@ -33,7 +35,7 @@ MAX_BYTES = 5_000_000
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=640, help="clips rendered (default 640)")
+    p.add_argument("--n", type=int, default=640, help="clips per render (default 640)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip-seconds", type=float, default=6.0)
     p.add_argument("--work", default="bench_out/default_model", help="corpus and cache folder")
@@ -43,11 +45,19 @@ def main() -> None:
     t0 = time.perf_counter()
     work = Path(a.work)
     fonts = default_soundfonts()
-    labels = build_corpus(work / "corpus", n=a.n, seed=a.seed, workers=a.workers,
-                          clip_seconds=(a.clip_seconds, a.clip_seconds), soundfonts=fonts,
-                          variety="wide", augment=True)  # fmt: skip
-    cat, failures = embed_catalog(labels=labels, embedder="musicnn", cache_dir=work / "cache",
-                                  workers=a.workers, seed=a.seed)  # fmt: skip
+    parts, skipped = [], []
+    for variety, augment, folder in (("classic", False, "corpus_classic"),
+                                     ("wide", True, "corpus")):  # fmt: skip
+        labels = build_corpus(work / folder, n=a.n, seed=a.seed, workers=a.workers,
+                              clip_seconds=(a.clip_seconds, a.clip_seconds), soundfonts=fonts,
+                              variety=variety, augment=augment)  # fmt: skip
+        part, failures = embed_catalog(labels=labels, embedder="musicnn",
+                                       cache_dir=work / "cache", workers=a.workers,
+                                       seed=a.seed)  # fmt: skip
+        parts.append(part)
+        skipped.append(len(failures))
+    cat = concat_catalogs(parts, prefixes=("classic_", "wide_"))
+    cat.assign_split(seed=a.seed)
     model = train(cat, config=TrainConfig(seed=a.seed))
     model.evidence = fit_model_evidence(model, cat, seed=a.seed)
     epochs = len(model.log)
@@ -55,12 +65,16 @@ def main() -> None:
     out = model.save(a.out)
     genres = sorted(set(cat.labels["genre"]))
     info = {
-        "summary": f"built-in corpus, wide arranger + augmentation, {len(cat)} clips, "
-        f"musicnn MSD",
+        "summary": f"built-in corpus by the classic and the wide arranger (+ augmentation), "
+        f"{len(cat)} clips, musicnn MSD",
         "command": f"python scripts/make_default_model.py --n {a.n} --seed {a.seed} "
         f"--clip-seconds {a.clip_seconds}",
-        "corpus": {"clips": len(cat), "skipped": len(failures), "clip_seconds": a.clip_seconds,
-                   "variety": "wide", "augment": True, "genres": genres,
+        "corpus": {"clips": len(cat), "clip_seconds": a.clip_seconds,
+                   "renders": [{"variety": "classic", "augment": False, "clips": len(parts[0]),
+                                "skipped": skipped[0]},
+                               {"variety": "wide", "augment": True, "clips": len(parts[1]),
+                                "skipped": skipped[1]}],
+                   "genres": genres,
                    "soundfonts": [f.stem for f in fonts], "seed": a.seed,
                    "moods": sorted(set(cat.labels["mood"]))},
         "embedder": model.embedder,
