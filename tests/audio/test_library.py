@@ -391,3 +391,24 @@ def test_bench_embed_on_a_folder(library: Path, tmp_path: Path) -> None:
     rec = r["embedders"]["features"]
     assert rec["files"] == 2 and rec["files_per_s"] > 0 and rec["x_realtime"] > 0
     assert r["library"]["audio_s"] == pytest.approx(5.0, abs=0.2)
+
+
+def test_write_mood_tag_replaces_the_mood_in_every_container(library: Path, tmp_path: Path) -> None:
+    from moodshift.audio.library import write_mood_tag
+
+    for rel in ("Ann Arbor/First/01 Sun.mp3", "Ann Arbor/First/02 Rain.ogg",
+                "Bo Diddle/03 Up.flac", "Bo Diddle/04 Down.m4a",
+                "Cy/06 No tags at all.opus"):  # fmt: skip
+        path = tmp_path / Path(rel).name
+        shutil.copy(library / rel, path)
+        before = read_tags(path)
+        write_mood_tag(path, "calm")
+        after = read_tags(path)
+        assert after["mood"] == ["calm"], rel  # the two moods of the FLAC become one
+        assert {k: v for k, v in after.items() if k != "mood"} == {
+            k: v for k, v in before.items() if k != "mood"
+        }, rel
+        assert not list(tmp_path.glob(".*.tmp"))  # the atomic copy is gone
+    with pytest.raises(InputError, match="not an audio file"):
+        (tmp_path / "notes.txt").write_text("hello")
+        write_mood_tag(tmp_path / "notes.txt", "calm")

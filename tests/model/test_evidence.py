@@ -91,3 +91,21 @@ def test_a_damaged_evidence_file_names_the_fix(tmp_path):
     (tmp_path / "evidence.json").write_text("{not json")
     with pytest.raises(FileFormatError, match="make_default_model"):
         EvidenceFusion.read_from(tmp_path, dim=4, n_classes=2)
+
+
+def test_choose_to_label_prefers_uncertain_representative_tracks_and_spreads_them(rng):
+    from moodshift.model.evidence import choose_to_label
+
+    # Two dense clusters and a few lone outliers; the model is sure about cluster A.
+    a = rng.standard_normal((40, 8)) * 0.05 + np.eye(8)[0] * 3
+    b = rng.standard_normal((40, 8)) * 0.05 + np.eye(8)[1] * 3
+    lone = rng.standard_normal((5, 8)) * 3
+    x = np.vstack([a, b, lone])
+    p = np.full((len(x), 4), 0.25)
+    p[:40] = [0.97, 0.01, 0.01, 0.01]
+    chosen = choose_to_label(p, x, k=2, exclude=np.array([40]))
+    assert len(chosen) == 2 and 40 not in chosen
+    assert 40 <= chosen[0] < 80  # uncertain and in a dense cluster, not a sure or lone track
+    # The second pick is not the first's near twin: it leaves cluster B.
+    assert not (40 <= chosen[1] < 80)
+    assert len(choose_to_label(p, x, k=200)) == len(x)
