@@ -147,6 +147,23 @@ def test_cmd_train_saves_the_model_it_reports(trained, capsys):
     assert len(model.log) == 5 and model.classes == ["calm", "energetic", "happy", "sad"]
 
 
+def test_cmd_train_fuse_evidence_saves_a_fusion_the_model_uses(trained, tmp_path, capsys):
+    from moodshift.data.catalog import Catalog
+    from moodshift.model.network import MoodshiftModel
+
+    assert main(["train", "--catalog", str(trained / "cat"), "--out", str(tmp_path / "m"),
+                 "--epochs", "2", "--batch-size", "128", "--fuse-evidence"]) == 0  # fmt: skip
+    assert "evidence fusion:" in capsys.readouterr().out
+    model = MoodshiftModel.load(tmp_path / "m")
+    # A toy embedder has no tag head: the tagger and the catalogue's labels are fused.
+    assert model.evidence is not None and model.evidence.taghead is None
+    assert "tagger" in model.evidence.weights and "tagger+labels@5" in model.evidence.weights
+    cat = Catalog.load(trained / "cat")
+    p = model.mood_proba(cat.embeddings)
+    assert p.shape == (len(cat), 4) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(p, model.tagger.predict_proba(cat.embeddings))  # re-centred, weighted
+
+
 def test_cmd_train_help_states_the_true_k_default(capsys):
     from moodshift.training.train import TrainConfig
 

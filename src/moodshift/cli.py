@@ -180,6 +180,12 @@ def cmd_train(a: argparse.Namespace) -> None:
     cfg = _config_from_args(a)
     model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
                   ray_address=a.ray_address, threads=a.threads)  # fmt: skip
+    if a.fuse_evidence:
+        from moodshift.training.fusion import fit_model_evidence
+
+        model.evidence = fit_model_evidence(model, cat, seed=cfg.seed)
+        model.save(a.out)
+        print(f"evidence fusion: {', '.join(sorted(model.evidence.weights))} (docs/transfer.md)")
     t = model.config.get("training", {})
     print(f"model {a.out}: best epoch {t.get('best_epoch')}, "
           f"validation score {t.get('best_val_primary'):.3f} (K={t.get('k')})")  # fmt: skip
@@ -588,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the cores other processes leave free, re-checked "
                         "every epoch; or MOODSHIFT_THREADS)")  # fmt: skip
+    p.add_argument("--fuse-evidence", action="store_true",
+                   help="also fit the evidence fusion: tagger, the embedder's tag head, the "
+                   "catalogue's labels, re-centred (docs/transfer.md)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="choose the training configuration on the validation split")
