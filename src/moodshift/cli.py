@@ -357,6 +357,11 @@ def cmd_label(a: argparse.Namespace) -> None:
             write_mood_tag(path, mood)
     print(f"labelled {len(done)} tracks in {a.catalog}" + (" and their files" if a.write_tags
           and done else "") + "; p(mood | track) now learns from them")  # fmt: skip
+    from moodshift.retrieval.index import default_index_dir
+
+    if done and (default_index_dir(a.catalog) / "index.json").is_file():
+        # The index fingerprints the labels: serving would refuse it as stale.
+        print(f"rebuild the catalogue's index: `moodshift index --catalog {a.catalog}`")
 
 
 def _ask_label(cat: Any, row: int, p: Any, classes: list[str]) -> str | None:
