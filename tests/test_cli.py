@@ -247,6 +247,15 @@ def test_cmd_label_asks_saves_and_tags_the_answers(trained, tmp_path, capsys, mo
     assert [m for _, m in new] != [] and sorted(m for _, m in new) == ["calm", "happy", "sad"]
     for i, mood in new:
         assert read_tags(after.audio_path(i))["mood"] == [mood]
+    # A player runs while asking (`true` exits at once); one that cannot run is a clear error.
+    monkeypatch.setattr("sys.stdin", io.StringIO("energetic\n"))
+    assert main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+                 "--n", "1", "--player", "true"]) == 0  # fmt: skip
+    assert "labelled 1 tracks" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("sad\n"))
+    assert main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+                 "--n", "1", "--player", str(tmp_path / "no-such-player")]) == 2  # fmt: skip
+    assert "cannot run" in capsys.readouterr().err
 
 
 def test_cmd_index_builds_an_exact_index_for_a_small_catalogue(trained, tmp_path, capsys):

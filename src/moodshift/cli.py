@@ -334,7 +334,7 @@ def cmd_label(a: argparse.Namespace) -> None:
         if not len(rows):
             break
         for r in rows:
-            answer = _ask_label(cat, int(r), proba[r], classes)
+            answer = _ask_label(cat, int(r), proba[r], classes, player=a.player)
             if answer is None:
                 stop = True
                 break
@@ -364,8 +364,16 @@ def cmd_label(a: argparse.Namespace) -> None:
         print(f"rebuild the catalogue's index: `moodshift index --catalog {a.catalog}`")
 
 
-def _ask_label(cat: Any, row: int, p: Any, classes: list[str]) -> str | None:
-    """One track's mood from the user: a class name (a prefix will do), "" to skip, None to stop."""
+def _ask_label(
+    cat: Any, row: int, p: Any, classes: list[str], *, player: str | None = None
+) -> str | None:
+    """One track's mood from the user: a class name (a prefix will do), "" to skip, None to stop.
+
+    With ``player`` (a command; the file's path is appended) the track plays while asked.
+    """
+    import shlex
+    import subprocess
+
     import pandas as pd
 
     labels = {k: str(v) for k, v in cat.labels.iloc[row].items() if pd.notna(v) and str(v)}
@@ -374,19 +382,34 @@ def _ask_label(cat: Any, row: int, p: Any, classes: list[str]) -> str | None:
     path = cat.audio_path(row)
     print(f"\n{labels['track_id']}  {name}\n  {path or '(no audio file)'}\n"
           f"  the model thinks: {classes[top]} (p={float(p[top]):.2f})")  # fmt: skip
-    while True:
+    playing = None
+    if player and path is not None:
         try:
-            text = input("  mood? ").strip().lower()
-        except EOFError:
-            return None
-        if text in ("q", "quit"):
-            return None
-        if text in ("", "s", "skip"):
-            return ""
-        hits = [c for c in classes if c.lower().startswith(text)]
-        if len(hits) == 1:
-            return hits[0]
-        print(f"  answer one of {', '.join(classes)} (Enter skips, q stops)")
+            quiet = subprocess.DEVNULL
+            playing = subprocess.Popen([*shlex.split(player), str(path)], stdout=quiet,
+                                       stderr=quiet)  # fmt: skip
+        except OSError as exc:
+            raise InputError(f"--player {player!r} cannot run ({exc}); give a command "
+                             "such as 'ffplay -nodisp -autoexit' or 'mpv --no-video'"
+                             ) from None  # fmt: skip
+    try:
+        while True:
+            try:
+                text = input("  mood? ").strip().lower()
+            except EOFError:
+                return None
+            if text in ("q", "quit"):
+                return None
+            if text in ("", "s", "skip"):
+                return ""
+            hits = [c for c in classes if c.lower().startswith(text)]
+            if len(hits) == 1:
+                return hits[0]
+            print(f"  answer one of {', '.join(classes)} (Enter skips, q stops)")
+    finally:
+        if playing is not None and playing.poll() is None:
+            playing.terminate()
+            playing.wait(timeout=5)
 
 
 # ---------------------------------------------------------------------- index / serve
@@ -668,6 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True)
     p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--n", type=int, default=8, help="tracks to label (default 8)")
+    p.add_argument("--player", help="play each track while asking, e.g. 'ffplay -nodisp -autoexit'")
     p.add_argument("--write-tags", action="store_true",
                    help="also write each mood into the file's mood tag")  # fmt: skip
     p.set_defaults(func=cmd_label)
