@@ -177,6 +177,12 @@ def cmd_train(a: argparse.Namespace) -> None:
     from moodshift.training.train import train
 
     cat = _catalog(a.catalog)
+    if a.attribute not in cat.labels.columns:
+        from moodshift.training.fusion import add_tag_attribute
+
+        classes = add_tag_attribute(cat, a.attribute)
+        print(f"{a.attribute}: from the embedder's tag head ({' / '.join(classes)}: the top "
+              "and bottom third of its probability)")  # fmt: skip
     cfg = _config_from_args(a)
     model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
                   ray_address=a.ray_address, threads=a.threads)  # fmt: skip
