@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from moodshift.evaluation.evaluate import evaluate_catalog
+from moodshift.model.network import Architecture
 from moodshift.synthetic import make_catalog
 from moodshift.training.train import TrainConfig, train
 
@@ -33,8 +34,8 @@ def _one_line(match: re.Match[str]) -> str:
 
 def main() -> None:
     cat = make_catalog(n=320, dim=8, seed=0, groups=True, interaction=True)
-    cfg = TrainConfig(epochs=30, k=3, batch_size=64, hidden=(32, 16), class_hidden=(8, 8),
-                      head_hidden=16, residual=True, centroid_shift=False, extrapolation=1.0,
+    arch = Architecture(hidden=(32, 16), class_hidden=(8, 8), head_hidden=16, residual=True)
+    cfg = TrainConfig(epochs=30, k=3, batch_size=64, architecture=arch, extrapolation=1.0,
                       choose_strength=False, seed=0)  # fmt: skip
     model = train(cat, config=cfg, progress=False)
     report = evaluate_catalog(cat, model=model, methods=METHODS, ks=KS, seed=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +27,31 @@ torch.set_num_threads(1)
 def rng() -> np.random.Generator:
     """A seeded generator, so every random input is reproducible."""
     return np.random.default_rng(20251025)
+
+
+def _random_model(*, residual: bool = False, head_hidden: int = 0, centroid_shift: bool = False,
+                  shift_scale: float = 1.0, seed: int = 5) -> Any:  # fmt: skip
+    """An untrained 24-d, four-mood model with every weight non-zero (trained ones are)."""
+    from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
+
+    torch.manual_seed(seed)
+    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
+                        residual=residual, head_hidden=head_hidden,
+                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
+    net = MoodTransformer(arch)
+    with torch.no_grad():
+        # Trained weights are not zero: perturb the zero-initialised last layer too.
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        if centroid_shift:
+            net.centroids.copy_(torch.randn(4, 24) * 0.3)
+    return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
+
+
+@pytest.fixture
+def random_model() -> Callable[..., Any]:
+    """Build a random model of any architecture option (:func:`_random_model`)."""
+    return _random_model
 
 
 @pytest.fixture(scope="session")

@@ -40,11 +40,12 @@ def test_cmd_evaluate_json_and_plots(trained, capsys):
     assert rc == 0
     out = json.loads((f / "r.json").read_text())
     required = {"model", "query_default", "random", "seed_nn", "mood_shift", "mood_centroid",
-                "tagger_filter", "probe_direction", "oracle_top1", "oracle_rand100"}  # fmt: skip
+                "tagger_filter", "probe_direction", "oracle_top1", "oracle_rand100",
+                "erasure_label", "leace_label", "erasure_tagger", "leace_tagger"}  # fmt: skip
     # plus the model at its validation-chosen strength, when that is not 1
     assert required <= set(out["methods"]) <= required | {"model_default_strength"}
     for scores in out["methods"].values():
-        assert {"mood_p@1", "genre_p@1", "inst_j@1", "mood_p@10", "cf@10"} <= set(scores)
+        assert {"mood_p@1", "genre_p@1", "inst_j@1", "mood_p@10", "cf@1", "cf@10"} <= set(scores)
     assert out["n_queries"] > 0 and out["model"].endswith("model")
     assert out["label_fraction"] == 1.0
     assert (f / "figs" / "metrics.png").stat().st_size > 1000
@@ -327,7 +328,7 @@ def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, caps
     assert rc == 0
     assert seen == {"n": 5000, "dim": 32, "seed": 0, "workers": 2, "workdir": str(tmp_path / "w"),
                     "clients": [1, 4], "requests": 50, "duration_s": 2.0, "kind": "flat",
-                    "client": "httpx", "filter_fraction": 0.5}  # fmt: skip
+                    "client": "httpx", "filter_fraction": 0.5, "progress": True}  # fmt: skip
     printed = json.loads(capsys.readouterr().out)
     assert printed["what"] == "serve" and "runs" in printed["serve"]
     assert printed == json.loads((tmp_path / "s.json").read_text())

@@ -7,6 +7,7 @@ so a cycle cannot hide in a function body.
 from __future__ import annotations
 
 import ast
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -64,3 +65,49 @@ def test_no_two_subpackages_import_each_other():
 def test_the_model_layer_sits_below_its_users():
     users = {"mining", "training", "evaluation", "retrieval", "serving", "bench", "cli"}
     assert import_graph()["model"] & users == set()
+
+
+def _private_imports() -> list[str]:
+    """``module: from X import _name`` for every private name a module takes from another.
+
+    A private submodule imported inside its own package (``from moodshift.mining import
+    _topk`` in ``moodshift.mining.neighbors``) is that package's own business.
+    """
+    found = []
+    for path in ROOT.rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+        package = module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if not source.startswith("moodshift"):
+                continue
+            for alias in node.names:
+                name = alias.name
+                if not name.startswith("_") or name.startswith("__"):
+                    continue
+                own_submodule = source == package and (ROOT.parent / source.replace(".", "/")
+                                                       / f"{name}.py").is_file()  # fmt: skip
+                if not own_submodule:
+                    found.append(f"{module}: from {source} import {name}")
+    return sorted(found)
+
+
+def test_the_private_import_check_sees_one(tmp_path, monkeypatch):
+    # The check must catch a private name taken from another module.
+    pkg = tmp_path / "moodshift"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "a" / "x.py").write_text("from moodshift.b.y import _helper\n")
+    (pkg / "a" / "z.py").write_text("from moodshift.a import _kernels\n")
+    (pkg / "a" / "_kernels.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", pkg)
+    assert _private_imports() == ["moodshift.a.x: from moodshift.b.y import _helper"]
+
+
+def test_no_module_imports_a_private_name_of_another():
+    assert _private_imports() == []

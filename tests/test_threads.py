@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,9 +65,15 @@ def test_load_leaves_the_busy_cores_alone(monkeypatch):
     assert threads.decide_threads(role="serve").threads == 1
 
 
-def test_busy_cores_reads_this_machine():
-    busy = threads.busy_cores(samples=3, interval=0.001)
-    assert busy >= 0.0
+def test_busy_cores_counts_processes_that_spin():
+    from moodshift.bench.core import busy_processes
+
+    with busy_processes(2):
+        time.sleep(0.3)  # the spinners are runnable from their first instruction on
+        busy = threads.busy_cores(samples=5, interval=0.01)
+    tasks = int(Path("/proc/loadavg").read_text().split()[3].split("/")[1])
+    # Two spinning processes are always runnable; nothing can exceed the tasks there are.
+    assert 2.0 <= busy <= tasks
 
 
 def test_apply_sets_torch_and_refresh_follows_the_load(monkeypatch):

@@ -33,7 +33,7 @@ def torch_device(name: str | None = "auto") -> Any:
     InputError
         CUDA requested but not available, or an unknown device name.
     """
-    import torch
+    import torch  # torch is heavy: load on use
 
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

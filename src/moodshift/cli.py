@@ -9,7 +9,8 @@
     moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
     moodshift query    --catalog CATALOG --model MODEL --track T --mood happy
     moodshift index    --catalog CATALOG
-    moodshift serve    --catalog CATALOG --model MODEL
+    moodshift serve    --catalog CATALOG [--model MODEL]   (default: the shipped model)
+    moodshift label    --catalog CATALOG [--write-tags]     (teach it your moods)
     moodshift bench    selfjoin|train|serve|all
     moodshift bench    embed [--audio-dir ~/Music]      (files/s and x real time per embedder)
     moodshift demo     [--out DIR]
@@ -22,43 +23,43 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from moodshift._atomic import write_text
+from moodshift.audio.corpus import build_corpus
+from moodshift.audio.embed import embed_catalog
+from moodshift.audio.library import embed_library, write_mood_tag
+from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
+from moodshift.data.catalog import Catalog, import_catalog
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.model.evidence import choose_to_label
+from moodshift.retrieval.index import build_catalog_index, default_index_dir
 
 Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _catalog(path: str) -> Any:
-    from moodshift.data.catalog import Catalog
 
     return Catalog.load(path)
 
 
-def _model_path(path: str | None, *, catalog: Any) -> str:
-    """``--model``, else the default model shipped with moodshift (said on stderr).
-
-    Refuses, with the fix, a catalogue embedded otherwise than the default model.
-    """
-    if path:
-        return path
-    from moodshift.model.default import check_default_fits, default_model_dir, trained_on
-    from moodshift.model.network import MoodshiftModel
-
-    folder = default_model_dir()
-    check_default_fits(catalog, MoodshiftModel.load(folder))
-    what = trained_on(folder).get("summary", "")
-    print(f"model: the default model {folder}" + (f" ({what})" if what else ""), file=sys.stderr)
-    return str(folder)
+def _say_default_model(art: Any) -> None:
+    """Say on stderr when no ``--model`` was given and the shipped model serves."""
+    if art is not None and art.default_model:
+        print(f"model: {art.model_source}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- import
 def cmd_import(a: argparse.Namespace) -> None:
-    from moodshift.data.catalog import import_catalog
 
     embedder = {"name": a.embedder_name, "version": a.embedder_version}
     cat = import_catalog(
@@ -87,7 +88,6 @@ def _print_label_summary(cat: Any, attribute: str) -> None:
 
 # ---------------------------------------------------------------------- corpus
 def cmd_corpus(a: argparse.Namespace) -> None:
-    from moodshift.audio.corpus import build_corpus
 
     path = build_corpus(a.out, n=a.n, seed=a.seed, workers=a.workers, **_clip_seconds(a))
     print(f"corpus labels: {path}")
@@ -102,7 +102,6 @@ def _clip_seconds(a: argparse.Namespace) -> dict[str, tuple[float, float]]:
 def cmd_embed(a: argparse.Namespace) -> None:
     if a.audio_dir:
         return cmd_embed_library(a)
-    from moodshift.audio.embed import embed_catalog
 
     cat, report = embed_catalog(
         labels=a.labels, audio_dir=a.audio_dir, embedder=a.embedder, cache_dir=a.cache_dir,
@@ -118,7 +117,6 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 
 def cmd_embed_library(a: argparse.Namespace) -> None:
-    from moodshift.audio.library import embed_library
 
     if a.engine != "local":
         raise InputError("--engine ray embeds a --labels CSV, not a folder; drop --audio-dir.")
@@ -126,24 +124,33 @@ def cmd_embed_library(a: argparse.Namespace) -> None:
     if labels is None and (Path(a.audio_dir).expanduser() / "labels.csv").is_file():
         labels = str(Path(a.audio_dir).expanduser() / "labels.csv")
         print(f"labels from {labels}")
+    from moodshift.audio.embedders.pipeline import DEFAULT_EXCERPTS, Excerpts
+
+    excerpts: Any = DEFAULT_EXCERPTS
+    if a.excerpts == 0:
+        excerpts = None
+    elif a.excerpts is not None or a.excerpt_seconds is not None:
+        excerpts = Excerpts(n=a.excerpts or DEFAULT_EXCERPTS.n,
+                            seconds=a.excerpt_seconds or DEFAULT_EXCERPTS.seconds)  # fmt: skip
     cat, report = embed_library(
         audio_dir=a.audio_dir, out=a.out, labels=labels, embedder=a.embedder,
         cache_dir=a.cache_dir, workers=a.workers, attribute=a.attribute, seed=a.seed,
+        follow_symlinks=a.follow_symlinks, excerpts=excerpts,
     )  # fmt: skip
     print(f"catalogue {a.out}: {len(cat)} tracks embedded with {cat.provenance.get('name')} "
           f"({cat.dim}-d)")  # fmt: skip
     print(report.summary())
-    for path, reason in report.failed[:20]:
+    for path, reason in [*report.failed, *report.bad_names][:20]:
         print(f"  unreadable {path}: {reason}")
 
 
 # ---------------------------------------------------------------------- train
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from moodshift.training.train import TrainConfig
+    from moodshift.training.train import TrainConfig  # pulls in torch: load on use
 
     kwargs: dict[str, Any] = {"attribute": a.attribute, "seed": a.seed, "device": a.device}
     for name in ("epochs", "lr", "batch_size", "k", "margin", "k_fraction", "mood_target",
-                 "patience", "weight_decay", "mining"):  # fmt: skip
+                 "patience", "weight_decay", "mining", "ranking"):  # fmt: skip
         value = getattr(a, name, None)
         if value is not None:
             kwargs[name] = value
@@ -157,7 +164,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         kwargs["bce_on"] = a.bce_on
     if a.residual:
         kwargs["residual"] = True
-    return TrainConfig(**kwargs)
+    return TrainConfig.from_dict(kwargs)
 
 
 def _parse_weights(text: str) -> dict[str, float]:
@@ -174,11 +181,11 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from moodshift.training.train import train
+    from moodshift.training.train import train  # pulls in torch: load on use
 
     cat = _catalog(a.catalog)
     if a.attribute not in cat.labels.columns:
-        from moodshift.training.fusion import add_tag_attribute
+        from moodshift.training.fusion import add_tag_attribute  # pulls in torch: load on use
 
         classes = add_tag_attribute(cat, a.attribute)
         print(f"{a.attribute}: from the embedder's tag head ({' / '.join(classes)}: the top "
@@ -187,7 +194,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
                   ray_address=a.ray_address, threads=a.threads)  # fmt: skip
     if a.fuse_evidence:
-        from moodshift.training.fusion import fit_model_evidence
+        from moodshift.training.fusion import fit_model_evidence  # pulls in torch: load on use
 
         model.evidence = fit_model_evidence(model, cat, seed=cfg.seed)
         model.save(a.out)
@@ -198,7 +205,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_tune(a: argparse.Namespace) -> None:
-    from moodshift.training.tune import tune
+    from moodshift.training.tune import tune  # pulls in torch: load on use
 
     tune(catalog=_catalog(a.catalog), out=a.out, budget_s=a.budget, epochs=a.epochs,
          mood_target=a.mood_target, seed=a.seed, resume=not a.restart)  # fmt: skip
@@ -206,8 +213,11 @@ def cmd_tune(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from moodshift.evaluation.evaluate import evaluate_catalog, format_table
-    from moodshift.model.network import MoodshiftModel
+    from moodshift.evaluation.evaluate import (  # pulls in torch: load on use
+        evaluate_catalog,
+        format_table,
+    )
+    from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
 
     cat = _catalog(a.catalog)
     model = MoodshiftModel.load(a.model) if a.model else None
@@ -217,19 +227,17 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     report.catalog = str(a.catalog)
     report.model = str(a.model or "")
     if a.sweep:
-        from moodshift.evaluation.sweep import run_sweep
+        from moodshift.evaluation.sweep import run_sweep  # pulls in torch: load on use
 
         report.extras["sweep"] = run_sweep(cat, model=model, part=a.part, seed=a.seed,
                                            max_seeds=a.max_seeds,
                                            label_fraction=a.label_fraction)  # fmt: skip
     print(format_table(report))
     if a.json:
-        from moodshift._atomic import write_text
-
         write_text(a.json, json.dumps(report.to_json(), indent=2))
         print(f"wrote {a.json}")
     if a.plots:
-        from moodshift.evaluation.plots import plot_report
+        from moodshift.evaluation.plots import plot_report  # pulls in torch: load on use
 
         for p in plot_report(report, catalog=cat, model=model, out_dir=a.plots):
             print(f"wrote {p}")
@@ -237,30 +245,28 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------------- query
 def cmd_query(a: argparse.Namespace) -> None:
-    from moodshift.model.network import MoodshiftModel
-    from moodshift.retrieval.search import Searcher
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
-    cat = _catalog(a.catalog)
-    model = MoodshiftModel.load(_model_path(a.model, catalog=cat))
-    model.check_catalog(cat)  # the same start-up refusals as serve and evaluate
-    searcher = Searcher(catalog=cat, model=model)
-    filters = _parse_filters(a.filter)
-    results, _ = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k,
-                                strength=a.strength, filters=filters, evidence=a.evidence,
-                                max_per_artist=a.max_per_artist)  # fmt: skip
-    _, _, src, predicted = searcher.seed(track_id=a.track)
-    source = {"mood": searcher.model.classes[src], "mood_source": "predicted" if predicted
-              else "label"}  # fmt: skip
+    # The catalogue's index (``moodshift index``) and its stored p(mood | track), and the
+    # start-up refusals, as ``moodshift serve`` has them.
+    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    _say_default_model(searcher.artifacts)
+    answer = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k, strength=a.strength,
+                            filters=_parse_filters(a.filter), evidence=a.evidence,
+                            max_per_artist=a.max_per_artist)  # fmt: skip
+    source = {"mood": answer.source_mood, "mood_source": answer.source_mood_source}
     if a.json:
         print(json.dumps({"track_id": a.track, "source": source, "target_mood": a.mood,
-                          "strength": a.strength, "evidence": a.evidence,
-                          "results": [r.__dict__ for r in results]}, indent=2))  # fmt: skip
+                          "strength": answer.strength, "evidence": a.evidence,
+                          "index": answer.index,
+                          "results": [r.__dict__ for r in answer.results]}, indent=2))  # fmt: skip
         return
+    cat = searcher.catalog
     seed = cat.labels.iloc[cat.index_of(a.track)]
     print(f"seed {a.track}: " + ", ".join(f"{c}={seed[c]}" for c in cat.label_columns()))
     print(f"   source mood {source['mood']} ({source['mood_source']})")
-    print(f"-> {a.mood} (evidence {a.evidence})")
-    for r in results:
+    print(f"-> {a.mood} (evidence {a.evidence}, index {answer.index})")
+    for r in answer.results:
         labels = ", ".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}"
                            for k, v in r.labels.items())  # fmt: skip
         why = (
@@ -272,20 +278,23 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.model.network import MoodshiftModel
-    from moodshift.retrieval.playlist import write_m3u
-    from moodshift.retrieval.search import Searcher
+    from moodshift.retrieval.playlist import write_m3u  # pulls in torch: load on use
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
 
-    cat = _catalog(a.catalog)
-    searcher = Searcher(catalog=cat, model=MoodshiftModel.load(_model_path(a.model, catalog=cat)))
+    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    _say_default_model(searcher.artifacts)
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
+    index = searcher.retriever.index_kind
     if a.m3u:
         write_m3u(a.m3u, tracks)
+    if a.mpd:
+        _queue_in_mpd(a, searcher.catalog, tracks)
     if a.json:
-        print(json.dumps({"tracks": tracks}, indent=2))
+        print(json.dumps({"index": index, "tracks": tracks}, indent=2))
         return
+    print(f"index {index}")
     for i, t in enumerate(tracks, 1):
         why = "label" if t["mood_source"] == "label" else f"predicted {t['mood_probability']:.2f}"
         print(
@@ -294,6 +303,18 @@ def cmd_playlist(a: argparse.Namespace) -> None:
         )
     if a.m3u:
         print(f"wrote {a.m3u}")
+
+
+def _queue_in_mpd(a: argparse.Namespace, cat: Any, tracks: list[dict[str, Any]]) -> None:
+    from moodshift.retrieval.mpd import queue_in_mpd
+
+    if cat.root is None:
+        raise InputError(
+            "--mpd needs a catalogue with audio files (audio_path); this one has none."
+        )
+    uris = queue_in_mpd(address=a.mpd, tracks=tracks, audio_root=cat.root,
+                        music_dir=a.mpd_music_dir)  # fmt: skip
+    print(f"queued {len(uris)} tracks in MPD at {a.mpd}", file=sys.stderr if a.json else sys.stdout)
 
 
 def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
@@ -311,15 +332,14 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
 # ---------------------------------------------------------------------- label
 def cmd_label(a: argparse.Namespace) -> None:
     """Ask the user for the moods of the tracks whose labels help most (active learning)."""
-    import numpy as np
-
-    from moodshift.model.evidence import choose_to_label
-    from moodshift.model.network import MoodshiftModel
+    from moodshift.retrieval.request import open_artifacts  # pulls in torch: load on use
 
     if a.n < 1:
         raise InputError(f"--n must be at least 1, got {a.n}")
-    cat = _catalog(a.catalog)
-    model = MoodshiftModel.load(_model_path(a.model, catalog=cat))
+    # The catalogue in memory (its labels are written back), the model as query opens it.
+    art = open_artifacts(catalog=_catalog(a.catalog), model=a.model)
+    _say_default_model(art)
+    cat, model = art.catalog, art.model
     model.check_catalog(cat)
     attr, classes = model.attribute, model.classes
     if attr not in cat.labels.columns:
@@ -353,8 +373,6 @@ def cmd_label(a: argparse.Namespace) -> None:
         if done:
             cat.save(a.catalog)  # atomic: a crash keeps the previous catalogue
     if a.write_tags:
-        from moodshift.audio.library import write_mood_tag
-
         for r, mood in done:
             path = cat.audio_path(r)
             if path is None:
@@ -363,8 +381,6 @@ def cmd_label(a: argparse.Namespace) -> None:
             write_mood_tag(path, mood)
     print(f"labelled {len(done)} tracks in {a.catalog}" + (" and their files" if a.write_tags
           and done else "") + "; p(mood | track) now learns from them")  # fmt: skip
-    from moodshift.retrieval.index import default_index_dir
-
     if done and (default_index_dir(a.catalog) / "index.json").is_file():
         # The index fingerprints the labels: serving would refuse it as stale.
         print(f"rebuild the catalogue's index: `moodshift index --catalog {a.catalog}`")
@@ -377,11 +393,6 @@ def _ask_label(
 
     With ``player`` (a command; the file's path is appended) the track plays while asked.
     """
-    import shlex
-    import subprocess
-
-    import pandas as pd
-
     labels = {k: str(v) for k, v in cat.labels.iloc[row].items() if pd.notna(v) and str(v)}
     name = " - ".join(labels[c] for c in ("artist", "title") if c in labels)
     top = int(p.argmax())
@@ -420,11 +431,10 @@ def _ask_label(
 
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
-    from moodshift.retrieval.index import build_catalog_index
 
     model = None
     if a.model:
-        from moodshift.model.network import MoodshiftModel
+        from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
 
         model = MoodshiftModel.load(a.model)
     info = build_catalog_index(a.catalog, kind=a.kind, out=a.out, model=model)
@@ -432,10 +442,9 @@ def cmd_index(a: argparse.Namespace) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
-    from moodshift.serving.launch import serve
+    from moodshift.serving.launch import serve  # pulls in torch: load on use
 
-    model = a.model or _model_path(None, catalog=_catalog(a.catalog))
-    serve(catalog=a.catalog, model=model, host=a.host, port=a.port, index=a.index,
+    serve(catalog=a.catalog, model=a.model, host=a.host, port=a.port, index=a.index,
           workers=a.workers, max_k=a.max_k, allowed_hosts=_split(a.allowed_hosts),
           cors_origins=_split(a.cors_origin), audio_roots=a.audio_root or ())  # fmt: skip
 
@@ -447,67 +456,28 @@ def _split(values: Sequence[str] | None) -> list[str]:
 
 # ---------------------------------------------------------------------- bench / demo
 def cmd_bench(a: argparse.Namespace) -> None:
-    if a.what == "soak":
-        from moodshift.bench.soak import format_soak, run_soak
-
-        counts = _client_counts(a.clients, default=(32,))
-        if len(counts) != 1:
-            raise InputError(f"bench soak runs one client count; got --clients {a.clients}")
-        result = run_soak(n=a.n or 5000, dim=a.dim or 64, clients=counts[0],
-                          duration_s=a.duration or 60.0, seed=a.seed)  # fmt: skip
-        text = json.dumps(result, indent=2, default=str)
-        print(format_soak(result))
-    else:
-        if a.what == "embed":
-            result = _bench_record("embed", lambda: _bench_embed(a))
-        elif a.what == "serve":
-            result = _bench_record("serve", lambda: _bench_serve(a))
-        elif a.what == "transfer":
-            from moodshift.bench.transfer import run_transfer_bench
-
-            result = _bench_record("transfer", lambda: run_transfer_bench(
-                workdir=a.workdir or "bench_out/transfer", n_train=a.n or 320, n_cross=a.n_cross,
-                seed=a.seed, workers=a.workers, epochs=a.train_epochs_transfer,
-                floor_model=a.floor_model))  # fmt: skip
-        else:
-            from moodshift.bench.core import run_bench
-
-            result = run_bench(a.what, n=a.n or 200_000, dim=a.dim or 512, k=a.k,
-                               classes=a.classes, seed=a.seed, train_n=a.train_n,
-                               train_epochs=a.train_epochs, query_kind=a.index_kind)  # fmt: skip
-        text = json.dumps(result, indent=2, default=str)
-        print(text)
+    result = run_bench(
+        a.what, n=a.n, dim=a.dim, k=a.k, classes=a.classes, seed=a.seed, train_n=a.train_n,
+        train_epochs=a.train_epochs, query_kind=a.index_kind, clients=_client_counts(a.clients),
+        duration_s=a.duration, requests=a.requests, filter_fraction=a.filter_fraction,
+        load_client=a.load_client, workers=a.workers, workdir=a.workdir,
+        audio_dir=a.audio_dir, files=a.files, embed_seconds=a.clip_seconds,
+        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
+        # From the command line, bench embed measures rendered music (when FluidSynth is here).
+        render=True,
+        n_cross=a.n_cross, transfer_epochs=a.train_epochs_transfer, floor_model=a.floor_model,
+    )  # fmt: skip
+    text = json.dumps(result, indent=2, default=str)
+    bench = BENCHMARKS.get(a.what)
+    print(bench.report(result[a.what]) if bench is not None and bench.report else text)
     if a.json:
-        from moodshift._atomic import write_text
-
         write_text(a.json, text)
 
 
-def _bench_record(what: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """One benchmark's figures with the machine facts around them, as ``run_bench`` writes."""
-    from moodshift.bench.core import NOTE, _load_avg, machine_info
-
-    result: dict[str, Any] = {"what": what, "machine": machine_info(), "note": NOTE}
-    result[what] = run()
-    result["machine"]["load_avg_after"] = _load_avg()
-    return result
-
-
-def _bench_serve(a: argparse.Namespace) -> dict[str, Any]:
-    from moodshift.bench.serve import run_serve_bench
-
-    return run_serve_bench(
-        n=a.n or 100_000, dim=a.dim or 256, seed=a.seed, workers=a.workers or 1,
-        workdir=a.workdir, clients=_client_counts(a.clients, default=(1, 8, 32)),
-        requests=a.requests, duration_s=a.duration or 15.0, kind=a.index_kind,
-        client=a.load_client, filter_fraction=a.filter_fraction,
-    )  # fmt: skip
-
-
-def _client_counts(text: str | None, *, default: tuple[int, ...]) -> list[int]:
-    """``--clients`` as a list of positive counts ("1,8,32"); the default when absent."""
+def _client_counts(text: str | None) -> list[int] | None:
+    """``--clients`` as a list of positive counts ("1,8,32"); None when absent."""
     if not text:
-        return list(default)
+        return None
     try:
         counts = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
@@ -518,18 +488,8 @@ def _client_counts(text: str | None, *, default: tuple[int, ...]) -> list[int]:
     return counts
 
 
-def _bench_embed(a: argparse.Namespace) -> dict[str, Any]:
-    from moodshift.bench.embed import bench_embed
-
-    return bench_embed(
-        audio_dir=a.audio_dir, n_files=a.files, clip_seconds=a.clip_seconds,
-        embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
-        workers=a.workers, seed=a.seed,
-    )  # fmt: skip
-
-
 def cmd_demo(a: argparse.Namespace) -> None:
-    from moodshift.demo import run_demo
+    from moodshift.demo import run_demo  # pulls in torch: load on use
 
     run_demo(out=a.out, n=a.n, embedders=a.embedders.split(","), seed=a.seed,
              epochs=a.epochs, **_clip_seconds(a))  # fmt: skip
@@ -560,6 +520,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mining", choices=["auto", "exact", "ivf", "ivf-faiss", "hnsw", "projected"],
                    help="proxy-target self-join: exact, or approximate (IVF, FAISS, or in 64 "
                         "principal directions)")  # fmt: skip
+    p.add_argument("--ranking", choices=["auto", "none", "centroid", "leace", "metric"],
+                   help="the space queries rank in: auto (default) chooses on validation among "
+                        "plain cosine, mood erasure (centroid span, LEACE) and a space learned "
+                        "from cross-mood pairs; none is the paper's plain cosine")  # fmt: skip
     _engine_options(p)
 
 
@@ -618,6 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", default="mood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="with --audio-dir: keep links to files outside the folder (skipped "
+                   "by default)")  # fmt: skip
+    p.add_argument("--excerpts", type=int, metavar="N",
+                   help="with --audio-dir: embed N windows spread over each long track, "
+                   "not all of it (default 3; 0: whole tracks; see docs/library.md)")  # fmt: skip
+    p.add_argument("--excerpt-seconds", type=float,
+                   help="length of each window (default 30)")  # fmt: skip
     _engine_options(p)
     p.set_defaults(func=cmd_embed)
 
@@ -669,6 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True)
     p.add_argument("--mood", required=True)
+    p.add_argument(
+        "--index", help="index folder (default: <catalog>/index when it exists, else exact search)"
+    )
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--strength", type=float,
                    help="0 = the seed's neighbours, 1 = full transform (default: the model's, "
@@ -685,11 +660,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True)
     p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True, help="seed track id (never in the list)")
+    p.add_argument(
+        "--index", help="index folder (default: <catalog>/index when it exists, else exact search)"
+    )
     p.add_argument("--to", required=True, help="target mood")
     p.add_argument("--via", help="a mood to pass through half-way")
     p.add_argument("--length", type=int, default=12)
     p.add_argument("--max-per-artist", type=int, default=1, help="0 = no cap (default 1)")
     p.add_argument("--m3u", help="write an M3U8 playlist of the audio files")
+    p.add_argument("--mpd", metavar="HOST:PORT",
+                   help="append the journey to a running MPD's queue (or: its socket)")  # fmt: skip
+    p.add_argument("--mpd-music-dir", help="MPD's music_directory as seen from here (when "
+                   "MPD is reached over TCP and cannot find the files by their paths)")  # fmt: skip
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_playlist)
 
@@ -739,9 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
         "what",
         nargs="?",
         default="selfjoin",
-        help="selfjoin, approx, train, embed, query, serve, mining, all, soak, or transfer",
+        choices=WHATS,
+        help="; ".join(f"{name}: {b.about}" for name, b in BENCHMARKS.items())
+        + "; all: every benchmark but "
+        + ", ".join(name for name, b in BENCHMARKS.items() if not b.in_all),
     )
-    p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
+    p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000; "
+                   "transfer: 320 train-part clips)")  # fmt: skip
     p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")
     p.add_argument("--clients", help="concurrent clients: serve, a comma list (default 1,8,32); "
                    "soak, one count (default 32)")  # fmt: skip

@@ -17,7 +17,11 @@ from typing import Any
 from rich.console import Console
 
 from moodshift._atomic import write_text
+from moodshift.audio.corpus import build_corpus
+from moodshift.audio.embed import embed_catalog
 from moodshift.evaluation.evaluate import evaluate_catalog, format_table
+from moodshift.evaluation.sweep import run_sweep
+from moodshift.training.train import TrainConfig, train
 
 console = Console(stderr=False)
 
@@ -73,9 +77,6 @@ def run_demo(
     DataError
         When the corpus is too small for a test split of more than 10 tracks.
     """
-    from moodshift.audio.corpus import build_corpus
-    from moodshift.audio.embed import embed_catalog
-    from moodshift.training.train import TrainConfig, train
 
     out = Path(out)
     timings: dict[str, float] = {}
@@ -106,12 +107,10 @@ def run_demo(
         report.catalog = str(out / f"catalog_{name}")
         report.model = str(out / f"model_{name}")
         if sweep:
-            from moodshift.evaluation.sweep import run_sweep
-
             report.extras["sweep"] = run_sweep(cat, model=model, seed=seed)
         console.print(format_table(report))
         write_text(out / f"results_{name}.json", json.dumps(report.to_json(), indent=2))
-        from moodshift.evaluation.plots import plot_report
+        from moodshift.evaluation.plots import plot_report  # pulls in matplotlib: load on use
 
         plot_report(report, catalog=cat, model=model, out_dir=out / f"plots_{name}")
         timings[f"evaluate_{name}_s"] = time.perf_counter() - t

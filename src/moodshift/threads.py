@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from moodshift._deps import require_faiss
 from moodshift.errors import InputError
 
 ENV = "MOODSHIFT_THREADS"
@@ -240,7 +241,7 @@ def set_threads(n: int) -> None:
     torch's inter-op pool can only be sized before its first parallel work; later
     attempts are skipped silently (it matters little: moodshift runs no inter-op work).
     """
-    import torch
+    import torch  # torch is heavy: load on use
 
     n = max(1, int(n))
     if torch.get_num_threads() != n:
@@ -248,15 +249,15 @@ def set_threads(n: int) -> None:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(n)
     with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
 
         threadpool_limits(limits=n)
     with contextlib.suppress(ImportError, ValueError):
-        import numba
+        import numba  # numba is heavy: load on use
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     with contextlib.suppress(ImportError):
-        import faiss
+        import faiss  # faiss is heavy: load on use
 
         faiss.omp_set_num_threads(n)
 
@@ -286,7 +287,7 @@ def torch_threads(n: int) -> Iterator[None]:
     The CPU self-join runs one single-threaded product per worker thread: the workers'
     selection scans then run beside the other workers' products.
     """
-    import torch
+    import torch  # torch is heavy: load on use
 
     before = torch.get_num_threads()
     if n != before:
@@ -301,7 +302,6 @@ def torch_threads(n: int) -> Iterator[None]:
 @contextlib.contextmanager
 def faiss_threads(n: int) -> Iterator[None]:
     """Run a block with ``n`` FAISS (OpenMP) threads, restoring the count afterwards."""
-    from moodshift._deps import require_faiss
 
     faiss = require_faiss()
     before = faiss.omp_get_max_threads()
@@ -323,7 +323,7 @@ def limited_threads(n: int) -> Iterator[None]:
         stack.enter_context(torch_threads(n))
         stack.enter_context(faiss_threads(n))
         with contextlib.suppress(ImportError):
-            from threadpoolctl import threadpool_limits
+            from threadpoolctl import threadpool_limits  # optional: comes with scikit-learn
 
             stack.enter_context(threadpool_limits(limits=n))
         yield

@@ -8,15 +8,25 @@ atom), plus the files a real folder has that are not music.
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from moodshift.audio.library import embed_library, read_tags, scan_library
+from moodshift.audio.embedders.features import FeaturesEmbedder
+from moodshift.audio.library import (
+    TAG_MAX_CHARS,
+    embed_library,
+    read_tags,
+    scan_library,
+    write_mood_tag,
+)
 from moodshift.cli import main
 from moodshift.data.catalog import Catalog
 from moodshift.errors import DataError, InputError
@@ -349,7 +359,10 @@ def test_a_killed_run_keeps_every_finished_embedding(tmp_path: Path) -> None:
     import time
 
     music = tmp_path / "music"
-    for i in range(10):
+    # Forty files: after the third is embedded, 37 remain, far more than a fast machine
+    # embeds between two polls, so the kill always lands mid-run.
+    n_files = 40
+    for i in range(n_files):
         _encode(music / f"{i:02d}.flac", 20 + i)
     out, cache = tmp_path / "lib", tmp_path / "cache"
     cmd = [sys.executable, "-m", "moodshift.cli", "embed", "--audio-dir", str(music),
@@ -359,20 +372,19 @@ def test_a_killed_run_keeps_every_finished_embedding(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 120
         while len(_raw(cache)) < 3 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
+            time.sleep(0.01)
         done_before_kill = len(_raw(cache))
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    if proc.returncode == 0:
-        pytest.skip("the run finished before it could be killed")
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it was killed"
     assert done_before_kill >= 3 and not out.exists()  # the catalogue is written at the end
     # A kill mid-write leaves at most a stray temporary file, never a truncated entry.
     assert all(np.load(p).shape == (72,) for p in _raw(cache))
     _, rep = embed_library(audio_dir=music, out=out, embedder="features", cache_dir=cache,
                            progress=False)  # fmt: skip
-    assert rep.n_tracks == 10 and rep.n_reused >= done_before_kill
-    assert rep.n_embedded == 10 - rep.n_reused
+    assert rep.n_tracks == n_files and rep.n_reused >= done_before_kill
+    assert rep.n_embedded == n_files - rep.n_reused
 
 
 def test_bench_embed_on_a_folder(library: Path, tmp_path: Path) -> None:
@@ -393,9 +405,230 @@ def test_bench_embed_on_a_folder(library: Path, tmp_path: Path) -> None:
     assert r["library"]["audio_s"] == pytest.approx(5.0, abs=0.2)
 
 
-def test_write_mood_tag_replaces_the_mood_in_every_container(library: Path, tmp_path: Path) -> None:
-    from moodshift.audio.library import write_mood_tag
+# ------------------------------------------------------------------ a folder read as what it is
+def test_a_hostile_folder_is_read_as_what_it_is(
+    library: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Odd names, links out of the folder, FIFOs, sockets and huge tags: counted, never fatal."""
+    import mutagen
 
+    music = tmp_path / "music"
+    shutil.copytree(library / "Bo Diddle", music / "Bo Diddle")
+    ogg = library / "Ann Arbor/First/02 Rain.ogg"
+    # A Latin-1 name: bytes that are not UTF-8 (this aborted the run with a traceback).
+    shutil.copy(ogg, os.path.join(os.fsencode(music), b"bad\xff\xfename.ogg"))
+    shutil.copy(ogg, music / "new\nline.ogg")  # an id no URL or playlist line can carry
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(library / "Cy/05 Untagged mood.mp3", elsewhere / "other.mp3")
+    (elsewhere / "secret.mp3").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 40)
+    (music / "linked.mp3").symlink_to(elsewhere / "other.mp3")
+    (music / "passwd.mp3").symlink_to(elsewhere / "secret.mp3")
+    (music / "zero.mp3").symlink_to("/dev/zero")  # a device: never opened
+    (music / "Bo Diddle" / "alias.flac").symlink_to(music / "Bo Diddle" / "03 Up.flac")  # inside
+    os.mkfifo(music / "pipe.ogg")  # reading it would block forever
+    monkeypatch.chdir(music)  # a relative name keeps the socket path short
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind("sock.flac")
+    long_title = "x" * 1_000_000  # a 1 MB title
+    shutil.copy(ogg, music / "long.ogg")
+    f = mutagen.File(music / "long.ogg")
+    f["TITLE"], f["ARTIST"] = long_title, "A" * 1500
+    f.save()
+    try:
+        cat, rep = embed_library(audio_dir=music, out=tmp_path / "lib", embedder="features",
+                                 cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+        ids = set(cat.labels["track_id"])
+        assert ids == {"Bo Diddle/03 Up.flac", "Bo Diddle/04 Down.m4a", "Bo Diddle/alias.flac",
+                       "long.ogg"}  # fmt: skip
+        assert [(p.rsplit("/", 1)[-1], "UTF-8" in r) for p, r in sorted(rep.bad_names)] == [
+            ("bad\\xff\\xfename.ogg", True),
+            ("new\\nline.ogg", False),
+        ]
+        assert "control characters (U+000A)" in dict(rep.bad_names)[str(music / "new\\nline.ogg")]
+        assert sorted(Path(p).name for p in rep.outside) == ["linked.mp3", "passwd.mp3", "zero.mp3"]
+        assert sorted(Path(p).name for p in rep.special) == ["pipe.ogg", "sock.flac"]
+        long_row = cat.labels.set_index("track_id").loc["long.ogg"]
+        assert long_row["title"] == "x" * TAG_MAX_CHARS and long_row["artist"] == "A" * 1000
+        assert rep.tags_cut == 2
+        text = rep.summary()
+        for needle in ("2 files with unusable names", "3 links to files outside the folder",
+                       "--follow-symlinks", "2 devices, FIFOs or sockets",
+                       f"2 tag values longer than {TAG_MAX_CHARS} characters"):  # fmt: skip
+            assert needle in text, needle
+
+        # --follow-symlinks keeps the link to a file elsewhere; a device stays unopened and
+        # a file that is not audio stays unreadable audio (decoded, never a track).
+        rc = main(["embed", "--audio-dir", str(music), "--out", str(tmp_path / "lib2"),
+                   "--embedder", "features", "--cache-dir", str(tmp_path / "cache"),
+                   "--follow-symlinks"])  # fmt: skip
+        assert rc == 0
+        ids2 = set(Catalog.load(tmp_path / "lib2").labels["track_id"])
+        assert ids2 == ids | {"linked.mp3"}
+        scan = scan_library(root=music, follow_symlinks=True)
+        assert sorted(p.name for p in scan.special) == ["pipe.ogg", "sock.flac", "zero.mp3"]
+    finally:
+        sock.close()
+
+
+def test_every_listed_id_round_trips_through_the_server(library: Path, tmp_path: Path) -> None:
+    """Ids with spaces, '#', '?', '%', accents: each one listed is served by every route."""
+    import httpx
+
+    from moodshift.serving.app import create_app
+    from moodshift.synthetic import make_catalog
+    from moodshift.training.train import TrainConfig, train
+    from serving.helpers import running  # tests/ is on sys.path (rootdir conftest)
+
+    music = tmp_path / "music"
+    names = ["Été/01 #1 hit?.ogg", "100% pure/a b.flac", "x/new\nline.ogg", "plain.opus",
+             "tab\there.flac"]  # fmt: skip
+    sources = [library / r for r in ("Ann Arbor/First/02 Rain.ogg", "Bo Diddle/03 Up.flac",
+                                     "Ann Arbor/First/02 Rain.ogg", "Cy/06 No tags at all.opus",
+                                     "Bo Diddle/03 Up.flac")]  # fmt: skip
+    for name, src in zip(names, sources, strict=True):
+        (music / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, music / name)
+    cat, rep = embed_library(audio_dir=music, out=tmp_path / "lib", embedder="features",
+                             cache_dir=tmp_path / "cache", progress=False)  # fmt: skip
+    assert len(rep.bad_names) == 2  # refused at import, with the reason, not listed
+    assert all("control characters" in r and "rename it" in r for _, r in rep.bad_names)
+    # A small model for this embedder (the route answers need one; quality is not the point).
+    synth = make_catalog(n=200, dim=cat.dim, seed=1, groups=True)
+    synth.provenance = dict(cat.provenance)
+    model = train(synth, config=TrainConfig(epochs=1, k=10, seed=0), progress=False)
+    with running(create_app(catalog=Catalog.load(tmp_path / "lib"), model=model)) as url:
+        listed = httpx.get(f"{url}/tracks", params={"page_size": 100}).json()["items"]
+        ids = [t["track_id"] for t in listed]
+        assert sorted(ids) == sorted(n for n in names if "\n" not in n and "\t" not in n)
+        for t in listed:
+            one = httpx.get(f"{url}/tracks/{quote(t['track_id'], safe='')}")
+            assert one.status_code == 200 and one.json()["track_id"] == t["track_id"]
+            audio = httpx.get(url + t["audio_url"])
+            assert audio.status_code == 200 and len(audio.content) > 1000, t["track_id"]
+
+
+# ------------------------------------------------------------------ audio identity
+class _CountingEmbedder(FeaturesEmbedder):
+    """The real ``features`` embedder, counting the tracks it analyses."""
+
+    calls = 0
+
+    def embed(self, audio: np.ndarray, sr: int) -> np.ndarray:
+        type(self).calls += 1
+        return super().embed(audio, sr)
+
+
+def test_retagging_only_rereads_tags_and_moving_keeps_the_id(library: Path, tmp_path: Path) -> None:
+    import mutagen
+    from mutagen.id3 import ID3, TIT2, TMOO
+
+    music = _make_copy(library, tmp_path / "music")
+    (music / "Cy/corrupt.mp3").unlink()
+    out, cache, emb = tmp_path / "lib", tmp_path / "cache", _CountingEmbedder()
+    _CountingEmbedder.calls = 0
+    embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache, progress=False)
+    assert _CountingEmbedder.calls == 6
+
+    # Retag as Picard or beets do: new titles and moods, a 200 kB cover-sized padding.
+    id3 = ID3(music / "Cy/05 Untagged mood.mp3")
+    id3.add(TMOO(encoding=3, text=["calm"]))
+    id3.add(TIT2(encoding=3, text=["Plain (remaster)"]))
+    id3.save(padding=lambda info: 200_000)
+    for rel in ("Ann Arbor/First/02 Rain.ogg", "Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"):
+        f = mutagen.File(music / rel)
+        f["MOOD"], f["COMMENT"] = "calm", "retagged " * 2000
+        f.save()
+    m4a = mutagen.File(music / "Bo Diddle/04 Down.m4a")
+    m4a["\xa9nam"] = ["Down (live)"]
+    m4a.save()
+    cat, rep = embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache,
+                             progress=False)  # fmt: skip
+    assert _CountingEmbedder.calls == 6  # not one track analysed again
+    assert (rep.n_embedded, rep.n_reused) == (0, 6)
+    labels = cat.labels.set_index("track_id")
+    assert labels.loc["Cy/05 Untagged mood.mp3", ["title", "mood"]].tolist() == [
+        "Plain (remaster)",
+        "calm",
+    ]
+    assert labels.loc["Bo Diddle/04 Down.m4a", "title"] == "Down (live)"
+    assert labels.loc["Cy/06 No tags at all.opus", "mood"] == "calm"
+
+    # Reorganise: move one file to another folder, rename another; copy a third.
+    (music / "Moved").mkdir()
+    (music / "Cy/05 Untagged mood.mp3").rename(music / "Moved/plain.mp3")
+    (music / "Bo Diddle/03 Up.flac").rename(music / "Bo Diddle/03 Up (2019).flac")
+    shutil.copy(music / "Bo Diddle/04 Down.m4a", music / "Moved/down copy.m4a")
+    cat2, rep2 = embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache,
+                               progress=False)  # fmt: skip
+    assert _CountingEmbedder.calls == 6 and (rep2.n_moved, rep2.n_removed) == (2, 0)
+    labels2 = cat2.labels.set_index("track_id")
+    assert labels2.loc["Cy/05 Untagged mood.mp3", "audio_path"] == "Moved/plain.mp3"
+    assert labels2.loc["Bo Diddle/03 Up.flac", "audio_path"] == "Bo Diddle/03 Up (2019).flac"
+    assert labels2.loc["Moved/down copy.m4a", "audio_path"] == "Moved/down copy.m4a"  # a copy
+    assert labels2.loc["Bo Diddle/04 Down.m4a", "audio_path"] == "Bo Diddle/04 Down.m4a"
+    assert "2 moved (ids kept)" in rep2.summary()
+    # A new, different file at a path whose id a moved file holds: ids stay unique.
+    _encode(music / "Cy/05 Untagged mood.mp3", 40)
+    cat3, _ = embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache,
+                            progress=False)  # fmt: skip
+    ids3 = cat3.labels["track_id"].tolist()
+    assert _CountingEmbedder.calls == 7 and len(set(ids3)) == len(ids3) == 8
+    assert "Cy/05 Untagged mood.mp3" in ids3  # still the moved file's id
+    assert cat3.labels.set_index("track_id").loc["Cy/05 Untagged mood.mp3", "audio_path"] == (
+        "Moved/plain.mp3"
+    )
+
+
+def test_excerpts_embed_windows_of_long_tracks(tmp_path: Path) -> None:
+    from moodshift.audio.embedders.pipeline import Excerpts
+
+    sr = 1000
+    y = np.arange(200 * sr, dtype=np.float32)  # 200 s: sample value = its index
+    cut = Excerpts(n=3, seconds=30).cut(y, sr)
+    assert cut.shape == (90 * sr,)
+    starts = cut[:: 30 * sr]
+    np.testing.assert_array_equal(starts, [35 * sr, 85 * sr, 135 * sr])  # centred at 1/4..3/4
+    short = np.ones(80 * sr, np.float32)
+    assert Excerpts(n=3, seconds=30).cut(short, sr) is short  # <= 90 s: whole
+    with pytest.raises(InputError, match="excerpts"):
+        Excerpts(n=0)
+
+
+def test_a_version_1_library_keeps_its_embeddings(library: Path, tmp_path: Path) -> None:
+    """State and cache written before the audio hash (keyed on whole files): nothing re-embedded."""
+    import json
+
+    from moodshift.audio.audiohash import audio_sha256
+    from moodshift.audio.embedders.pipeline import file_sha256
+
+    music = tmp_path / "music"
+    for rel in ("Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"):
+        (music / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(library / rel, music / rel)
+    out, cache, emb = tmp_path / "lib", tmp_path / "cache", _CountingEmbedder()
+    _CountingEmbedder.calls = 0
+    embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache, progress=False)
+    assert _CountingEmbedder.calls == 2
+    # Rewrite state and cache as version 1 had them: keyed by the SHA-256 of the whole file.
+    state = json.loads((out / "library.json").read_text())
+    files = {}
+    for rel, e in state["files"].items():
+        old_key = file_sha256(music / rel)
+        (npy,) = cache.rglob(f"{audio_sha256(music / rel)}.npy")
+        (npy.parent.parent / old_key[:2]).mkdir(exist_ok=True)
+        npy.rename(npy.parent.parent / old_key[:2] / f"{old_key}.npy")
+        files[rel] = {"size": e["size"], "mtime_ns": e["mtime_ns"], "sha256": old_key,
+                      "tags": e["tags"], "duration": e["duration"]}  # fmt: skip
+    (out / "library.json").write_text(json.dumps({**state, "format_version": 1, "files": files}))
+    cat, rep = embed_library(audio_dir=music, out=out, embedder=emb, cache_dir=cache,
+                             progress=False)  # fmt: skip
+    assert _CountingEmbedder.calls == 2 and (rep.n_embedded, rep.n_reused) == (0, 2)
+    assert sorted(cat.labels["track_id"]) == ["Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"]
+    assert json.loads((out / "library.json").read_text())["format_version"] == 2
+
+
+def test_write_mood_tag_replaces_the_mood_in_every_container(library: Path, tmp_path: Path) -> None:
     for rel in ("Ann Arbor/First/01 Sun.mp3", "Ann Arbor/First/02 Rain.ogg",
                 "Bo Diddle/03 Up.flac", "Bo Diddle/04 Down.m4a",
                 "Cy/06 No tags at all.opus"):  # fmt: skip

@@ -46,7 +46,11 @@ def test_approx_reports_recall_and_speedup_per_size():
             assert run["method"] in ("ivf", "ivf-faiss", "hnsw", "projected")
             # Tiny classes: every method finds (nearly) the exact lists.
             assert run["recall"] >= 0.9, run
-            assert run["speedup"] >= 0 and set(run) >= STAGE_KEYS
+            assert set(run) >= STAGE_KEYS
+            # The speed-up is the exact join's time over this method's, both of this run.
+            expected = entry["exact_seconds"] / max(run["wall_s"], 1e-3)
+            assert run["speedup"] > 0
+            assert run["speedup"] == pytest.approx(expected, rel=0.02, abs=0.01)
 
 
 def test_train_reports_quiet_and_contended_speed():
@@ -120,7 +124,8 @@ def test_ivf_index_used_for_large_catalogues_searches_through_faiss_index():
 
 def test_all_runs_every_stage(monkeypatch):
     # The serving benchmark starts a server on 100k tracks: stand it in with a stub here.
-    monkeypatch.setitem(bench._BENCHES, "serve", lambda **_: {"stub": True})
+    monkeypatch.setitem(bench.BENCHMARKS, "serve",
+                        bench.Benchmark(lambda **_: {"stub": True}, "stub"))  # fmt: skip
     r = _roundtrip(bench.run_bench("all", query_sizes=(1200,), train_n=600, train_epochs=1,
                                    embed_seconds=1.0, approx_sample=64, **TINY))  # fmt: skip
     assert set(bench.ALL) <= set(r)
@@ -157,3 +162,26 @@ def test_bad_arguments(what, kwargs, match):
     args = {**TINY, **kwargs}
     with pytest.raises(InputError, match=match):
         bench.run_bench(what, **args)
+
+
+def test_the_cli_offers_every_registered_benchmark():
+    import argparse
+
+    from moodshift.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    what = next(a for a in sub.choices["bench"]._actions if a.dest == "what")
+    assert tuple(what.choices) == bench.WHATS == (*bench.BENCHMARKS, "all")
+    assert set(bench.ALL) == {name for name, b in bench.BENCHMARKS.items() if b.in_all}
+
+
+@pytest.mark.slow
+def test_request_bench_times_the_cli_and_the_server_on_one_index(tmp_path):
+    from moodshift.bench.serve import run_request_bench
+
+    r = _roundtrip(run_request_bench(n=1500, dim=16, count=32, processes=1, epochs=1,
+                                     workdir=tmp_path, progress=False))  # fmt: skip
+    assert r["queries"] == 32 and r["index"] == [r["setup"]["index"]["kind"]] == ["flat"]
+    assert r["server_ms_per_query"] > 0 and r["cli_ms_per_query"] > 0
+    assert r["cli_over_server"] == round(r["cli_ms_per_query"] / r["server_ms_per_query"], 2)
+    assert [run["index"] for run in r["cli_process_seconds"]] == ["flat"]

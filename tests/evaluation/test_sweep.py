@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from moodshift.errors import SweepError
@@ -50,7 +51,8 @@ def _same(point, scores):
 def test_format(sweep):
     assert set(sweep) == {"model", "mood_shift", "centroid_interp", "oracle_top1",
                           "oracle_rand100", "query_default", "tagger_filter",
-                          "probe_direction"}  # fmt: skip
+                          "probe_direction", "erasure_label", "leace_label",
+                          "erasure_tagger", "leace_tagger"}  # fmt: skip
     for entry in sweep.values():
         assert "genre_p@1_at_mood_0.9" in entry and "genre_p@1_at_mood_0.95" in entry
         assert "inst_j@1_at_mood_0.9" in entry and "cf@1_at_mood_0.95" in entry
@@ -69,6 +71,15 @@ def test_strength_zero_is_seed_nn_and_one_is_the_model_row(sweep, table):
     _same(curve[-1], table["model"])
     # A curve that moved nothing would make both ends equal: the model does change moods.
     assert curve[-1]["mood_p@1"] != curve[0]["mood_p@1"]
+
+
+@pytest.mark.parametrize("name", ["erasure_label", "leace_label", "erasure_tagger", "leace_tagger"])
+def test_erasure_curves_run_from_the_evaluate_row_to_the_plain_filter(sweep, table, name):
+    curve = sweep[name]["curve"]
+    assert [p["param"] for p in curve] == [pytest.approx(k) for k in np.linspace(0, 1, 11)]
+    _same(curve[0], table[name])  # keep 0: the full erasure that `evaluate` reports
+    plain = "oracle_top1" if name.endswith("_label") else "tagger_filter"
+    _same(curve[-1], table[plain])  # keep 1: nothing erased
 
 
 def test_baseline_endpoints_match_the_table(sweep, table):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from moodshift.cli import main
 from moodshift.model.default import TRAINED_ON, default_model_dir, trained_on
 from moodshift.model.network import MoodshiftModel
+from moodshift.retrieval.request import open_artifacts
+from moodshift.retrieval.search import Searcher
+from moodshift.serving.launch import _load_app
 from moodshift.synthetic import make_catalog
 
 ROOT = Path(__file__).parents[2]
@@ -55,6 +59,34 @@ def test_query_and_playlist_without_model_use_the_default_and_say_so(library, ca
     out = capsys.readouterr()
     # Up to --length tracks (fewer when the one-per-artist rule runs out of candidates).
     assert "the default model" in out.err and 1 <= len(json.loads(out.out)["tracks"]) <= 4
+
+
+def test_the_default_model_answers_through_the_request_layer_by_plain_cosine(library):
+    # Shipped before ranking spaces (no ranking.safetensors, no ranking_space in its
+    # config.json, the flat config layout): it must still load and rank by plain cosine.
+    path, cat = library
+    folder = default_model_dir()
+    assert not (folder / "ranking.safetensors").is_file()
+    searcher = Searcher.open(catalog=path)  # no model: the shipped one, as the CLI opens it
+    art = searcher.artifacts
+    assert art.default_model and art.model_source.startswith(f"the default model {folder}")
+    assert searcher.model.ranking is None and searcher.model.evidence is not None
+    seed = str(cat.labels["track_id"].iloc[0])
+    # Strength 0 without mood evidence: the seed's own cosine neighbours, in order.
+    near = searcher.query(track_id=seed, target_mood="happy", k=5, evidence="none", strength=0.0)
+    sims = cat.normalized @ cat.normalized[0]
+    sims[0] = -np.inf
+    top = np.argsort(-sims, kind="stable")[:5]
+    assert [r.track_id for r in near.results] == cat.labels["track_id"].iloc[top].tolist()
+    np.testing.assert_allclose([r.score for r in near.results], sims[top], atol=1e-5)
+    answer = searcher.query(track_id=seed, target_mood="happy", k=5)
+    assert answer.index == "exact" and len(answer.results) == 5
+    assert all(r.mood == "happy" for r in answer.results)  # the seed's catalogue has labels
+    # A given model is named as given; the server's start-up names the default one.
+    given = open_artifacts(catalog=path, model=folder)
+    assert not given.default_model and given.model_source == str(folder)
+    app = _load_app(catalog=path, model=None, index=None, max_k=10)
+    assert app.state.model_source == art.model_source
 
 
 def test_a_catalogue_of_another_embedder_gets_a_clear_error(tmp_path, capsys):

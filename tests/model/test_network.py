@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -219,3 +221,26 @@ def test_model_refuses_a_catalogue_it_cannot_serve(small_catalog):
     # ...serving treats it as no label, and says so.
     with pytest.warns(UserWarning, match="furious"):
         m.check_catalog(furious)
+
+
+def test_the_ranking_space_travels_with_the_model(tmp_path, rng):
+    """The space chosen on validation is saved beside the weights and comes back the same."""
+    from moodshift.model.ranking import fit_leace
+
+    net = MoodTransformer(Architecture(dim=8, n_classes=2))
+    model = MoodshiftModel(net=net, classes=["a", "b"])
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    model.ranking = fit_leace(x, np.arange(60) % 2).space(keep=0.5)
+    model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["ranking_space"] == {"kind": "leace", "rank": 1, "keep": 0.5}
+    back = MoodshiftModel.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.ranking.matrix, model.ranking.matrix)
+    assert back.ranking.info == cfg["ranking_space"]
+    (tmp_path / "m" / "ranking.safetensors").unlink()
+    with pytest.raises(FileFormatError, match=r"ranking\.safetensors is missing"):
+        MoodshiftModel.load(tmp_path / "m")
+    # A model without a space (older folders, or --ranking none) ranks by plain cosine.
+    model.ranking = None
+    model.save(tmp_path / "plain")
+    assert MoodshiftModel.load(tmp_path / "plain").ranking is None

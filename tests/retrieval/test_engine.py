@@ -2,62 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.evaluation import baselines
 from moodshift.evaluation.evaluate import RetrievalEvaluator, evaluate_catalog
-from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
-
-
-def _random_model(*, residual: bool, head_hidden: int, centroid_shift: bool, shift_scale: float,
-                  seed: int) -> MoodshiftModel:  # fmt: skip
-    torch.manual_seed(seed)
-    arch = Architecture(dim=24, n_classes=4, hidden=(32, 16), class_hidden=(8, 12),
-                        residual=residual, head_hidden=head_hidden,
-                        centroid_shift=centroid_shift, shift_scale=shift_scale)  # fmt: skip
-    net = MoodTransformer(arch)
-    with torch.no_grad():
-        # Trained weights are not zero: perturb the zero-initialised last layer too.
-        for p in net.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        if centroid_shift:
-            net.centroids.copy_(torch.randn(4, 24) * 0.3)
-    return MoodshiftModel(net=net, classes=["calm", "energetic", "happy", "sad"])
-
-
-# shift_scale only acts with the centroid shift: every other combination, once.
-OPTIONS = [
-    o for o in itertools.product([False, True], [0, 20], [False, True], [1.0, 3.0])
-    if o[2] or o[3] == 1.0
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("residual", "head_hidden", "centroid_shift", "shift_scale"), OPTIONS)
-def test_numpy_transform_equals_model_transform(residual, head_hidden, centroid_shift,
-                                                shift_scale, rng):  # fmt: skip
-    model = _random_model(
-        residual=residual, head_hidden=head_hidden, centroid_shift=centroid_shift,
-        shift_scale=shift_scale, seed=5,
-    )  # fmt: skip
-    fast = NumpyTransform(model)
-    x = l2_normalize(rng.standard_normal((64, 24)).astype(np.float32))
-    src = rng.integers(0, 4, 64)
-    tgt = rng.integers(0, 4, 64)
-    strength = rng.uniform(0, 1, 64).astype(np.float32)
-    ref = model.transform(x, source=src, target=tgt, strength=strength)
-    got = fast(x, source=src, target=tgt, strength=strength)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
-    # The verified builder keeps the numpy path (no fallback) for every option.
-    assert isinstance(NumpyTransform.build(model), NumpyTransform)
+from moodshift.values import l2_normalize
 
 
 def _engine(model, x, labels, proba=None, **kw):
@@ -65,9 +20,9 @@ def _engine(model, x, labels, proba=None, **kw):
                        **kw)  # fmt: skip
 
 
-def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=1)  # fmt: skip
+def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=1)  # fmt: skip
     x = l2_normalize(rng.standard_normal((50, 24)).astype(np.float32))
     labels = np.full(50, -1)
     labels[[3, 7, 11]] = 2  # only three tracks are labelled "happy"
@@ -78,9 +33,9 @@ def test_labelled_candidates_rank_before_the_rest_and_fill_short_lists(rng):
     assert len(set(rows[0])) == 6 and 0 not in rows[0]
 
 
-def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
-    model = _random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=2)  # fmt: skip
+def test_unknown_evidence_and_probe_without_tagger_are_refused(rng, random_model):
+    model = random_model(residual=False, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=2)  # fmt: skip
     x = l2_normalize(rng.standard_normal((20, 24)).astype(np.float32))
     eng = _engine(model, x, np.zeros(20, dtype=int))
     with pytest.raises(InputError, match="unknown evidence"):
@@ -89,9 +44,9 @@ def test_unknown_evidence_and_probe_without_tagger_are_refused(rng):
         eng.search(x[:1], source=[0], target=[1], k=3, evidence="probe")
 
 
-def test_max_per_artist_caps_every_list(rng):
-    model = _random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
-                          seed=3)  # fmt: skip
+def test_max_per_artist_caps_every_list(rng, random_model):
+    model = random_model(residual=True, head_hidden=0, centroid_shift=False, shift_scale=1.0,
+                         seed=3)  # fmt: skip
     x = l2_normalize(rng.standard_normal((60, 24)).astype(np.float32))
     artists = np.arange(60) % 5
     eng = _engine(model, x, np.zeros(60, dtype=int), artists=artists)
@@ -117,11 +72,28 @@ def test_labels_at_strength_zero_reproduce_oracle_top1(trained):
     cat, model = trained
     pool = cat.subset(cat.split_indices("test"))
     ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=1.0)
-    rows = ev.engine_results(ev.engine(model), evidence="labels", strength=0.0)
+    rows = ev.engine_results(ev.engine(model, ranking=None), evidence="labels", strength=0.0)
     q = ev.queries
     oracle = baselines.oracle_topk(ev.x[q.seeds], target=q.target, pool=ev.x, pool_labels=ev.y,
                                    exclude=q.seeds, k=ev.k_max)  # fmt: skip
     np.testing.assert_array_equal(rows, oracle)
+
+
+@pytest.mark.parametrize("kind", ["centroid", "leace"])
+def test_labels_at_strength_zero_in_an_erased_space_reproduce_erasure(trained, kind):
+    """The erased seed with the label filter is one of the points the default query can take."""
+    cat, model = trained
+    pool = cat.subset(cat.split_indices("test"))
+    ev = RetrievalEvaluator(pool, classes=model.classes, label_fraction=1.0)
+    space = baselines.training_erasers(cat, attribute="mood", classes=model.classes)[kind].space()
+    rows = ev.engine_results(ev.engine(model, ranking=space), evidence="labels", strength=0.0)
+    q = ev.queries
+    erased = baselines.erased_filter(ev.x[q.seeds], target=q.target, pool=ev.x, space=space,
+                                     pool_labels=ev.y, exclude=q.seeds, k=ev.k_max)  # fmt: skip
+    np.testing.assert_array_equal(rows, erased)
+    plain = baselines.oracle_topk(ev.x[q.seeds], target=q.target, pool=ev.x, pool_labels=ev.y,
+                                  exclude=q.seeds, k=ev.k_max)  # fmt: skip
+    assert (rows[:, 0] != plain[:, 0]).any()  # the space changes the ranking
 
 
 def test_label_fraction_zero_never_reads_a_pool_label(trained, rng):
@@ -145,8 +117,18 @@ def test_tagger_filter_is_the_engine_at_strength_and_weight_zero(trained):
     ref = baselines.tagger_filter(ev.x[q.seeds], target=q.target, pool=ev.x,
                                   proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
                                   k=ev.k_max)  # fmt: skip
-    got = ev.engine_results(ev.engine(model), evidence="probe", strength=0.0, weight=0.0)
+    got = ev.engine_results(ev.engine(model, ranking=None), evidence="probe", strength=0.0,
+                            weight=0.0)  # fmt: skip
     np.testing.assert_array_equal(got, ref)
+    # In an erased space the same point is the erasure baseline that reads the tagger.
+    erasers = baselines.training_erasers(cat, attribute="mood", classes=model.classes)
+    space = erasers["leace"].space()
+    erased = baselines.erased_filter(ev.x[q.seeds], target=q.target, pool=ev.x, space=space,
+                                     proba=model.tagger.predict_proba(ev.x), exclude=q.seeds,
+                                     k=ev.k_max)  # fmt: skip
+    got = ev.engine_results(ev.engine(model, ranking=space), evidence="probe", strength=0.0,
+                            weight=0.0)  # fmt: skip
+    np.testing.assert_array_equal(got, erased)
 
 
 def _confounded_catalog(seed: int = 0):
@@ -236,11 +218,11 @@ def test_index_stores_the_taggers_probabilities(trained, tmp_path):
                                atol=1e-6)  # fmt: skip
     searcher = Searcher(catalog=cat, model=model, index=index)
     assert searcher.engine.evidence.proba is index.mood_proba
-    a, _ = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
-    b, _ = Searcher(catalog=cat, model=model).query(
+    a = searcher.query(track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5)
+    b = Searcher(catalog=cat, model=model).query(
         track_id=cat.labels["track_id"].iat[5], target_mood="sad", k=5
     )
-    assert [r.track_id for r in a] == [r.track_id for r in b]
+    assert [r.track_id for r in a.results] == [r.track_id for r in b.results]
 
 
 @pytest.mark.parametrize("partitions", [True, False], ids=["partitions", "index-only"])
@@ -353,3 +335,38 @@ def test_partitions_respect_their_memory_budget_and_answers_do_not_change(traine
     kw = {"source": src, "target": (src + 1) % len(model.classes), "k": 8, "evidence": "labels",
           "exclude": seeds}  # fmt: skip
     np.testing.assert_array_equal(eng.search(x[seeds], **kw)[0], exact.search(x[seeds], **kw)[0])
+
+
+@pytest.mark.parametrize("evidence", ["auto", "labels", "probe"])
+def test_an_index_built_with_the_model_searches_its_ranking_space(trained, evidence, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    """`moodshift index --model` stores the tracks in the model's ranking space: searched
+    through it, the index path gives the exact path's answers."""
+    import copy
+
+    from moodshift.retrieval import engine as engine_mod
+    from moodshift.retrieval.engine import catalog_evidence
+    from moodshift.retrieval.index import build_catalog_index, load_catalog_index
+
+    monkeypatch.setattr(engine_mod, "PARTITION_MAX_VALUES", 0)  # every query through the index
+    cat, model = trained
+    model = copy.copy(model)
+    erasers = baselines.training_erasers(cat, attribute="mood", classes=model.classes)
+    model.ranking = erasers["leace"].space(keep=0.25)
+    cat.save(tmp_path / "cat")
+    build_catalog_index(tmp_path / "cat", kind="flat", model=model, progress=False)
+    index = load_catalog_index(cat, catalog_path=tmp_path / "cat")
+    assert index.meta["ranking_space"] == model.ranking.fingerprint()
+    x = cat.normalized
+    ev_ = catalog_evidence(cat, model)
+    exact = QueryEngine(model=model, vectors=x, evidence=ev_)
+    indexed = QueryEngine(model=model, vectors=x, evidence=ev_, index=index, exact_limit=0)
+    assert indexed.index_space is model.ranking
+    seeds = np.arange(0, 90, 3)
+    src, _ = exact.source_of(seeds)
+    kw = {"source": src, "target": (src + 1) % len(model.classes), "k": 10,
+          "evidence": evidence, "exclude": seeds}  # fmt: skip
+    a, sa, _ = exact.search(x[seeds], **kw)
+    b, sb, _ = indexed.search(x[seeds], **kw)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, atol=1e-5)

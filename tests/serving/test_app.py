@@ -102,8 +102,10 @@ def test_query_by_id_matches_the_library(client, serve_catalog, serve_model):
     scores = [x["score"] for x in results]
     assert scores == sorted(scores, reverse=True)
     assert {"mood", "genre", "instruments", "title", "audio_url"} <= set(results[0])
-    lib, _ = Searcher(catalog=serve_catalog, model=serve_model).query(
-        track_id=tid, target_mood="happy", k=8
+    lib = (
+        Searcher(catalog=serve_catalog, model=serve_model)
+        .query(track_id=tid, target_mood="happy", k=8)
+        .results
     )
     assert [x["track_id"] for x in results] == [x.track_id for x in lib]
     np.testing.assert_allclose(scores, [x.score for x in lib], atol=1e-4)

@@ -23,10 +23,11 @@ def untagged_library(serve_catalog):
 def test_untagged_seed_gets_its_mood_from_the_tagger(untagged_library, serve_model):
     searcher = Searcher(catalog=untagged_library, model=serve_model)
     tid = untagged_library.labels["track_id"].iat[0]
-    results, _ = searcher.query(track_id=tid, target_mood="happy", k=5)
-    _, _, src, predicted = searcher.seed(track_id=tid)
+    answer = searcher.query(track_id=tid, target_mood="happy", k=5)
+    results = answer.results
     p = serve_model.tagger.predict_proba(untagged_library.embeddings[:1])[0]
-    assert predicted and src == int(p.argmax())
+    assert answer.source_mood_source == "predicted"
+    assert answer.source_mood == serve_model.classes[int(p.argmax())]
     assert len(results) == 5
     assert all(r.mood_source == "predicted" and r.mood == "happy" for r in results)
 

@@ -119,3 +119,60 @@ def test_static_files_are_local(live_server):
         r = httpx.get(f"{live_server}/static/{name}")
         assert r.status_code == 200
         assert "https://" not in r.text and "http://" not in r.text
+
+
+def test_untagged_seed_journey_and_the_layout_at_1280px(browser, serve_catalog, serve_model):
+    """An untagged seed's journey names its predicted mood; nothing runs past the page's edge."""
+    import numpy as np
+    from helpers import running
+
+    from moodshift.serving.app import create_app
+
+    lib = serve_catalog.subset(np.arange(len(serve_catalog)))
+    labels = lib.labels.copy()
+    labels.loc[labels.index[:40], "mood"] = ""  # untagged tracks, as a music folder has
+    long_title = "An extremely long title of a live recording " * 6
+    labels["title"] = [f"{long_title}{i}" if i % 3 == 0 else t
+                       for i, t in enumerate(labels["title"])]  # fmt: skip
+    lib.labels = labels
+    seed_id = labels["track_id"].iat[0]
+    with running(create_app(catalog=lib, model=serve_model, max_k=50)) as url:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        page.goto(url + "/", wait_until="networkidle")
+        page.wait_for_selector("#mood-chips .chip")
+        page.fill("#search", seed_id)
+        item = page.locator(f'#search-results li[data-track-id="{seed_id}"]')
+        item.wait_for()
+        # The cut title can be read whole: a tooltip on the name.
+        assert item.locator(".name").get_attribute("title").startswith(long_title.strip())
+        item.click()
+        page.locator('#mood-chips .chip[data-mood="happy"]').click()
+        page.wait_for_selector("#results li.result")
+
+        def overflow() -> dict:
+            return page.evaluate(
+                """() => {
+                  const vw = document.documentElement.clientWidth;
+                  const wide = [...document.querySelectorAll('main *')]
+                    .filter((e) => e.getBoundingClientRect().right > vw + 0.5)
+                    .map((e) => e.className || e.tagName);
+                  return {page: document.documentElement.scrollWidth - vw, wide: wide};
+                }"""
+            )
+
+        assert overflow() == {"page": 0, "wide": []}
+        page.click("#journey")
+        page.wait_for_selector("#results li.journey-item")
+        page.wait_for_function(
+            "() => /mood journey/.test(document.querySelector('#status').textContent)"
+        )
+        status = page.text_content("#status")
+        assert "from ?" not in status
+        p = serve_model.tagger.predict_proba(lib.embeddings[:1])[0]  # the untagged seed's guess
+        mood = serve_model.tagger.classes[int(p.argmax())]
+        assert f"from {mood} (predicted {round(100 * float(p.max()))}%) to happy" in status, status
+        assert overflow() == {"page": 0, "wide": []}
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web-1280.png"), full_page=True)
+        ctx.close()

@@ -118,21 +118,23 @@ def test_k_larger_than_class_is_clamped_with_warning():
         train(cat, config=TrainConfig(epochs=1, k=500), progress=False)
 
 
-def test_config_derives_the_architecture():
-    import dataclasses
-
+def test_config_holds_the_architecture():
     from moodshift.mining.neighbors import METHODS
     from moodshift.model.network import Architecture
-    from moodshift.training.train import ARCH_FIELDS
 
-    cfg = TrainConfig(head_hidden=64, residual=True, extrapolation=2.0, hidden=(32, 16))
-    arch = cfg.architecture(dim=24, n_classes=5)
-    assert (arch.dim, arch.n_classes, arch.shift_scale) == (24, 5, 2.0)
-    assert all(getattr(arch, name) == getattr(cfg, name) for name in ARCH_FIELDS)
-    # Every other Architecture field is set by the config under the same name.
-    names = {f.name for f in dataclasses.fields(Architecture)} - {"dim", "n_classes", "shift_scale"}
-    assert set(ARCH_FIELDS) == names
-    assert {f.name for f in dataclasses.fields(TrainConfig)} >= names
+    arch = Architecture(head_hidden=64, residual=True, hidden=(32, 16))
+    cfg = TrainConfig(architecture=arch, extrapolation=2.0)
+    sized = cfg.architecture.sized(dim=24, n_classes=5)
+    assert (sized.dim, sized.n_classes, sized.shift_scale) == (24, 5, 2.0)
+    assert (sized.head_hidden, sized.residual, sized.hidden) == (64, True, (32, 16))
+    # The default is the chosen network, not Architecture's (the paper's).
+    assert (TrainConfig().architecture.head_hidden, TrainConfig().architecture.centroid_shift) == (
+        512,
+        True,
+    )
+    # Round trip through config.json's layout, the architecture nested.
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict()["architecture"]["hidden"] == [32, 16]
     for method in METHODS:
         assert TrainConfig(mining=method).mining == method
     with pytest.raises(InputError, match="mining must be one of"):
@@ -145,3 +147,29 @@ def test_epochs_record_speed_and_threads(synthetic):
     assert [e["threads"] for e in model.log] == [1, 1]
     assert all(e["samples_per_s"] > 0 for e in model.log)
     assert model.config["training"]["threads"] == 1
+
+
+def test_config_reads_the_flat_layout_of_older_models():
+    """config.json before the architecture was nested: its fields at the top level."""
+    flat = {"epochs": 7, "hidden": [32, 16], "class_hidden": [8, 8], "dropout": 0.2,
+            "class_dropout": 0.1, "residual": True, "head_hidden": 0, "centroid_shift": False,
+            "extrapolation": 2.0, "default_strength": 0.5, "training": {"k": 1},
+            "architecture": {"dim": 24, "n_classes": 5, "hidden": [32, 16],
+                             "class_hidden": [8, 8], "dropout": 0.2, "class_dropout": 0.1,
+                             "residual": True, "head_hidden": 0, "centroid_shift": False,
+                             "shift_scale": 2.0}}  # fmt: skip
+    cfg = TrainConfig.from_dict(flat)
+    assert cfg.epochs == 7
+    a = cfg.architecture
+    assert (a.dim, a.hidden, a.class_hidden, a.dropout, a.residual, a.head_hidden) == (
+        24,
+        (32, 16),
+        (8, 8),
+        0.2,
+        True,
+        0,
+    )
+    assert (a.centroid_shift, a.shift_scale) == (False, 2.0)
+    # A flat field wins over the nested object (the CLI's flags and tune's overrides).
+    again = TrainConfig.from_dict({**cfg.to_dict(), "residual": False})
+    assert again.architecture.residual is False

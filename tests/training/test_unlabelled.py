@@ -68,14 +68,12 @@ def test_unlabelled_tracks_are_never_seeds_but_are_retrievable():
     model = train(cat, config=TrainConfig(epochs=2, seed=0), progress=False)
     searcher = Searcher(catalog=cat, model=model)
     tid = cat.labels["track_id"].iat[int(hidden[0])]
-    results, _ = searcher.query(track_id=tid, target_mood="happy", k=len(cat) - 1,
-                                evidence="none")  # fmt: skip
-    ids = {r.track_id for r in results}
+    answer = searcher.query(track_id=tid, target_mood="happy", k=len(cat) - 1, evidence="none")
+    ids = {r.track_id for r in answer.results}
     assert set(cat.labels["track_id"].iloc[hidden[1:]]) <= ids
     # The unlabelled seed's source mood came from the tagger, and the answer says so.
-    _, _, _, predicted = searcher.seed(track_id=tid)
-    assert predicted
-    auto, _ = searcher.query(track_id=tid, target_mood="happy", k=20)
+    assert answer.source_mood_source == "predicted"
+    auto = searcher.query(track_id=tid, target_mood="happy", k=20).results
     sources = {r.mood_source for r in auto}
     assert sources <= {"label", "predicted"}
     assert all(r.mood == "happy" for r in auto)

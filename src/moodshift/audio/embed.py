@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moodshift.audio.embedders.pipeline import embed_files
+from moodshift.audio.ray_embed import ray_embed_files
 from moodshift.data.catalog import Catalog, read_labels
 from moodshift.errors import DataError, InputError
 
@@ -67,7 +69,6 @@ def embed_catalog(
     failures : list of (path, reason)
         Files skipped (corrupt, empty, silent, unsupported, too long).
     """
-    from moodshift.audio.embedders.pipeline import embed_files
 
     if labels is None:
         if audio_dir is None:
@@ -87,8 +88,6 @@ def embed_catalog(
     paths = _audio_paths(df, root=root, audio_dir=Path(audio_dir) if audio_dir else None)
     cache = Path(cache_dir) if cache_dir else root / ".embed_cache"
     if engine == "ray":  # Ray Data batch inference (moodshift.audio.ray_embed)
-        from moodshift.audio.ray_embed import ray_embed_files
-
         run = ray_embed_files(paths, embedder=embedder, cache_dir=cache, workers=workers,
                               address=ray_address, progress=progress)  # fmt: skip
     else:

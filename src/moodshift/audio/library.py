@@ -11,14 +11,24 @@ across runs and readable; a ``--labels`` row that names a file and gives a
 ``track_id`` sets that file's id instead.
 
 Incremental runs: the catalogue folder holds ``library.json``, one entry per
-audio file (size, modification time, SHA-256 of the bytes, tags, or the
-reason it failed). A re-run re-reads only the files whose size or time
-changed, finds every other embedding in the content-addressed embedding
-cache (:mod:`moodshift.audio.embedders.pipeline`), embeds only new or changed
-files and drops deleted ones. Each embedding is written to the cache
-atomically as soon as it is computed, so a run killed half-way keeps every
-finished file; the catalogue and ``library.json`` are replaced atomically at
-the end.
+audio file (size, modification time, SHA-256 of its audio bytes with the tags
+left out (:mod:`moodshift.audio.audiohash`), tags, track id, or the reason it
+failed). A re-run re-reads only the files whose size or time changed, finds
+every embedding of unchanged audio in the embedding cache keyed by that hash
+(:mod:`moodshift.audio.embedders.pipeline`), embeds only files whose audio is
+new or changed and drops deleted ones. So a retagged file only has its tags
+read again, and a moved or renamed file (same audio, a path that is new, the
+old one gone) keeps its track id: playlists and labels survive a reorganised folder.
+
+What is read: regular files only. A link whose target leaves the folder is
+skipped and counted (``follow_symlinks`` keeps it); devices, FIFOs and sockets
+are never opened; a file whose name is not UTF-8 or holds control characters
+is counted as unusable (no URL or playlist could name it); each tag value is
+cut to :data:`TAG_MAX_CHARS` characters (counted in the report).
+
+Each embedding is written to the cache atomically as soon as it is computed,
+so a run killed half-way keeps every finished file; the catalogue and
+``library.json`` are replaced atomically at the end.
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import stat
+import tempfile
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -33,11 +47,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mutagen
 import numpy as np
 import pandas as pd
+from mutagen.id3 import ID3, TMOO
+from mutagen.mp4 import MP4FreeForm, MP4Tags
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
+from moodshift.audio.audiohash import audio_sha256
+from moodshift.audio.embedders.base import get_embedder
+from moodshift.audio.embedders.pipeline import (
+    DEFAULT_EXCERPTS,
+    EmbeddingCache,
+    Excerpts,
+    embed_files,
+    provenance_key,
+)
+from moodshift.audio.embedders.standardize import fit_standardizer
+from moodshift.data.catalog import SEPARATOR, Catalog, read_labels
 from moodshift.errors import DataError, InputError
 
 __all__ = [
@@ -57,7 +85,8 @@ AUDIO_EXTENSIONS = frozenset(
      ".wave", ".aif", ".aiff", ".aifc", ".wma", ".webm", ".mka", ".ape", ".wv"}
 )  # fmt: skip
 STATE_FILE = "library.json"
-STATE_VERSION = 1
+# 2: entries keyed by the audio hash (tags left out) and holding their track id.
+STATE_VERSION = 2
 #: Columns of a library catalogue, in order (``meta_*`` columns are shown, not scored).
 COLUMNS = ("track_id", "title", "artist", "meta_album", "genre", "mood", "duration", "audio_path")
 # WMA (ASF) attribute names of the tags read (Title is "Title" already).
@@ -68,6 +97,47 @@ _VALUE_SEPARATORS = (";", "|", "\x00")
 
 
 # --------------------------------------------------------------------------- scanning
+#: Longest text kept of one tag value, in characters (longer values are cut and counted:
+#: a 1 MB title would otherwise be stored and served whole).
+TAG_MAX_CHARS = 1000
+
+
+def control_characters(text: str) -> list[str]:
+    """The control characters (Unicode Cc, line and paragraph separators) in ``text``.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    list of str
+        Each offending character as ``U+XXXX``, in order of appearance, no repeats.
+    """
+    found = [c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")]
+    return list(dict.fromkeys(f"U+{ord(c):04X}" for c in found))
+
+
+def shown(path: str | Path) -> str:
+    """A path as one printable line: undecodable bytes as ``\\xff``, controls escaped."""
+    text = os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+    return "".join(c.encode("unicode_escape").decode() if control_characters(c) else c
+                   for c in text)  # fmt: skip
+
+
+def _name_problem(rel: str) -> str | None:
+    """Why a relative path cannot become a track id, or None."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (surrogate-escaped by os.walk)
+        return "the file name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)"
+    bad = control_characters(rel)
+    if bad:
+        return (f"the file name holds control characters ({', '.join(bad)}), which no link "
+                "or playlist can carry; rename it")  # fmt: skip
+    return None
+
+
 @dataclass
 class ScanResult:
     """What a walk of the library folder found.
@@ -75,7 +145,7 @@ class ScanResult:
     Attributes
     ----------
     audio : list of Path
-        Non-empty files with an audio extension, sorted by relative path.
+        Non-empty regular files with an audio extension, sorted by relative path.
     empty : list of Path
         Zero-length audio files (never decoded).
     hidden : list of Path
@@ -84,6 +154,14 @@ class ScanResult:
         Other files (covers, playlists, text, ...).
     unreadable : list of (Path, str)
         Entries that could not be listed or stat'ed.
+    bad_names : list of (Path, str)
+        Audio files whose name cannot be a track id (not UTF-8, or holding
+        control characters), with the reason.
+    outside : list of Path
+        Symbolic links whose target lies outside the folder (skipped unless
+        ``follow_symlinks``).
+    special : list of Path
+        Devices, FIFOs and sockets: never opened.
     """
 
     root: Path
@@ -92,10 +170,19 @@ class ScanResult:
     hidden: list[Path] = field(default_factory=list)
     non_audio: list[Path] = field(default_factory=list)
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    bad_names: list[tuple[Path, str]] = field(default_factory=list)
+    outside: list[Path] = field(default_factory=list)
+    special: list[Path] = field(default_factory=list)
 
 
-def scan_library(*, root: str | Path, exclude: Iterable[str | Path] = ()) -> ScanResult:
+def scan_library(
+    *, root: str | Path, exclude: Iterable[str | Path] = (), follow_symlinks: bool = False
+) -> ScanResult:
     """Walk ``root`` recursively and sort its files into audio, empty, hidden, non-audio.
+
+    Only regular files are ever listed as audio: a link is judged by its target,
+    and a device, FIFO or socket is set aside without being opened (reading a
+    FIFO would block, reading a device never ends). Linked folders are not entered.
 
     Parameters
     ----------
@@ -103,6 +190,9 @@ def scan_library(*, root: str | Path, exclude: Iterable[str | Path] = ()) -> Sca
         The music folder.
     exclude : paths
         Folders to skip (the catalogue and cache when they lie inside the library).
+    follow_symlinks : bool
+        Keep linked files whose target lies outside ``root`` (by default they are
+        skipped and counted in ``outside``: a link to ``/etc/passwd`` is not music).
 
     Returns
     -------
@@ -140,12 +230,23 @@ def scan_library(*, root: str | Path, exclude: Iterable[str | Path] = ()) -> Sca
             if p.suffix.lower() not in AUDIO_EXTENSIONS:
                 res.non_audio.append(p)
                 continue
-            try:
-                size = p.stat().st_size
-            except OSError as exc:  # a dangling link, a permission problem
-                res.unreadable.append((p, exc.strerror or str(exc)))
+            problem = _name_problem(p.relative_to(root).as_posix())
+            if problem:
+                res.bad_names.append((p, problem))
                 continue
-            (res.audio if size > 0 else res.empty).append(p)
+            try:
+                leaves = p.is_symlink() and not p.resolve(strict=True).is_relative_to(root)
+                if leaves and not follow_symlinks:
+                    res.outside.append(p)
+                    continue
+                st = p.stat()  # the target's kind and size; nothing is opened
+            except (OSError, RuntimeError) as exc:  # a dangling link or a loop, permissions
+                res.unreadable.append((p, getattr(exc, "strerror", None) or str(exc)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                res.special.append(p)
+                continue
+            (res.audio if st.st_size > 0 else res.empty).append(p)
     res.audio.sort(key=lambda q: q.relative_to(root).as_posix())
     return res
 
@@ -178,8 +279,8 @@ def read_tags(path: str | Path) -> dict[str, list[str]]:
     -------
     dict of str to list of str
         Keys among ``title, artist, album, genre, mood``, each with one or more
-        values (multi-valued frames and ``;``-separated values are split);
-        empty when the file has no tags.
+        values (multi-valued frames and ``;``-separated values are split), each
+        value cut to :data:`TAG_MAX_CHARS` characters; empty when the file has no tags.
 
     Raises
     ------
@@ -204,13 +305,6 @@ def write_mood_tag(path: str | Path, mood: str) -> None:
     OSError
         The file cannot be read or replaced.
     """
-    import shutil
-    import tempfile
-
-    import mutagen
-    from mutagen.id3 import ID3, TMOO
-    from mutagen.mp4 import MP4FreeForm, MP4Tags
-
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tag.tmp", dir=path.parent)
     os.close(fd)
@@ -236,18 +330,19 @@ def write_mood_tag(path: str | Path, mood: str) -> None:
             os.unlink(tmp)
 
 
-def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
-    """Tags (as :func:`read_tags`) and duration in seconds (None if unknown): one parse."""
-    import mutagen
-    from mutagen.id3 import ID3
-    from mutagen.mp4 import MP4Tags
+def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None, int]:
+    """Tags (as :func:`read_tags`), duration in seconds (None if unknown), values cut.
+
+    Each value is cut to :data:`TAG_MAX_CHARS` characters; the third item counts
+    the values that were longer.
+    """
 
     f = mutagen.File(str(path))
     length = getattr(getattr(f, "info", None), "length", None)
     duration = float(length) if length else None
     tags = getattr(f, "tags", None) if f is not None else None
     if not tags:
-        return {}, duration
+        return {}, duration, 0
     raw: dict[str, list[Any]] = {}
     if isinstance(tags, ID3):
         frames = {"title": "TIT2", "artist": "TPE1", "album": "TALB", "mood": "TMOO"}
@@ -271,12 +366,14 @@ def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None]:
             if k in ("title", "artist", "album", "genre", "mood"):
                 vals = values if isinstance(values, list) else [values]
                 raw.setdefault(k, []).extend(str(v) for v in vals)
-    return {k: vals for k, v in raw.items() if (vals := _split_values(v))}, duration
+    out = {k: vals for k, v in raw.items() if (vals := _split_values(v))}
+    n_cut = sum(len(v) > TAG_MAX_CHARS for vals in out.values() for v in vals)
+    cut = {k: list(dict.fromkeys(v[:TAG_MAX_CHARS] for v in vals)) for k, vals in out.items()}
+    return cut, duration, n_cut
 
 
 # --------------------------------------------------------------------------- labels CSV
 def _read_overrides(labels: Path) -> pd.DataFrame:
-    from moodshift.data.catalog import read_labels
 
     df = read_labels(labels).fillna("").astype(str)
     if "path" in df.columns and "audio_path" not in df.columns:
@@ -332,9 +429,15 @@ def _load_state(out: Path, root: Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable %s (%s): every file is re-read", path, exc)
         return {}
-    if state.get("format_version") != STATE_VERSION or state.get("root") != str(root):
+    if state.get("format_version") not in (1, STATE_VERSION) or state.get("root") != str(root):
         return {}  # another library or format: start afresh (embeddings stay in the cache)
-    return dict(state.get("files", {}))
+    files = dict(state.get("files", {}))
+    if state.get("format_version") == 1:
+        # Version 1 keyed the cache on the whole file's bytes: every file is re-hashed once,
+        # and its embedding is found under the old key (``legacy_sha256``) and re-filed.
+        files = {rel: {"legacy_sha256": e["sha256"], "track_id": rel}
+                 for rel, e in files.items() if isinstance(e, dict) and "sha256" in e}  # fmt: skip
+    return files
 
 
 def _write_state(out: Path, *, root: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -369,6 +472,14 @@ class LibraryReport:
         Tracks with several mood tags (the first is the track's mood).
     split : str
         The stored split, or why there is none.
+    n_moved : int
+        Files moved or renamed since the last run (same audio): they kept their track id.
+    bad_names : list of (str, str)
+        Audio files whose name cannot be a track id, with the reason (printable form).
+    outside, special : list of str
+        Links leaving the folder (without ``follow_symlinks``); devices, FIFOs, sockets.
+    tags_cut : int
+        Tag values longer than :data:`TAG_MAX_CHARS` characters, cut to that length.
     """
 
     n_tracks: int = 0
@@ -385,6 +496,11 @@ class LibraryReport:
     labels_unmatched: int = 0
     several_moods: int = 0
     split: str = ""
+    n_moved: int = 0
+    bad_names: list[tuple[str, str]] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+    special: list[str] = field(default_factory=list)
+    tags_cut: int = 0
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -393,12 +509,24 @@ class LibraryReport:
         lines = [
             f"{self.n_tracks} tracks: {self.n_labelled} labelled, {self.n_unlabelled} without "
             f"a mood; {self.n_embedded} embedded now, {self.n_reused} from the cache, "
-            f"{self.n_removed} removed since the last run",
+            f"{self.n_removed} removed since the last run"
+            + (f", {self.n_moved} moved (ids kept)" if self.n_moved else ""),
             f"skipped: {len(self.failed)} unreadable audio, {len(self.empty)} empty, "
             f"{len(self.hidden)} hidden, {len(self.non_audio)} non-audio"
             + (f" ({kinds})" if kinds else "")
             + (f", {len(self.unreadable)} not listable" if self.unreadable else ""),
         ]
+        if self.bad_names:
+            lines.append(f"{len(self.bad_names)} files with unusable names (not UTF-8 or "
+                         f"holding control characters): rename them")  # fmt: skip
+        if self.outside:
+            lines.append(f"{len(self.outside)} links to files outside the folder skipped "
+                         "(--follow-symlinks to keep them)")  # fmt: skip
+        if self.special:
+            lines.append(f"{len(self.special)} devices, FIFOs or sockets skipped (never opened)")
+        if self.tags_cut:
+            lines.append(f"{self.tags_cut} tag values longer than {TAG_MAX_CHARS} characters: "
+                         "cut to that length")  # fmt: skip
         if self.several_moods:
             lines.append(f"{self.several_moods} tracks have several mood tags: kept the first")
         if self.labels_unmatched:
@@ -422,6 +550,8 @@ def embed_library(
     attribute: str = "mood",
     seed: int = 0,
     progress: bool = True,
+    follow_symlinks: bool = False,
+    excerpts: Excerpts | None = DEFAULT_EXCERPTS,
 ) -> tuple[Any, LibraryReport]:
     """Scan a music folder, read its tags, embed new or changed files, write the catalogue.
 
@@ -448,6 +578,13 @@ def embed_library(
         Seed of the train/val/test split.
     progress : bool
         Progress bars (files/s and time left) on stderr.
+    follow_symlinks : bool
+        Keep linked files whose target lies outside the folder (skipped by default).
+    excerpts : Excerpts or None, optional
+        Embed windows of long tracks rather than whole tracks
+        (:class:`~moodshift.audio.embedders.pipeline.Excerpts`); None: whole tracks.
+        Default: :data:`~moodshift.audio.embedders.pipeline.DEFAULT_EXCERPTS`
+        (three 30 s windows).
 
     Returns
     -------
@@ -463,19 +600,11 @@ def embed_library(
     DataError
         No audio file could be embedded, or the labels file cannot be used.
     """
-    from moodshift.audio.embedders.base import get_embedder
-    from moodshift.audio.embedders.pipeline import (
-        _Cache,
-        embed_files,
-        file_sha256,
-        provenance_key,
-    )
-    from moodshift.audio.embedders.standardize import fit_standardizer
-    from moodshift.data.catalog import SEPARATOR, Catalog
 
     out = Path(out).expanduser().resolve()
     cache = Path(cache_dir).expanduser().resolve() if cache_dir else _default_cache(out)
-    scan = scan_library(root=audio_dir, exclude=(out, cache, out.with_name(f".{out.name}.old")))
+    scan = scan_library(root=audio_dir, exclude=(out, cache, out.with_name(f".{out.name}.old")),
+                        follow_symlinks=follow_symlinks)  # fmt: skip
     root = scan.root
     if out == root or root.is_relative_to(out):
         raise InputError(f"--out {out} would replace the music folder; write it elsewhere.")
@@ -485,18 +614,22 @@ def embed_library(
     overrides = _read_overrides(Path(labels)) if labels else None
     emb = get_embedder(embedder) if isinstance(embedder, str) else embedder
     provenance = emb.provenance()
-    store = _Cache(cache, provenance)
+    if excerpts is not None:
+        provenance["excerpts"] = excerpts.to_dict()
+    store = EmbeddingCache(cache, provenance)
     previous = _load_state(out, root)
     report = LibraryReport(
-        empty=[str(p) for p in scan.empty], hidden=[str(p) for p in scan.hidden],
-        non_audio=[str(p) for p in scan.non_audio],
-        unreadable=[(str(p), r) for p, r in scan.unreadable],
+        empty=[shown(p) for p in scan.empty], hidden=[shown(p) for p in scan.hidden],
+        non_audio=[shown(p) for p in scan.non_audio],
+        unreadable=[(shown(p), r) for p, r in scan.unreadable],
+        bad_names=[(shown(p), r) for p, r in scan.bad_names],
+        outside=[shown(p) for p in scan.outside], special=[shown(p) for p in scan.special],
     )  # fmt: skip
 
-    # 1. What is new or changed (by size and time), its hash and tags.
+    # 1. What is new or changed (by size and time): its audio hash and tags. A retagged
+    #    file has a new time but the same audio hash, so only its tags are read again.
     files: dict[str, dict[str, Any]] = {}
     rels = [p.relative_to(root).as_posix() for p in scan.audio]
-    report.n_removed = len(set(previous) - set(rels))
     with tqdm(total=len(rels), disable=not progress, unit="file", desc="reading tags",
               dynamic_ncols=True) as bar:  # fmt: skip
         for rel, path in zip(rels, scan.audio, strict=True):
@@ -504,26 +637,32 @@ def embed_library(
             try:
                 st = path.stat()
             except OSError as exc:
-                report.unreadable.append((str(path), exc.strerror or str(exc)))
+                report.unreadable.append((shown(path), exc.strerror or str(exc)))
                 continue
-            old = previous.get(rel)
-            if old and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
+            old = previous.get(rel) or {}
+            if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
                 files[rel] = old
                 continue
             entry: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
             try:
-                entry["sha256"] = file_sha256(path)
+                entry["audio_sha256"] = audio_sha256(path)
             except OSError as exc:
-                report.unreadable.append((str(path), exc.strerror or str(exc)))
+                report.unreadable.append((shown(path), exc.strerror or str(exc)))
                 continue
             try:
-                entry["tags"], entry["duration"] = _probe(path)
+                entry["tags"], entry["duration"], entry["tags_cut"] = _probe(path)
             except Exception as exc:  # mutagen raises many types on damaged files
-                log.info("no tags from %s: %s", path, exc)  # decoding decides if it is usable
-                entry["tags"], entry["duration"] = {}, None
+                log.info("no tags from %s: %s", shown(path), exc)  # decoding decides
+                entry["tags"], entry["duration"], entry["tags_cut"] = {}, None, 0
+            for k in ("track_id", "legacy_sha256"):  # same path: same track
+                if k in old:
+                    entry[k] = old[k]
+            if old.get("audio_sha256") == entry["audio_sha256"] and "failed" in old:
+                entry["failed"], entry["failed_with"] = old["failed"], old.get("failed_with")
             files[rel] = entry
+    report.n_moved, report.n_removed = _assign_track_ids(files, previous)
 
-    # 2. Embeddings: from the cache by content hash, else computed (and cached at once).
+    # 2. Embeddings: from the cache by audio hash, else computed (and cached at once).
     vectors: dict[str, np.ndarray] = {}
     todo: list[str] = []
     key = provenance_key(provenance)
@@ -532,7 +671,12 @@ def embed_library(
             continue  # unchanged since it failed with this embedder: not retried
         entry.pop("failed", None)
         entry.pop("failed_with", None)
-        vec = store.get(entry["sha256"])
+        vec = store.get(entry["audio_sha256"])
+        legacy = entry.pop("legacy_sha256", None)
+        if vec is None and legacy:  # embedded before the audio hash: re-file, not recompute
+            vec = store.get(legacy)
+            if vec is not None:
+                store.put(entry["audio_sha256"], vec)
         if vec is None:
             todo.append(rel)
         else:
@@ -540,7 +684,8 @@ def embed_library(
     report.n_reused = len(vectors)
     if todo:
         run = embed_files([root / r for r in todo], embedder=emb, cache_dir=cache,
-                          workers=workers, progress=progress, standardize=False)  # fmt: skip
+                          workers=workers, progress=progress, standardize=False,
+                          excerpts=excerpts)  # fmt: skip
         for i, vec in zip(run.ok_indices, run.embeddings, strict=True):
             vectors[todo[int(i)]] = vec
         report.n_embedded = len(run.ok_indices) - run.n_cached
@@ -548,7 +693,7 @@ def embed_library(
         for path, reason in run.failures:
             rel = Path(path).relative_to(root).as_posix()
             files[rel]["failed"], files[rel]["failed_with"] = reason, key
-    report.failed = [(str(root / r), e["failed"]) for r, e in files.items() if e.get("failed")]
+    report.failed = [(shown(root / r), e["failed"]) for r, e in files.items() if e.get("failed")]
 
     # 3. The catalogue: one row per embedded file, sorted by path.
     ok = sorted(vectors)
@@ -565,6 +710,10 @@ def embed_library(
         dup = rows["track_id"][rows["track_id"].duplicated()].tolist()
         if dup:
             raise DataError(f"--labels gives the same track_id to several files: {dup[:3]}.")
+        bad = [t for t in rows["track_id"] if control_characters(t)]
+        if bad:
+            raise DataError(f"--labels gives track ids with control characters ({bad[0]!r}), "
+                            "which no link or playlist can carry; remove them.")  # fmt: skip
     if attribute not in rows.columns:
         rows[attribute] = ""
     x = np.stack([vectors[r] for r in ok]).astype(np.float32)
@@ -578,6 +727,7 @@ def embed_library(
                              "empty": len(report.empty)}  # fmt: skip
     cat = Catalog(embeddings=x, labels=rows, provenance=provenance, root=root)
     report.several_moods = sum(len((files[r].get("tags") or {}).get("mood", [])) > 1 for r in ok)
+    report.tags_cut = sum(int(files[r].get("tags_cut") or 0) for r in ok)
     labelled = rows[attribute].astype(str).str.strip() != ""
     report.n_tracks, report.n_labelled = len(rows), int(labelled.sum())
     report.n_unlabelled = report.n_tracks - report.n_labelled
@@ -597,7 +747,7 @@ def _row(rel: str, entry: dict[str, Any], sep: str) -> dict[str, str]:
     tags = entry.get("tags") or {}
     duration = entry.get("duration")
     return {
-        "track_id": rel,
+        "track_id": entry.get("track_id", rel),
         "title": (tags.get("title") or [Path(rel).stem])[0],
         "artist": ", ".join(tags.get("artist", [])),
         "meta_album": (tags.get("album") or [""])[0],
@@ -608,6 +758,44 @@ def _row(rel: str, entry: dict[str, Any], sep: str) -> dict[str, str]:
         "duration": f"{duration:.1f}" if duration else "",
         "audio_path": rel,
     }
+
+
+def _assign_track_ids(files: dict[str, dict[str, Any]],
+                      previous: dict[str, dict[str, Any]]) -> tuple[int, int]:  # fmt: skip
+    """Give each file its track id: kept for a known path, inherited by a moved file.
+
+    A file at a new path whose audio hash equals that of a file gone since the
+    last run is that file moved or renamed: it takes over the old track id, so
+    playlists and labels that name it still work. Everything else is named by
+    its path. Ids stay unique: a new file at a path whose id a moved file
+    already holds gets its audio hash appended.
+
+    Returns
+    -------
+    n_moved, n_removed : int
+        Files that inherited an id; previous files gone without a successor.
+    """
+    gone: dict[str, list[str]] = {}
+    for rel in sorted(set(previous) - set(files)):
+        old = previous[rel]
+        if old.get("audio_sha256"):
+            gone.setdefault(old["audio_sha256"], []).append(old.get("track_id", rel))
+    n_gone = len(set(previous) - set(files))
+    new = sorted(r for r in files if "track_id" not in files[r])
+    n_moved = 0
+    for rel in new:
+        heirs = gone.get(files[rel]["audio_sha256"])
+        if heirs:
+            files[rel]["track_id"] = heirs.pop(0)
+            n_moved += 1
+    taken = {e["track_id"] for e in files.values() if "track_id" in e}
+    for rel in new:
+        entry = files[rel]
+        if "track_id" not in entry:
+            tid = rel if rel not in taken else f"{rel}#{entry['audio_sha256'][:8]}"
+            entry["track_id"] = tid
+            taken.add(tid)
+    return n_moved, n_gone - n_moved
 
 
 def _try_split(cat: Any, *, attribute: str, seed: int) -> str:

@@ -17,14 +17,21 @@ from typing import Any
 import numpy as np
 
 from moodshift._ray import ray_session
+from moodshift.audio.embedders import (
+    Embedder,
+    EmbeddingRun,
+    embed_files,
+    fit_standardizer,
+    get_embedder,
+)
 from moodshift.errors import InputError
+from moodshift.threads import set_threads
 
 
 class _EmbedBatch:
     """Ray Data actor: one embedder per actor, a batch of paths per call."""
 
     def __init__(self, blob: bytes, cache_dir: str | None, max_duration_s: float | None) -> None:
-        from moodshift.threads import set_threads
 
         set_threads(1)  # one CPU per actor; the pool's size is the parallelism
         self.embedder = pickle.loads(blob)
@@ -32,7 +39,6 @@ class _EmbedBatch:
         self.max_duration_s = max_duration_s
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from moodshift.audio.embedders import embed_files
 
         paths = [str(p) for p in batch["path"]]
         run = embed_files(paths, embedder=self.embedder, cache_dir=self.cache_dir,
@@ -94,7 +100,6 @@ def ray_embed_files(
         ``embeddings`` in input order of the files that worked, ``ok_indices``,
         ``failures`` (path, reason), ``provenance``.
     """
-    from moodshift.audio.embedders import Embedder, EmbeddingRun, fit_standardizer, get_embedder
 
     if isinstance(paths, str | bytes | os.PathLike):
         raise InputError("paths must be a list of files, not a single path; wrap it in a list")

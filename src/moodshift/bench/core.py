@@ -2,7 +2,7 @@
 
     moodshift bench selfjoin --n 200000 --dim 512      # exact self-join vs the sgemm peak
     moodshift bench approx                             # IVF mining: speed-up and top-K recall
-    moodshift bench train | embed | query | serve | mining | all
+    moodshift bench train | embed | query | serve | request | mining | soak | transfer | all
 
 Every sub-benchmark reports wall seconds, CPU seconds and the peak resident
 memory of its stage (``peak_rss_mb``: the process's high-water mark, reset at
@@ -30,21 +30,26 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from moodshift._deps import require_faiss
+from moodshift.bench.serve import run_request_bench
+from moodshift.bench.soak import format_soak, run_soak
+from moodshift.bench.transfer import run_transfer_bench, transfer_markdown
 from moodshift.errors import InputError
+from moodshift.retrieval.index import KINDS, FaissIndex, build_index, tuning_grid
+from moodshift.synthetic import make_catalog
+from moodshift.threads import available_cores, faiss_threads, torch_threads
 
-WHATS = ("selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all")
-#: ``all`` runs these (``mining`` trains two models to convergence: run it alone).
-ALL = ("selfjoin", "approx", "train", "embed", "query", "serve")
 QUERY_SIZES = (100_000, 1_000_000)
 #: ``all`` measures the exact self-join at up to this many tracks (minutes, not tens of them).
 ALL_SELFJOIN_MAX_N = 100_000
@@ -61,8 +66,8 @@ NOTE = (
 def run_bench(
     what: str = "selfjoin",
     *,
-    n: int = 200_000,
-    dim: int = 512,
+    n: int | None = None,
+    dim: int | None = None,
     k: int = 100,
     classes: int = 4,
     seed: int = 0,
@@ -74,15 +79,17 @@ def run_bench(
     mining_epochs: int = 60,
     query_kind: str = "auto",
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Run one benchmark (or ``all``) and return its figures as a JSON-ready dict.
+    """Run one benchmark of :data:`BENCHMARKS` (or ``all``) and return its figures as JSON.
 
     Parameters
     ----------
-    what : {"selfjoin", "approx", "train", "embed", "query", "serve", "mining", "all"}
+    what : a name of :data:`BENCHMARKS`, or "all" (those with ``in_all``)
     n, dim, k, classes : int
         Self-join size: ``n`` synthetic tracks of ``dim`` dimensions in ``classes``
-        moods, top-``k`` per class.
+        moods, top-``k`` per class (``n`` and ``dim`` default to the benchmark's
+        :attr:`Benchmark.defaults`, else 200,000 and 512).
     seed : int
     query_sizes : sequence of int, optional
         Catalogue sizes of the query-latency benchmark (default 10^5 and 10^6).
@@ -99,6 +106,10 @@ def run_bench(
         Index of the query-latency benchmark (``auto``: what ``moodshift index`` builds).
     progress : bool
         Progress bars on stderr.
+    **options
+        The options of one benchmark (``moodshift bench``'s flags), e.g. ``clients``,
+        ``duration_s``, ``requests``, ``workdir``, ``workers`` (serve, request, soak),
+        ``audio_dir``, ``files``, ``embedders``, ``render`` (embed).
 
     Returns
     -------
@@ -113,33 +124,44 @@ def run_bench(
     """
     if what not in WHATS:
         raise InputError(f"unknown benchmark {what!r}; use one of {', '.join(WHATS)}")
-    for name, v in (("n", n), ("dim", dim), ("k", k), ("classes", classes)):
+    todo = ALL if what == "all" else (what,)
+    sizes = {name: (BENCHMARKS[name].defaults.get("n", 200_000) if n is None else n,
+                    BENCHMARKS[name].defaults.get("dim", 512) if dim is None else dim)
+             for name in todo}  # fmt: skip
+    checked = [("k", k), ("classes", classes)]
+    checked += [pair for size, d in sizes.values() for pair in (("n", size), ("dim", d))]
+    for name, v in checked:
         if v < 1:
             raise InputError(f"--{name} must be >= 1, got {v}")
-    if n < 2 * classes:
-        raise InputError(f"--n {n} is too small for {classes} classes; use at least {2 * classes}")
+    smallest = min(size[0] for size in sizes.values())
+    if smallest < 2 * classes:
+        raise InputError(f"--n {smallest} is too small for {classes} classes; use at least "
+                         f"{2 * classes}")  # fmt: skip
+    first = sizes[todo[0]]
     result: dict[str, Any] = {
         "what": what,
-        "params": {"n": n, "dim": dim, "k": k, "classes": classes, "seed": seed},
+        "params": {"n": first[0], "dim": first[1], "k": k, "classes": classes, "seed": seed},
         "machine": machine_info(),
         "note": NOTE,
     }
-    todo = ALL if what == "all" else (what,)
     data: dict[str, Any] = {}
     for name in todo:
-        fn = _BENCHES[name]
+        bench = BENCHMARKS[name]
+        size, d = sizes[name]
         # Under "all" the full exact join is measured at up to ALL_SELFJOIN_MAX_N tracks (its
         # cost grows as N^2; GFLOP/s and the ratio to peak barely depend on N at this size).
-        size = min(n, ALL_SELFJOIN_MAX_N) if (what == "all" and name == "selfjoin") else n
+        if what == "all" and name == "selfjoin":
+            size = min(size, ALL_SELFJOIN_MAX_N)
         try:
-            result[name] = fn(n=size, dim=dim, k=k, classes=classes, seed=seed, data=data,
-                              query_sizes=tuple(query_sizes or QUERY_SIZES), train_n=train_n,
-                              train_epochs=train_epochs, embed_seconds=embed_seconds,
-                              approx_sample=approx_sample, mining_epochs=mining_epochs,
-                              query_kind=query_kind, progress=progress)  # fmt: skip
+            result[name] = bench.run(n=size, dim=d, k=k, classes=classes, seed=seed, data=data,
+                                     query_sizes=tuple(query_sizes or QUERY_SIZES),
+                                     train_n=train_n, train_epochs=train_epochs,
+                                     embed_seconds=embed_seconds, approx_sample=approx_sample,
+                                     mining_epochs=mining_epochs, query_kind=query_kind,
+                                     progress=progress, **options)  # fmt: skip
         except _Skip as exc:
             result[name] = {"skipped": str(exc)}
-    result["machine"]["load_avg_after"] = _load_avg()
+    result["machine"]["load_avg_after"] = load_avg()
     return result
 
 
@@ -148,7 +170,8 @@ class _Skip(Exception):
 
 
 # --------------------------------------------------------------------------- measuring
-def _load_avg() -> list[float] | None:
+def load_avg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the system has none)."""
     with contextlib.suppress(OSError, AttributeError):
         return [round(v, 2) for v in os.getloadavg()]
     return None
@@ -162,6 +185,8 @@ def machine_info() -> dict[str, Any]:
     dict
         JSON-ready description of this machine and process.
     """
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
         for line in fh:
@@ -184,9 +209,9 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "python": sys.version.split()[0],
         "env": env,
-        "load_avg": _load_avg(),
+        "load_avg": load_avg(),
     }
-    from moodshift.mining.neighbors import numba_available
+    from moodshift.mining.neighbors import numba_available  # pulls in torch: load on use
 
     info["numba"] = numba_available()
     return info
@@ -269,6 +294,8 @@ def sgemm_peak(*, dim: int, size: int = 8192, reps: int = 3, device: str = "cpu"
     dict
         ``gflops`` (wall clock) and ``gflops_per_cpu_s`` (per process CPU second).
     """
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+
     dev = torch.device(device)
     a = torch.randn(size, dim, device=dev)
     b = torch.randn(size, dim, device=dev)
@@ -366,7 +393,9 @@ def _compile_join(x: np.ndarray, y: np.ndarray, *, k: int, classes: int) -> None
     A small join would take torch's path (below ``NUMBA_MIN_WORK``), so the numba
     backend is asked for by name on CPU.
     """
-    from moodshift.mining.neighbors import class_topk
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+
+    from moodshift.mining.neighbors import class_topk  # pulls in torch: load on use
 
     backend = "auto" if torch.cuda.is_available() else "numba"
     class_topk(embeddings=x[:4096], labels=y[:4096], k=min(k, 8), n_classes=classes,
@@ -375,7 +404,9 @@ def _compile_join(x: np.ndarray, y: np.ndarray, *, k: int, classes: int) -> None
 
 def _bench_selfjoin(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
                     progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
-    from moodshift.mining.neighbors import class_topk
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+
+    from moodshift.mining.neighbors import class_topk  # pulls in torch: load on use
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -434,8 +465,7 @@ def exact_rows_topk(
     ids : np.ndarray, shape (len(rows), classes, k), int64 (``-1`` padded)
     seconds : float
     """
-    from moodshift.mining.neighbors import topk_against
-    from moodshift.threads import torch_threads
+    from moodshift.mining.neighbors import topk_against  # pulls in torch: load on use
 
     ids = np.full((len(rows), classes, k), -1, dtype=np.int64)
     members = [np.flatnonzero(y == c) for c in range(classes)]
@@ -462,7 +492,15 @@ def exact_rows_topk(
 
 def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: dict[str, Any],
                   approx_sample: int, progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
-    from moodshift.mining.neighbors import EXACT_MAX_CLASS, class_topk, list_recall
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+
+    from moodshift.mining.neighbors import (  # pulls in torch: load on use
+        EXACT_MAX_CLASS,
+        class_topk,
+        default_nprobe,
+        ivf_nlist,
+        list_recall,
+    )
 
     x, y = _data(data, n=n, dim=dim, classes=classes, seed=seed)
     threads = torch.get_num_threads()
@@ -500,10 +538,8 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
             rec: dict[str, Any] = {"method": kind}
             nprobe = None
             if extra:
-                from moodshift.mining.neighbors import _ivf_nlist, default_nprobe
-
                 largest = int(np.bincount(ys, minlength=classes).max())
-                nprobe = min(_ivf_nlist(largest), 2 * default_nprobe(_ivf_nlist(largest)))
+                nprobe = min(ivf_nlist(largest), 2 * default_nprobe(ivf_nlist(largest)))
                 rec["nprobe"] = nprobe
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -512,7 +548,8 @@ def _bench_approx(*, n: int, dim: int, k: int, classes: int, seed: int, data: di
                                     normalized=True, method=kind, nprobe=nprobe, seed=seed,
                                     progress=progress)  # fmt: skip
             rec["recall"] = round(list_recall(nb.indices[rows][:, :, :kk], exact_ids), 4)
-            rec["speedup"] = round(exact_s / max(rec["wall_s"], 1e-3), 2)
+            # From the figures as reported: at tiny sizes exact_s's rounding moved it by 2 %.
+            rec["speedup"] = round(entry["exact_seconds"] / max(rec["wall_s"], 1e-3), 2)
             rec["params"] = (
                 {"dims": nb.info["projected_dims"], "energy": nb.info["projected_energy"]}
                 if kind == "projected"
@@ -537,7 +574,6 @@ def busy_processes(count: int) -> Iterator[list[int]]:
     list of int
         Their process ids.
     """
-    import subprocess
 
     procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdin=subprocess.DEVNULL)
              for _ in range(count)]  # fmt: skip
@@ -552,9 +588,9 @@ def busy_processes(count: int) -> Iterator[list[int]]:
 
 
 def _train_once(cat: Any, cfg: Any, *, progress: bool) -> dict[str, Any]:
-    from moodshift.training.train import train
+    from moodshift.training.train import train  # pulls in torch: load on use
 
-    rec: dict[str, Any] = {"load_avg_before": _load_avg()}
+    rec: dict[str, Any] = {"load_avg_before": load_avg()}
     with stage(rec):
         model = train(cat, config=cfg, progress=progress)
     speeds = [float(e["samples_per_s"]) for e in model.log]
@@ -582,15 +618,13 @@ def _bench_train(*, dim: int, seed: int, train_n: int, train_epochs: int, progre
     run adds one spinning process per available core, started and stopped here. Both runs
     use the thread policy (:mod:`moodshift.threads`) exactly as ``moodshift train`` does.
     """
-    from moodshift.synthetic import make_catalog
-    from moodshift.threads import available_cores
-    from moodshift.training.train import TrainConfig
+    from moodshift.training.train import TrainConfig  # pulls in torch: load on use
 
     cat = make_catalog(n=train_n, dim=dim, seed=seed)
     cfg = TrainConfig(epochs=train_epochs, val_max_seeds=200, seed=seed, choose_strength=False)
     cores = available_cores()
     quiet = _train_once(cat, cfg, progress=progress)
-    arch = cfg.architecture(dim=dim, n_classes=int(cat.labels["mood"].nunique()))
+    arch = cfg.architecture.sized(dim=dim, n_classes=int(cat.labels["mood"].nunique()))
     ceiling = matmul_ceiling(arch=arch, batch=cfg.batch_size, threads=int(quiet["threads"] or 1))
     with busy_processes(cores):
         contended = _train_once(cat, cfg, progress=progress)
@@ -619,7 +653,7 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
     Parameters
     ----------
     arch : Architecture
-        The network (:meth:`TrainConfig.architecture`).
+        The network (``TrainConfig.architecture``).
     batch : int
         Training batch size.
     threads : int
@@ -633,10 +667,10 @@ def matmul_ceiling(*, arch: Any, batch: int, threads: int, reps: int = 10) -> di
         ``flops_per_sample`` (forward and backward), ``matmul_gflops`` (the rate of these
         products here), ``samples_per_s`` (the ceiling) and ``threads``.
     """
-    from torch import nn
+    import torch  # heavy (seconds to import): only the benchmarks that need it
+    from torch import nn  # torch is heavy: load on use
 
-    from moodshift.model.network import MoodTransformer
-    from moodshift.threads import torch_threads
+    from moodshift.model.network import MoodTransformer  # pulls in torch: load on use
 
     net = MoodTransformer(arch)
     inputs = {id(net.embedding_branch[0]), id(net.class_branch[0])}
@@ -676,13 +710,18 @@ STAGE_KEYS_TRAIN = ("wall_s", "cpu_s", "rss_start_mb", "peak_rss_mb", "peak_rss_
 
 
 # --------------------------------------------------------------------------- embedding
-def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, **_: Any
-                 ) -> dict[str, Any]:  # fmt: skip
-    # A small library of compressed files through `embed --audio-dir` (moodshift.bench.embed;
-    # `moodshift bench embed` has the options: --audio-dir, --files, --clip-seconds).
-    from moodshift.bench.embed import bench_embed
+def _bench_embed(*, seed: int, embed_seconds: float, progress: bool, files: int = 4,
+                 render: bool = False, audio_dir: str | None = None,
+                 embedders: Sequence[str] = ("features", "musicnn"), workers: int | None = None,
+                 **_: Any) -> dict[str, Any]:  # fmt: skip
+    # A library of compressed files through `embed --audio-dir` (moodshift.bench.embed): by
+    # default four files of synthetic chords, which `moodshift bench embed` makes real music.
+    from moodshift.bench.embed import (  # here: bench.embed takes stage() from this module
+        bench_embed,  # here: bench.embed takes stage() from this module
+    )
 
-    return bench_embed(n_files=4, clip_seconds=embed_seconds, seed=seed, render=False,
+    return bench_embed(audio_dir=audio_dir, n_files=files, clip_seconds=embed_seconds,
+                       embedders=list(embedders), workers=workers, seed=seed, render=render,
                        progress=progress)  # fmt: skip
 
 
@@ -694,8 +733,6 @@ def _ivf_index(x: np.ndarray, *, seed: int) -> Any:
     with 25 rounds: about 10^14 flops at 10^6 x 512, too slow for a bounded benchmark
     on 2 cores. The search path measured is still ``moodshift.retrieval.index.FaissIndex``'s.
     """
-    from moodshift._deps import require_faiss
-    from moodshift.retrieval.index import FaissIndex
 
     faiss = require_faiss()
     n, d = x.shape
@@ -739,9 +776,7 @@ def _bench_query(
     (efSearch / nprobe) is the smallest whose recall@10 on 200 of the benchmark's
     queries reaches 0.95; the other 800 are timed one at a time with one thread.
     """
-    from moodshift.retrieval.index import KINDS, build_index, tuning_grid
-    from moodshift.retrieval.search import topk_cosine
-    from moodshift.threads import faiss_threads
+    from moodshift.retrieval.search import topk_cosine  # pulls in torch: load on use
 
     if query_kind not in KINDS:
         raise InputError(f"unknown index kind {query_kind!r}; use one of {', '.join(KINDS)}.")
@@ -795,24 +830,58 @@ def _bench_query(
 
 
 # --------------------------------------------------------------------------- serving
-def _bench_serve(**_: Any) -> dict[str, Any]:
+def _bench_serve(*, n: int, dim: int, seed: int, query_kind: str, progress: bool,
+                 clients: Sequence[int] | None = None, requests: int = 3000,
+                 duration_s: float | None = None, filter_fraction: float = 0.2,
+                 load_client: str = "raw", workers: int | None = None,
+                 workdir: str | None = None, **_: Any) -> dict[str, Any]:  # fmt: skip
     try:
         from moodshift.bench.serve import run_serve_bench
-    except ImportError as exc:
+    except ImportError as exc:  # the server's dependencies (FastAPI, uvicorn) are optional
         raise _Skip(f"moodshift.bench.serve is not available: {exc}") from exc
     rec: dict[str, Any] = {}
     with stage(rec):
-        rec["result"] = run_serve_bench()
-    return rec
+        figures = run_serve_bench(
+            n=n, dim=dim, seed=seed, workers=workers or 1, workdir=workdir,
+            clients=clients or (1, 8, 32), requests=requests, duration_s=duration_s or 15.0,
+            kind=query_kind, client=load_client, filter_fraction=filter_fraction,
+            progress=progress,
+        )  # fmt: skip
+    return figures | rec
+
+
+def _bench_request(*, n: int, dim: int, seed: int, query_kind: str, progress: bool,
+                   filter_fraction: float = 0.2, workdir: str | None = None,
+                   **_: Any) -> dict[str, Any]:  # fmt: skip
+    return run_request_bench(n=n, dim=dim, seed=seed, kind=query_kind, workdir=workdir,
+                             filter_fraction=filter_fraction, progress=progress)  # fmt: skip
+
+
+def _bench_soak(*, n: int, dim: int, seed: int, clients: Sequence[int] | None = None,
+                duration_s: float | None = None, workdir: str | None = None,
+                progress: bool, **_: Any) -> dict[str, Any]:  # fmt: skip
+
+    counts = list(clients or (32,))
+    if len(counts) != 1:
+        raise InputError(f"bench soak runs one client count; got --clients {counts}")
+    return run_soak(n=n, dim=dim, clients=counts[0], duration_s=duration_s or 60.0, seed=seed,
+                    workdir=workdir, progress=progress)  # fmt: skip
+
+
+def _soak_report(figures: dict[str, Any]) -> str:
+
+    return format_soak(figures)
 
 
 # --------------------------------------------------------------------------- mining effect
 def _bench_mining(*, dim: int, seed: int, train_n: int, mining_epochs: int, progress: bool,
                   **_: Any) -> dict[str, Any]:  # fmt: skip
     """Train with exact and with approximate (IVF) proxy mining; compare test metrics."""
-    from moodshift.evaluation.evaluate import evaluate_catalog
-    from moodshift.synthetic import make_catalog
-    from moodshift.training.train import TrainConfig, train
+    from moodshift.evaluation.evaluate import evaluate_catalog  # pulls in torch: load on use
+    from moodshift.training.train import (  # pulls in torch: load on use
+        TrainConfig,
+        train,
+    )
 
     cat = make_catalog(n=train_n, dim=dim, seed=seed, interaction=True)
     out: dict[str, Any] = {"n_tracks": train_n, "dim": dim, "epochs": mining_epochs, "runs": {}}
@@ -833,12 +902,64 @@ def _bench_mining(*, dim: int, seed: int, train_n: int, mining_epochs: int, prog
     return out
 
 
-_BENCHES = {
-    "selfjoin": _bench_selfjoin,
-    "approx": _bench_approx,
-    "train": _bench_train,
-    "embed": _bench_embed,
-    "query": _bench_query,
-    "serve": _bench_serve,
-    "mining": _bench_mining,
-}
+# --------------------------------------------------------------------------- mood transfer
+def _bench_transfer(*, n: int, seed: int, progress: bool, workdir: str | None = None,
+                    workers: int | None = None, n_cross: int = 240,
+                    transfer_epochs: int | None = None, floor_model: str | None = None,
+                    **_: Any) -> dict[str, Any]:  # fmt: skip
+    """Train on one part of the built-in corpus, measure on parts it never saw."""
+    return run_transfer_bench(workdir=workdir or "bench_out/transfer", n_train=n,
+                              n_cross=n_cross, seed=seed, workers=workers,
+                              epochs=transfer_epochs, floor_model=floor_model,
+                              progress=progress)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark of ``moodshift bench``: the CLI's list and ``all`` read these.
+
+    Attributes
+    ----------
+    run : callable
+        Keyword options (:func:`run_bench`'s) -> JSON-ready figures; it reads the
+        options it needs and ignores the rest.
+    about : str
+        One line for ``moodshift bench --help``.
+    in_all : bool
+        Whether ``moodshift bench all`` runs it.
+    defaults : mapping
+        ``n`` and ``dim`` when none are given (else 200,000 and 512).
+    report : callable, optional
+        Figures -> the text the CLI prints instead of the JSON.
+    """
+
+    run: Callable[..., dict[str, Any]]
+    about: str
+    in_all: bool = True
+    defaults: Mapping[str, int] = field(default_factory=dict)
+    report: Callable[[dict[str, Any]], str] | None = None
+
+
+#: Every benchmark, by the name ``moodshift bench NAME`` takes.
+BENCHMARKS: dict[str, Benchmark] = {
+    "selfjoin": Benchmark(_bench_selfjoin, "the exact self-join against the sgemm peak"),
+    "approx": Benchmark(_bench_approx, "approximate mining: speed-up and top-K recall"),
+    "train": Benchmark(_bench_train, "training speed and the network's matmul ceiling"),
+    "embed": Benchmark(_bench_embed, "embedding a library of compressed files"),
+    "query": Benchmark(_bench_query, "query latency of the index at 10^5 and 10^6 tracks"),
+    "serve": Benchmark(_bench_serve, "POST /query latency and throughput of a real server",
+                       defaults={"n": 100_000, "dim": 256}),
+    "request": Benchmark(_bench_request, "moodshift query's answer time against the server's",
+                         in_all=False, defaults={"n": 100_000, "dim": 256}),
+    "mining": Benchmark(_bench_mining, "exact vs approximate proxy mining, trained to the end",
+                        in_all=False),
+    "soak": Benchmark(_bench_soak, "a mixed load against a real server for a while",
+                      in_all=False, defaults={"n": 5000, "dim": 64}, report=_soak_report),
+    "transfer": Benchmark(_bench_transfer, "mood accuracy and P@1 on a held-out soundfont, "
+                          "genres, tunes and arranger (renders and trains: run it alone)",
+                          in_all=False, defaults={"n": 320}, report=transfer_markdown),
+}  # fmt: skip
+#: The names ``run_bench`` takes: every benchmark, and ``all``.
+WHATS = (*BENCHMARKS, "all")
+#: What ``all`` runs (``mining`` trains two models to convergence: run it alone).
+ALL = tuple(name for name, b in BENCHMARKS.items() if b.in_all)

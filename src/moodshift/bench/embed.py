@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
-from moodshift.errors import InputError
+from moodshift.audio.corpus import build_corpus
+from moodshift.audio.corpus.render import default_soundfonts
+from moodshift.audio.embedders.pipeline import load_audio
+from moodshift.audio.library import embed_library, scan_library
+from moodshift.bench.core import stage
+from moodshift.errors import InputError, MoodshiftError
 
 __all__ = ["bench_embed", "make_bench_library"]
 
@@ -46,15 +52,11 @@ _SNDFILE_FORMATS = {".mp3": ("MP3", "MPEG_LAYER_III"), ".ogg": ("OGG", "VORBIS")
 def _sources(tmp: Path, *, n: int, seconds: float, seed: int, render: bool,
              progress: bool) -> list[Path]:  # fmt: skip
     """``n`` WAV clips of ``seconds`` each: rendered music if asked and FluidSynth is here."""
-    from moodshift.audio.corpus.render import default_soundfonts
 
     if render and shutil.which("fluidsynth") and default_soundfonts():
-        from moodshift.audio.corpus import build_corpus
-
         build_corpus(tmp / "corpus", n=n, seed=seed, clip_seconds=(seconds, seconds),
                      progress=progress)  # fmt: skip
         return sorted((tmp / "corpus" / "audio").glob("*.wav"))[:n]
-    import soundfile as sf
 
     rng = np.random.default_rng(seed)
     out = []
@@ -103,8 +105,6 @@ def make_bench_library(
                                 "-ac", "2", *_FFMPEG_CODECS[ext], str(dst)],
                                check=True)  # fmt: skip
             else:
-                import soundfile as sf
-
                 y, sr = sf.read(src, dtype="float32")
                 fmt, sub = _SNDFILE_FORMATS[ext]
                 sf.write(dst, y, sr, format=fmt, subtype=sub)
@@ -114,7 +114,6 @@ def make_bench_library(
 
 
 def _decode_only(files: Sequence[Path]) -> dict[str, Any]:
-    from moodshift.audio.embedders.pipeline import load_audio
 
     per: dict[str, dict[str, float]] = {}
     for p in files:
@@ -174,9 +173,6 @@ def bench_embed(
     InputError
         ``n_files`` or ``clip_seconds`` not positive.
     """
-    from moodshift.audio.library import embed_library, scan_library
-    from moodshift.bench.core import stage
-    from moodshift.errors import MoodshiftError
 
     if n_files < 1 or clip_seconds <= 0:
         raise InputError("--files and --clip-seconds must be positive")

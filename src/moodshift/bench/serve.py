@@ -36,7 +36,11 @@ from typing import Any
 
 import numpy as np
 
+from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.retrieval.index import build_catalog_index
+from moodshift.synthetic import make_catalog
+from moodshift.threads import limited_threads
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -103,10 +107,6 @@ def run_serve_bench(
     MoodshiftError
         When the benchmark server exits or does not answer ``/healthz`` in time.
     """
-    from moodshift.data.catalog import Catalog
-    from moodshift.retrieval.index import build_catalog_index
-    from moodshift.synthetic import make_catalog
-    from moodshift.training.train import TrainConfig, train
 
     if client not in ("raw", "httpx"):
         raise InputError(f"unknown client {client!r}; use 'raw' or 'httpx'.")
@@ -119,47 +119,27 @@ def run_serve_bench(
                              "workers": workers, "filter_fraction": filter_fraction}  # fmt: skip
     load_before = os.getloadavg()
     try:
-        info = _reusable(work, n=n, dim=dim, kind=kind)
-        if info is None:
-            t0 = time.perf_counter()
-            cat = make_catalog(n=n, dim=dim, groups=True, seed=seed)
-            cat.save(work / "catalog")
-            setup["catalog_seconds"] = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-            train(
-                cat, config=TrainConfig(epochs=epochs, seed=seed, val_max_seeds=500),
-                out=work / "model", progress=progress,
-            )  # fmt: skip
-            setup["train_seconds"] = round(time.perf_counter() - t0, 2)
-            del cat
-            info = build_catalog_index(work / "catalog", kind=kind, seed=seed, progress=progress)
-        else:
-            setup["reused"] = str(work)
-        setup["index"] = {
-            key: info.get(key)
-            for key in ("kind", "params", "recall_at_10", "recall_at_10_filtered",
-                        "filtered_fraction", "exact_filter_rows", "build_seconds",
-                        "total_seconds")
-        }  # fmt: skip
+        setup |= bench_artifacts(work, n=n, dim=dim, kind=kind, seed=seed, epochs=epochs,
+                                 progress=progress)  # fmt: skip
         bodies = _request_bodies(Catalog.load(work / "catalog", mmap=True), seed=seed, k=k,
                                  filter_fraction=filter_fraction)  # fmt: skip
-        port = _free_port()
+        port = free_port()
         t0 = time.perf_counter()
-        with _server(work, port, workers=workers) as proc:
+        with server_process(work, port, workers=workers) as proc:
             setup["server_start_seconds"] = round(time.perf_counter() - t0, 2)
             url = ("127.0.0.1", port)
             asyncio.run(_load(url, bodies, clients=8, requests=warmup, duration_s=60.0,
                               client=client))  # fmt: skip
             runs = []
             for c in clients:
-                cpu_server0 = _proc_cpu_seconds(proc.pid)
-                cpu_client0 = _self_cpu_seconds()
+                cpu_server0 = proc_cpu_seconds(proc.pid)
+                cpu_client0 = self_cpu_seconds()
                 res = asyncio.run(
                     _load(url, bodies, clients=c, requests=requests, duration_s=duration_s,
                           client=client)
                 )  # fmt: skip
-                res["server_cpu_seconds"] = round(_proc_cpu_seconds(proc.pid) - cpu_server0, 2)
-                res["client_cpu_seconds"] = round(_self_cpu_seconds() - cpu_client0, 2)
+                res["server_cpu_seconds"] = round(proc_cpu_seconds(proc.pid) - cpu_server0, 2)
+                res["client_cpu_seconds"] = round(self_cpu_seconds() - cpu_client0, 2)
                 res["load_average_1m"] = round(os.getloadavg()[0], 2)
                 runs.append(res)
                 if progress:
@@ -203,6 +183,157 @@ def run_serve_bench(
     }
 
 
+def bench_artifacts(
+    work: Path, *, n: int, dim: int, kind: str, seed: int, epochs: int, progress: bool
+) -> dict[str, Any]:
+    """A synthetic catalogue, a briefly trained model and the catalogue's index in ``work``.
+
+    Made as ``moodshift import``, ``train`` and ``index`` make them (``catalog/``,
+    ``model/``, ``catalog/index/``), or reused when an earlier run left ones that fit.
+
+    Returns
+    -------
+    dict
+        ``catalog_seconds`` and ``train_seconds`` (or ``reused``), and ``index``: its
+        kind, parameters, recall and build time.
+    """
+    from moodshift.training.train import (  # pulls in torch: load on use
+        TrainConfig,
+        train,
+    )
+
+    setup: dict[str, Any] = {}
+    info = _reusable(work, n=n, dim=dim, kind=kind)
+    if info is None:
+        t0 = time.perf_counter()
+        cat = make_catalog(n=n, dim=dim, groups=True, seed=seed)
+        cat.save(work / "catalog")
+        setup["catalog_seconds"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        model = train(cat, config=TrainConfig(epochs=epochs, seed=seed, val_max_seeds=500),
+                      out=work / "model", progress=progress)  # fmt: skip
+        setup["train_seconds"] = round(time.perf_counter() - t0, 2)
+        del cat
+        # With the model: its tagger's p(mood | track) is stored, as `moodshift index --model`.
+        info = build_catalog_index(work / "catalog", kind=kind, seed=seed, progress=progress,
+                                   model=model)  # fmt: skip
+    else:
+        setup["reused"] = str(work)
+    setup["index"] = {
+        key: info.get(key)
+        for key in ("kind", "params", "recall_at_10", "recall_at_10_filtered",
+                    "filtered_fraction", "exact_filter_rows", "build_seconds", "total_seconds")
+    }  # fmt: skip
+    return setup
+
+
+def run_request_bench(
+    *,
+    n: int = 100_000,
+    dim: int = 256,
+    seed: int = 0,
+    epochs: int = 2,
+    k: int = 10,
+    kind: str = "auto",
+    filter_fraction: float = 0.2,
+    count: int = 512,
+    processes: int = 3,
+    workdir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``moodshift query``'s answer time against the server's, for the same queries, one run.
+
+    On an indexed synthetic catalogue (:func:`bench_artifacts`), the same request bodies
+    go, one at a time, through the server's answer function
+    (:meth:`ServingState.query_batch` of one body, as ``in_process`` times it) and through
+    the CLI's path (:meth:`Searcher.open`, then :meth:`Searcher.query`: what
+    ``moodshift query`` runs after loading), interleaved so that both see the same load,
+    with one thread per library. Then ``moodshift query`` itself runs as a process
+    ``processes`` times: loading the catalogue, model and index is most of its wall time.
+
+    Returns
+    -------
+    dict
+        ``setup``; ``server_ms_per_query`` and ``cli_ms_per_query`` (CPU ms, and wall
+        ms under ``*_wall_ms_per_query``), ``cli_over_server``; ``index`` (what served the
+        CLI's answers); ``cli_process_seconds`` (each whole ``moodshift query`` run).
+    """
+    from moodshift.retrieval.search import Searcher  # pulls in torch: load on use
+
+    tmp = None
+    if workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="moodshift-bench-request-")
+        workdir = tmp.name
+    work = Path(workdir)
+    try:
+        setup = {"n": n, "dim": dim, "k": k, "filter_fraction": filter_fraction}
+        setup |= bench_artifacts(work, n=n, dim=dim, kind=kind, seed=seed, epochs=epochs,
+                                 progress=progress)  # fmt: skip
+        bodies = [json.loads(b) for b in _request_bodies(
+            Catalog.load(work / "catalog", mmap=True), seed=seed, k=k,
+            filter_fraction=filter_fraction, count=count)]  # fmt: skip
+        state = serving_state(work)
+        searcher = Searcher.open(catalog=work / "catalog", model=work / "model")
+        cpu = {"server": 0.0, "cli": 0.0}
+        wall = {"server": 0.0, "cli": 0.0}
+        served = set()
+        with limited_threads(1):
+            for b in bodies[:64]:  # warm-up: first touches of the mapped files
+                state.query_batch([b])
+                searcher.query(**b)
+            for b in bodies:
+                for who in ("server", "cli"):
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    if who == "server":
+                        state.query_batch([b])
+                    else:
+                        served.add(searcher.query(**b).index)
+                    cpu[who] += time.process_time() - c0
+                    wall[who] += time.perf_counter() - w0
+        runs = [_cli_query_seconds(work, bodies[i]) for i in range(processes)]
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    per = {who: round(v / len(bodies) * 1e3, 3) for who, v in cpu.items()}
+    per_wall = {who: round(v / len(bodies) * 1e3, 3) for who, v in wall.items()}
+    return {
+        "setup": setup,
+        "queries": len(bodies),
+        "threads": 1,
+        "server_ms_per_query": per["server"],
+        "cli_ms_per_query": per["cli"],
+        "server_wall_ms_per_query": per_wall["server"],
+        "cli_wall_ms_per_query": per_wall["cli"],
+        "cli_over_server": round(per["cli"] / per["server"], 2) if per["server"] else None,
+        "index": sorted(served),
+        "cli_process_seconds": runs,
+    }
+
+
+def _cli_query_seconds(work: Path, body: dict[str, Any]) -> dict[str, Any]:
+    """Wall seconds of one whole ``moodshift query`` process, and the index it reported."""
+    cmd = [sys.executable, "-m", "moodshift.cli", "query", "--catalog", str(work / "catalog"),
+           "--model", str(work / "model"), "--track", body["track_id"], "--mood",
+           body["target_mood"], "-k", str(body["k"]), "--json"]  # fmt: skip
+    for column, value in (body.get("filters") or {}).items():
+        cmd += ["--filter", f"{column}={value}"]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise MoodshiftError(f"moodshift query failed: {done.stderr.strip()[-300:]}")
+    return {"seconds": round(seconds, 2), "index": json.loads(done.stdout)["index"]}
+
+
+def serving_state(work: Path) -> Any:
+    """The server's state over a benchmark folder (catalogue, model and index), in process."""
+    from moodshift.retrieval.request import open_artifacts  # pulls in torch: load on use
+    from moodshift.serving.state import ServingState  # pulls in torch: load on use
+
+    art = open_artifacts(catalog=work / "catalog", model=work / "model")
+    return ServingState(catalog=art.catalog, model=art.model, index=art.index, max_k=100)
+
+
 def in_process_cost(
     work: Path, bodies: Sequence[bytes], *, batch_sizes: Sequence[int] = (1, 32), count: int = 1024
 ) -> dict[str, Any]:
@@ -229,16 +360,8 @@ def in_process_cost(
         ``ms_per_query`` by batch size (as a string key), and ``ms_per_query_unfiltered``
         and ``ms_per_query_filtered`` likewise.
     """
-    from moodshift.data.catalog import Catalog
-    from moodshift.model.network import MoodshiftModel
-    from moodshift.retrieval.index import load_catalog_index
-    from moodshift.serving.state import ServingState
-    from moodshift.threads import limited_threads
 
-    cat = Catalog.load(work / "catalog", mmap=True)
-    index = load_catalog_index(cat, catalog_path=work / "catalog")
-    state = ServingState(catalog=cat, model=MoodshiftModel.load(work / "model"), index=index,
-                         max_k=100)  # fmt: skip
+    state = serving_state(work)
     parsed = [json.loads(b) for b in bodies]
     kinds = {"": parsed, "_unfiltered": [b for b in parsed if not b.get("filters")],
              "_filtered": [b for b in parsed if b.get("filters")]}  # fmt: skip
@@ -400,7 +523,7 @@ async def _httpx_worker(
     *,
     offset: int,
 ) -> None:
-    import httpx
+    import httpx  # httpx is heavy: load on use
 
     host, port = url
     headers = {"content-type": "application/json"}
@@ -419,14 +542,15 @@ async def _httpx_worker(
 
 
 # ---------------------------------------------------------------------- server process
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
-def _server(work: Path, port: int, *, workers: int = 1) -> Any:
+def server_process(work: Path, port: int, *, workers: int = 1) -> Any:
     """``moodshift serve`` in a subprocess, bound to 127.0.0.1 only; stopped on exit."""
     if workers == 1:  # exactly what a user runs
         cmd = [sys.executable, "-m", "moodshift.cli", "serve",
@@ -454,7 +578,7 @@ def _server(work: Path, port: int, *, workers: int = 1) -> Any:
 
 
 def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: float = 300) -> None:
-    import httpx
+    import httpx  # httpx is heavy: load on use
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -472,7 +596,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout: floa
 
 def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
     """The server's own latency histogram of POST /query (cumulative counts per bucket)."""
-    import httpx
+    import httpx  # httpx is heavy: load on use
 
     try:
         text = httpx.get(f"http://{url[0]}:{url[1]}/metrics", timeout=10).text
@@ -488,7 +612,7 @@ def _server_query_histogram(url: tuple[str, int]) -> dict[str, int]:
 
 def _server_info(url: tuple[str, int]) -> dict[str, Any]:
     """Whether the server used the numpy fast path, and its micro-batch figures."""
-    import httpx
+    import httpx  # httpx is heavy: load on use
 
     base = f"http://{url[0]}:{url[1]}"
     try:
@@ -506,7 +630,7 @@ def _server_info(url: tuple[str, int]) -> dict[str, Any]:
     return {"fast_path": info.get("fast_path"), "batching": batching}
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its live descendants (Linux /proc).
 
     NaN where /proc is missing. Worker processes of ``serve(workers=N)`` are
@@ -533,6 +657,7 @@ def _proc_cpu_seconds(pid: int) -> float:
     return total
 
 
-def _self_cpu_seconds() -> float:
+def self_cpu_seconds() -> float:
+    """User + system CPU seconds of this process."""
     t = os.times()
     return t.user + t.system

@@ -30,14 +30,19 @@ import contextlib
 import json
 import os
 import random
+import tempfile
 import time
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from moodshift.bench.serve import _free_port, _proc_cpu_seconds, _self_cpu_seconds, _server
+from moodshift.bench.serve import free_port, proc_cpu_seconds, self_cpu_seconds, server_process
+from moodshift.data.catalog import Catalog
+from moodshift.retrieval.index import build_catalog_index
+from moodshift.synthetic import make_catalog
 
 #: A request the client gives up on after this many seconds counts as a timeout.
 CLIENT_TIMEOUT_S = 10.0
@@ -81,7 +86,6 @@ def run_soak(
         ``totals``, ``rss_mb`` (before, after, growth %), ``healthy_after``,
         ``machine`` and ``setup``.
     """
-    import tempfile
 
     tmp = None
     if workdir is None:
@@ -91,20 +95,20 @@ def run_soak(
     try:
         setup = _prepare(work, n=n, dim=dim, audio_files=audio_files,
                          audio_seconds=audio_seconds, seed=seed, progress=progress)  # fmt: skip
-        port = _free_port()
+        port = free_port()
         load_before = os.getloadavg()
-        with _server(work, port) as proc:
+        with server_process(work, port) as proc:
             url = ("127.0.0.1", port)
             mix = _Mix(setup.pop("ids"), setup.pop("audio_ids"), setup.pop("genres"), port=port,
                        dim=dim, seed=seed)  # fmt: skip
             asyncio.run(_run(url, mix, clients=min(clients, 8), duration_s=5.0))  # warm-up
             rss_before = _rss_mb(proc.pid)
-            cpu0, ccpu0 = _proc_cpu_seconds(proc.pid), _self_cpu_seconds()
+            cpu0, ccpu0 = proc_cpu_seconds(proc.pid), self_cpu_seconds()
             t0 = time.perf_counter()
             records = asyncio.run(_run(url, mix, clients=clients, duration_s=duration_s))
             elapsed = time.perf_counter() - t0
-            server_cpu = _proc_cpu_seconds(proc.pid) - cpu0
-            client_cpu = _self_cpu_seconds() - ccpu0
+            server_cpu = proc_cpu_seconds(proc.pid) - cpu0
+            client_cpu = self_cpu_seconds() - ccpu0
             time.sleep(1.0)  # let the last responses' buffers go
             rss_after = _rss_mb(proc.pid)
             healthy = _healthy(url, mix)
@@ -159,10 +163,10 @@ def _prepare(
     work: Path, *, n: int, dim: int, audio_files: int, audio_seconds: Sequence[float], seed: int,
     progress: bool,
 ) -> dict[str, Any]:  # fmt: skip
-    from moodshift.data.catalog import Catalog
-    from moodshift.retrieval.index import build_catalog_index
-    from moodshift.synthetic import make_catalog
-    from moodshift.training.train import TrainConfig, train
+    from moodshift.training.train import (  # pulls in torch: load on use
+        TrainConfig,
+        train,
+    )
 
     cat = make_catalog(n=n, dim=dim, groups=True, seed=seed)
     rng = np.random.default_rng(seed)
@@ -194,7 +198,6 @@ def _prepare(
 
 
 def _write_wav(path: Path, *, seconds: float, freq: float, rate: int = 22050) -> int:
-    import wave
 
     t = np.arange(int(seconds * rate)) / rate
     samples = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
@@ -418,7 +421,7 @@ def _rss_mb(pid: int) -> float:
 
 
 def _healthy(url: tuple[str, int], mix: _Mix) -> bool:
-    import httpx
+    import httpx  # httpx is heavy: load on use
 
     base = f"http://{url[0]}:{url[1]}"
     try:

@@ -39,7 +39,18 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.errors import InputError
+from moodshift.audio.corpus import build_corpus, default_soundfonts
+from moodshift.audio.embed import embed_catalog
+from moodshift.data.catalog import concat_catalogs
+from moodshift.errors import DependencyError, InputError
+from moodshift.model.evidence import (
+    choose_to_label,
+    labels_logp,
+    log_softmax,
+    recentre,
+    score_proba,
+)
+from moodshift.model.tagger import MoodTagger
 
 TRAIN_GENRES: tuple[str, ...] = ("rock", "waltz", "swing", "bossa", "electronic")
 CROSS_GENRES: tuple[str, ...] = ("march", "folk", "ballad")
@@ -104,10 +115,6 @@ def build_part(
     DependencyError
         When fluidsynth or the part's soundfont is missing.
     """
-    from moodshift.audio.corpus import build_corpus, default_soundfonts
-    from moodshift.audio.embed import embed_catalog
-    from moodshift.errors import DependencyError
-
     fonts = {p.stem: p for p in default_soundfonts()}
     if part.soundfont not in fonts:
         raise DependencyError(
@@ -127,7 +134,7 @@ def build_part(
 
 
 def _check(n_train: int, n_cross: int, clip_seconds: float) -> None:
-    for name, v in (("--n-train", n_train), ("--n-cross", n_cross)):
+    for name, v in (("--n", n_train), ("--n-cross", n_cross)):
         if v < 64:
             raise InputError(f"{name} must be at least 64 clips (16 per mood), got {v}")
     if not 3.0 <= clip_seconds <= 30.0:
@@ -180,7 +187,7 @@ def _class_ids(catalog: Any, classes: Sequence[str]) -> np.ndarray:
 
 def _engine(catalog: Any, model: Any, *, seed: int) -> dict[str, dict[str, float]]:
     """Mood / Genre P@1 of the engine and its simple baselines, no label visible to queries."""
-    from moodshift.evaluation.evaluate import evaluate_catalog
+    from moodshift.evaluation.evaluate import evaluate_catalog  # pulls in torch: load on use
 
     rep = evaluate_catalog(catalog, model=model, seed=seed, label_fraction=0.0,
                            methods=ENGINE_METHODS, ks=(1, 10))  # fmt: skip
@@ -198,8 +205,6 @@ def _evidence_rows(
     Sources are computed over the whole catalogue (re-centring sees all of it, as it
     would a user's library); ``user_rows`` carry the few user labels.
     """
-    from moodshift.model.evidence import labels_logp, log_softmax, recentre, score_proba
-
     x = catalog.embeddings
     y = _class_ids(catalog, model.classes)
     out: dict[str, dict[str, float]] = {}
@@ -252,8 +257,6 @@ def _labelling_curve(
     ``moodshift label`` does. The first round of the active strategy already
     uses the fused evidence without labels.
     """
-    from moodshift.model.evidence import choose_to_label, labels_logp
-
     x = catalog.embeddings
     y = _class_ids(catalog, model.classes)
     m = len(model.classes)
@@ -344,10 +347,8 @@ def run_transfer_bench(
         source and the fusion on the cross test tracks), ``engine`` (Mood / Genre
         P@1 in-domain and cross, beside baselines); ``ceiling`` and ``chance``.
     """
-    from moodshift.model.evidence import score_proba
-    from moodshift.model.tagger import MoodTagger
-    from moodshift.training.fusion import fit_model_evidence
-    from moodshift.training.train import TrainConfig, train
+    from moodshift.training.fusion import fit_model_evidence  # pulls in torch: load on use
+    from moodshift.training.train import TrainConfig, train  # pulls in torch: load on use
 
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown or not variants:
@@ -382,8 +383,6 @@ def run_transfer_bench(
     for v in variants:
         t = time.perf_counter()
         if v == "mixed":  # both renders of the same pieces: a classic and a wide version
-            from moodshift.data.catalog import concat_catalogs
-
             cat = concat_catalogs([cats[p] for p in trains[v]], prefixes=("classic_", "wide_"))
         else:
             cat = cats[f"train_{v}"]
@@ -432,7 +431,7 @@ def run_transfer_bench(
     result["ceiling"], result["chance"] = {}, {}
     floor = None
     if floor_model is not None:
-        from moodshift.model.network import MoodshiftModel
+        from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
 
         floor = MoodshiftModel.load(floor_model)
         if floor.tagger is None or floor.dim != crosses[cross_parts[0]].dim:

@@ -30,16 +30,18 @@ import pandas as pd
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import (
     DataError,
+    DimensionMismatchError,
     EmbedderMismatchError,
     FileFormatError,
     InputError,
+    UnknownLabelError,
     UnknownTrackError,
 )
+from moodshift.values import SEPARATOR, l2_normalize, parse_values
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SEPARATOR = "|"
 #: Columns that describe a track but are not labels to preserve or score.
 RESERVED_COLUMNS = frozenset(
     {"track_id", "artist", "group", "title", "audio_path", "split", "duration", "path"}
@@ -47,16 +49,6 @@ RESERVED_COLUMNS = frozenset(
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 MTG_JAMENDO_MOODS = ("energetic", "calm", "happy", "sad")
-
-
-def parse_values(value: Any) -> frozenset[str]:
-    """Split a ``|``-separated label cell into a set of values (empty cell -> empty set)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return frozenset()
-    text = str(value).strip()
-    if not text:
-        return frozenset()
-    return frozenset(v.strip() for v in text.split(SEPARATOR) if v.strip())
 
 
 @dataclass
@@ -138,7 +130,7 @@ class Catalog:
     def value_sets(self, column: str) -> list[frozenset[str]]:
         """The label sets of one column, one per track."""
         if column not in self.labels.columns:
-            raise InputError(
+            raise UnknownLabelError(
                 f"no label column {column!r}; the catalogue has {self.label_columns()}."
             )
         return [parse_values(v) for v in self.labels[column].tolist()]
@@ -291,8 +283,6 @@ class Catalog:
         mine = (self.provenance.get("name"), str(self.provenance.get("version")), self.dim)
         theirs = (provenance.get("name"), str(provenance.get("version")), provenance.get("dim"))
         if theirs[2] is not None and int(theirs[2]) != self.dim:
-            from moodshift.errors import DimensionMismatchError
-
             raise DimensionMismatchError(
                 f"dimension mismatch: the {what} expects {theirs[2]}-d embeddings but the "
                 f"catalogue has {self.dim}-d ones; use a {what} made for this catalogue."
@@ -404,13 +394,6 @@ def _check_catalog_json(meta: Any) -> str | None:
     if meta.get("root") is not None and not isinstance(meta["root"], str):
         return "'root' must be a string or null"
     return None
-
-
-def l2_normalize(x: np.ndarray, *, axis: int = -1) -> np.ndarray:
-    """Rows scaled to unit norm (float32); all-zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
 
 
 def validate(*, embeddings: np.ndarray, labels: pd.DataFrame) -> None:
@@ -805,8 +788,6 @@ def concat_catalogs(catalogs: Sequence[Catalog], *, prefixes: Sequence[str]) -> 
     InputError
         When the counts differ or the parts were made with different embedders.
     """
-    from moodshift.errors import InputError
-
     if len(catalogs) != len(prefixes) or not catalogs:
         raise InputError("give one prefix per catalogue, and at least one catalogue")
     first = catalogs[0]

@@ -3,7 +3,8 @@
 Query-vector baselines return unit-norm query embeddings that are then
 retrieved like the model's output; oracle and random baselines return ranked
 result rows directly, since they read labels (oracles) or ignore the seed.
-All take unit-norm seeds.
+Concept erasure (:func:`erased_filter`) ranks a mood filter's tracks in an erased
+space. All take unit-norm seeds.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
+from moodshift.errors import InputError
 from moodshift.model.network import slerp
+from moodshift.model.ranking import KINDS as ERASER_KINDS
+from moodshift.model.ranking import MoodEraser, RankingSpace, fit_eraser
 from moodshift.retrieval.search import topk_cosine
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.data.catalog import Catalog
@@ -74,12 +78,99 @@ def training_centroids(
     DataError
         When the catalogue has no split or the column is missing.
     """
+    x, y, _ = training_rows(catalog, attribute=attribute, classes=classes, part=part)
+    keep = y >= 0
+    return class_centroids(x[keep], y[keep], n_classes=len(classes))
+
+
+def training_rows(
+    catalog: Catalog, *, attribute: str, classes: Sequence[str], part: str = "train"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One split's unit-norm embeddings, classes and counterfactual groups.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Must carry a split.
+    attribute : str
+    classes : sequence of str
+        Class order of ``y`` (a model's or an evaluator's vocabulary).
+    part : str
+
+    Returns
+    -------
+    x : np.ndarray, shape (n, d), float32, unit-norm
+    y : np.ndarray, shape (n,), int64
+        Class index; ``-1`` for an unlabelled track or a class not in ``classes``.
+    groups : np.ndarray of str, shape (n,), or None
+        The ``group`` column (``""`` where empty), None without one.
+    """
     train = catalog.subset(catalog.split_indices(part))
     lookup = {c: i for i, c in enumerate(classes)}
     vocab, y = train.classes(attribute, min_count=0)  # -1: an unlabelled track
     y = np.array([lookup.get(vocab[v], -1) if v >= 0 else -1 for v in y], dtype=np.int64)
-    keep = y >= 0
-    return class_centroids(train.embeddings[keep], y[keep], n_classes=len(classes))
+    groups = None
+    if "group" in train.labels.columns:
+        groups = train.labels["group"].fillna("").astype(str).to_numpy()
+    return train.normalized, y, groups
+
+
+def training_erasers(
+    catalog: Catalog, *, attribute: str, classes: Sequence[str]
+) -> dict[str, MoodEraser]:
+    """The linear mood erasers (:data:`moodshift.model.ranking.KINDS`) fitted on the training split.
+
+    Returns
+    -------
+    dict of str to MoodEraser
+        ``centroid`` (centroid-difference span) and ``leace`` (LEACE).
+    """
+    x, y, _ = training_rows(catalog, attribute=attribute, classes=classes)
+    return {kind: fit_eraser(kind, x, y) for kind in ERASER_KINDS}
+
+
+def erased_filter(
+    seeds: np.ndarray,
+    *,
+    target: np.ndarray,
+    pool: np.ndarray,
+    space: RankingSpace,
+    exclude: np.ndarray,
+    k: int,
+    pool_labels: np.ndarray | None = None,
+    proba: np.ndarray | None = None,
+) -> np.ndarray:
+    """Concept erasure + a mood filter: the filter's tracks ranked by cosine in an erased space.
+
+    The seed and every pool track pass through the same eraser
+    (:meth:`moodshift.model.ranking.MoodEraser.space`), so neither side's mood
+    component weighs in the ranking. With ``pool_labels`` the filter is the label
+    filter (:func:`oracle_topk`); with ``proba`` instead, the tagger filter
+    (:func:`tagger_filter`). No genre or instrument label is read.
+
+    Parameters
+    ----------
+    seeds : np.ndarray, shape (q, d)
+    target : np.ndarray, shape (q,), int
+    pool : np.ndarray, shape (n, d), unit-norm
+    space : RankingSpace
+    exclude : np.ndarray, shape (q,), int
+    k : int
+    pool_labels : np.ndarray, shape (n,), int, optional
+    proba : np.ndarray, shape (n, m), optional
+        Exactly one of ``pool_labels`` and ``proba``.
+
+    Returns
+    -------
+    np.ndarray, shape (q, k), int64
+    """
+    if (pool_labels is None) == (proba is None):
+        raise InputError("give exactly one of pool_labels (label filter) and proba (tagger).")
+    zs, zp = space.project(seeds), space.project(pool)
+    if pool_labels is not None:
+        return oracle_topk(zs, target=target, pool=zp, pool_labels=pool_labels, exclude=exclude,
+                           k=k)  # fmt: skip
+    return tagger_filter(zs, target=target, pool=zp, proba=proba, exclude=exclude, k=k)
 
 
 def seed_nn(seeds: np.ndarray) -> np.ndarray:
@@ -329,7 +420,7 @@ def nuisance_directions(
     np.ndarray, shape (r, d)
         Orthonormal rows (r may be 0).
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
     x = l2_normalize(embeddings)
     dirs = []

@@ -18,13 +18,22 @@ from moodshift.data.catalog import Catalog
 from moodshift.errors import DataError, InputError
 from moodshift.evaluation import baselines, metrics
 from moodshift.model.network import MoodshiftModel
+from moodshift.model.ranking import MoodEraser, RankingSpace
+from moodshift.model.tagger import fit_tagger
 from moodshift.retrieval.engine import MoodEvidence, QueryEngine
 from moodshift.retrieval.search import topk_cosine
 
 METHODS = (
     "model", "query_default", "random", "seed_nn", "mood_shift", "mood_centroid",
     "tagger_filter", "probe_direction", "oracle_top1", "oracle_rand100",
+    "erasure_label", "leace_label", "erasure_tagger", "leace_tagger",
 )  # fmt: skip
+#: The concept-erasure rows: name -> (eraser kind, mood filter). They rank the filter's
+#: tracks by cosine after erasing the mood from both sides (``baselines.erased_filter``).
+ERASURE_METHODS = {
+    "erasure_label": ("centroid", "label"), "leace_label": ("leace", "label"),
+    "erasure_tagger": ("centroid", "tagger"), "leace_tagger": ("leace", "tagger"),
+}  # fmt: skip
 KS = (1, 5, 10)
 
 
@@ -167,7 +176,13 @@ class RetrievalEvaluator:
         shown = rng.random(self.y.size) < frac
         return np.where(shown, self.y, -1)
 
-    def engine(self, model: MoodshiftModel, *, label_fraction: float | None = None) -> QueryEngine:
+    def engine(
+        self,
+        model: MoodshiftModel,
+        *,
+        label_fraction: float | None = None,
+        ranking: RankingSpace | str | None = "model",
+    ) -> QueryEngine:
         """The query engine over this pool (with the model's tagger), seeing the visible labels.
 
         Parameters
@@ -175,12 +190,14 @@ class RetrievalEvaluator:
         model : MoodshiftModel
         label_fraction : float in [0, 1], optional
             Default: the evaluator's own.
+        ranking : RankingSpace or None or "model"
+            The space queries rank in (default: the model's own).
         """
         visible = self.visible_labels(label_fraction)
         # Raw embeddings: the fused evidence's tag head reads them unnormalised.
         proba = None if model.tagger is None else model.mood_proba(self.raw, labels=visible)
         evidence = MoodEvidence(labels=visible, proba=proba)
-        return QueryEngine(model=model, vectors=self.x, evidence=evidence)
+        return QueryEngine(model=model, vectors=self.x, evidence=evidence, ranking=ranking)
 
     def engine_results(
         self,
@@ -389,6 +406,7 @@ def baseline_results(
     methods: Sequence[str] = METHODS,
     tagger: Any = None,
     nuisance: np.ndarray | None = None,
+    erasers: dict[str, MoodEraser] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ranked pool rows of every training-free baseline.
 
@@ -408,6 +426,10 @@ def baseline_results(
         Needed by ``tagger_filter`` and ``probe_direction`` (skipped without it).
     nuisance : np.ndarray, shape (r, d), optional
         Directions ``probe_direction`` keeps (:func:`baselines.nuisance_directions`).
+    erasers : dict of str to MoodEraser, optional
+        Fitted on the training split (:func:`baselines.training_erasers`); needed by
+        the rows of :data:`ERASURE_METHODS` (skipped without them, or without a
+        tagger for the ``_tagger`` rows).
 
     Returns
     -------
@@ -441,6 +463,26 @@ def baseline_results(
             nuisance=nuisance if nuisance is not None else np.zeros((0, ev.x.shape[1])),
             scale=baselines.centroid_scale(centroids),
         ))  # fmt: skip
+    proba_cache: list[np.ndarray] = []
+
+    def pool_proba() -> np.ndarray:
+        if not proba_cache:
+            proba_cache.append(tagger.predict_proba(ev.x))
+        return proba_cache[0]
+
+    for name, (kind, source) in ERASURE_METHODS.items():
+        if erasers is None or kind not in erasers or (source == "tagger" and tagger is None):
+            continue
+        space = erasers[kind].space(keep=0.0)
+        makers[name] = lambda space=space, source=source: baselines.erased_filter(
+            seeds,
+            target=q.target,
+            pool=ev.x,
+            space=space,
+            exclude=q.seeds,
+            k=ev.k_max,
+            **({"pool_labels": ev.y} if source == "label" else {"proba": pool_proba()}),
+        )
     wanted = [m if m != "oracle_rand100" else f"oracle_rand{big_k}" for m in methods]
     return {m: makers[m]() for m in wanted if m in makers}
 
@@ -519,15 +561,18 @@ def evaluate_catalog(
     )  # fmt: skip
     centroids = baselines.training_centroids(catalog, attribute=attribute, classes=ev.classes)
     tagger = model.tagger if model is not None else None
-    wants_probe = {"tagger_filter", "probe_direction"} & set(methods)
+    wants_probe = {"tagger_filter", "probe_direction", "erasure_tagger", "leace_tagger"} & set(
+        methods
+    )
     # query_default uses the model's own tagger (or none), as `moodshift query` does.
     if tagger is None and wants_probe:
-        from moodshift.model.tagger import fit_tagger
-
         tagger = fit_tagger(catalog, attribute=attribute, classes=ev.classes, seed=seed)
     nuisance = None
     if "probe_direction" in methods:
         nuisance = baselines.training_nuisance(catalog, columns=ev.preserved)
+    erasers = None
+    if set(ERASURE_METHODS) & set(methods):
+        erasers = baselines.training_erasers(catalog, attribute=attribute, classes=ev.classes)
     results: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for name in methods:
@@ -549,7 +594,7 @@ def evaluate_catalog(
         else:
             results.update(baseline_results(ev, centroids=centroids, big_k=big_k, seed=seed,
                                             methods=[name], tagger=tagger,
-                                            nuisance=nuisance))  # fmt: skip
+                                            nuisance=nuisance, erasers=erasers))  # fmt: skip
         timings[name] = time.perf_counter() - t0
     scores = {name: ev.score(rows) for name, rows in results.items()}
     return Report(

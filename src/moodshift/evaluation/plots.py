@@ -175,6 +175,10 @@ _STYLE = {
     "query_default": {"color": "C3", "marker": "D"},
     "tagger_filter": {"color": "C4", "marker": "v"},
     "probe_direction": {"color": "C5", "marker": "<"},
+    "erasure_label": {"color": "C6", "marker": ">"},
+    "leace_label": {"color": "C8", "marker": "h"},
+    "erasure_tagger": {"color": "C6", "marker": "1"},
+    "leace_tagger": {"color": "C8", "marker": "2"},
 }
 
 

@@ -11,7 +11,11 @@ method into a curve by moving its one knob:
   ``alpha`` in [0, 2] (:func:`moodshift.evaluation.baselines.mood_shift`);
 - ``centroid_interp``: slerp from the seed (``t = 0``) to the target mood's
   centroid (``t = 1``) (:func:`moodshift.evaluation.baselines.centroid_interp`);
-- ``oracle_top1`` and ``oracle_rand100``: single points (they read the labels).
+- ``oracle_top1`` and ``oracle_rand100``: single points (they read the labels);
+- the concept-erasure rows (``erasure_label``, ``leace_label``, ``erasure_tagger``,
+  ``leace_tagger``): the fraction ``keep`` of the mood component left in the seed
+  and the tracks, in [0, 1] (``keep = 0`` is the ``evaluate`` row, ``keep = 1`` the
+  plain filter) (:func:`moodshift.evaluation.baselines.erased_filter`).
 
 Each point holds Mood P@1, Genre P@1, Instrument J@1 and CF@1 (``None`` where
 the catalogue lacks the label or the ``group`` column). Each method also gets
@@ -31,8 +35,9 @@ from tqdm.auto import tqdm
 from moodshift.data.catalog import Catalog
 from moodshift.errors import SweepError
 from moodshift.evaluation import baselines
-from moodshift.evaluation.evaluate import RetrievalEvaluator, baseline_results
+from moodshift.evaluation.evaluate import ERASURE_METHODS, RetrievalEvaluator, baseline_results
 from moodshift.model.network import MoodshiftModel
+from moodshift.model.tagger import fit_tagger
 
 #: Figures stored per curve point (``None`` when the catalogue cannot score one).
 POINT_KEYS = ("mood_p@1", "genre_p@1", "inst_j@1", "cf@1")
@@ -42,6 +47,7 @@ LEVELS = (0.9, 0.95)
 DEFAULT_STRENGTHS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
 DEFAULT_ALPHAS = tuple(np.round(np.linspace(0.0, 2.0, 21), 4).tolist())
 DEFAULT_TS = tuple(np.round(np.linspace(0.0, 1.0, 21), 4).tolist())
+DEFAULT_KEEPS = tuple(np.round(np.linspace(0.0, 1.0, 11), 4).tolist())
 CURVE_METHODS = ("model", "mood_shift", "centroid_interp")
 POINT_METHODS = ("oracle_top1", "oracle_rand100")
 
@@ -365,7 +371,8 @@ def run_sweep(
         ..., "inst_j@1_at_mood_0.9": ..., "cf@1_at_mood_0.9": ..., ...}}`` for
         ``model`` (when given), ``mood_shift``, ``centroid_interp``,
         ``oracle_top1`` and ``oracle_rand100`` (single-point curves, ``param``
-        None), plus ``query_default`` (the query engine with mood evidence, over
+        None), the concept-erasure rows (over ``keep``, :data:`DEFAULT_KEEPS`), plus
+        ``query_default`` (the query engine with mood evidence, over
         the strength), ``tagger_filter`` (over the probability threshold; the
         argmax filter is its ``param`` None point) and ``probe_direction`` (over
         the step ``alpha``). The model's entry also holds ``default_strength``,
@@ -428,6 +435,26 @@ def run_sweep(
     return out
 
 
+def _erasure_curves(
+    catalog: Catalog, ev: RetrievalEvaluator, *, proba: np.ndarray, levels: Sequence[float]
+) -> dict[str, Any]:
+    """Each concept-erasure row as a curve over ``keep`` (the strength knob of erasure)."""
+    erasers = baselines.training_erasers(catalog, attribute=ev.attribute, classes=ev.classes)
+    q = ev.queries
+    out: dict[str, Any] = {}
+    for name, (kind, source) in ERASURE_METHODS.items():
+        evidence = {"pool_labels": ev.y} if source == "label" else {"proba": proba}
+        curve = []
+        for keep in DEFAULT_KEEPS:
+            rows = baselines.erased_filter(
+                ev.x[q.seeds], target=q.target, pool=ev.x, space=erasers[kind].space(keep=keep),
+                exclude=q.seeds, k=ev.k_max, **evidence,
+            )  # fmt: skip
+            curve.append(_point(keep, ev.score(rows)))
+        out[name] = summarise(curve, levels=levels)
+    return out
+
+
 #: Probability thresholds of the tagger-filter curve.
 THRESHOLDS = tuple(np.round(np.linspace(0.0, 0.95, 20), 4).tolist())
 
@@ -444,7 +471,6 @@ def _evidence_curves(
     seed: int,
 ) -> dict[str, Any]:
     """Curves of the methods that use a mood tagger (the model's, or one fitted here)."""
-    from moodshift.model.tagger import fit_tagger
 
     tagger = model.tagger if model is not None and model.tagger is not None else fit_tagger(
         catalog, attribute=ev.attribute, classes=ev.classes, seed=seed)  # fmt: skip
@@ -488,6 +514,7 @@ def _evidence_curves(
         )
         curve.append(_point(a, ev.score(ev.retrieve(query))))
     out["probe_direction"] = summarise(curve, levels=levels)
+    out.update(_erasure_curves(catalog, ev, proba=proba, levels=levels))
     return out
 
 

@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from moodshift._deps import require_faiss, torch_device
 from moodshift.errors import DependencyError, InputError
 from moodshift.threads import decide_threads, faiss_threads, torch_threads
+from moodshift.values import l2_normalize
 
 METHODS = ("exact", "ivf", "ivf-faiss", "hnsw", "projected", "auto")
 #: ``method="projected"`` joins in this many principal directions of the unit rows.
@@ -125,7 +126,7 @@ def numba_available() -> bool:
 
 # --------------------------------------------------------------------------- layout
 @dataclass
-class _Layout:
+class Layout:
     """Unit rows grouped by class (classes contiguous, shuffled inside each class).
 
     ``xs[r]`` is original row ``ids[r]``; class ``c`` occupies ``xs[starts[c]:starts[c+1]]``.
@@ -143,9 +144,9 @@ class _Layout:
         return int(self.starts[c]), int(self.starts[c + 1])
 
 
-def _make_layout(
+def make_layout(
     x: np.ndarray, y: np.ndarray, *, m: int, k: int, normalized: bool, seed: int
-) -> _Layout:
+) -> Layout:
     perm = np.random.default_rng(seed).permutation(y.shape[0])
     ids = perm[np.argsort(y[perm], kind="stable")]
     xs = x[ids]
@@ -157,10 +158,10 @@ def _make_layout(
     starts = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=starts[1:])
     ks = np.minimum(k, counts).astype(np.int64)
-    return _Layout(xs=np.ascontiguousarray(xs, dtype=np.float32), ids=ids, starts=starts, ks=ks)
+    return Layout(xs=np.ascontiguousarray(xs, dtype=np.float32), ids=ids, starts=starts, ks=ks)
 
 
-class _Output:
+class TopKOutput:
     """The (n, m, K) result, written one (query block, class) at a time."""
 
     def __init__(self, n: int, m: int, k: int) -> None:
@@ -344,8 +345,8 @@ def class_topk(
         else:
             per_class.append(method)
 
-    lay = _make_layout(x, y, m=m, k=k, normalized=normalized, seed=seed)
-    out = _Output(n, m, k)
+    lay = make_layout(x, y, m=m, k=k, normalized=normalized, seed=seed)
+    out = TopKOutput(n, m, k)
     exact = [c for c in range(m) if per_class[c] == "exact" and counts_per_class[c] > 0]
     approx = [c for c in range(m) if per_class[c] != "exact" and counts_per_class[c] > 0]
     info: dict[str, Any] = {"method": method, "per_class": per_class, "k": k}
@@ -387,8 +388,6 @@ def _projected(x: np.ndarray, y: np.ndarray, *, m: int, k: int, normalized: bool
                t0: float, options: dict[str, Any]) -> ClassNeighbors:  # fmt: skip
     """``method="projected"``: the exact join on the rows' main directions."""
     if not normalized:
-        from moodshift.data.catalog import l2_normalize
-
         x = l2_normalize(x)
     dims = min(PROJECTED_DIMS, x.shape[1])
     rng = np.random.default_rng(seed)
@@ -440,7 +439,7 @@ def _numba_topk(
     ``buf`` holds at least ``len(q) * chunk`` floats. Returns ids (from ``cand_ids``) and
     scores, (b, kc), best first, ``-1``/``-inf`` padded.
     """
-    from moodshift.mining import _topk
+    from moodshift.mining import _topk  # pulls in numba: load on use
 
     nb = q.shape[0]
     nc = cand.shape[0]
@@ -540,14 +539,14 @@ class _ClassBuffers:
 
     def scan(self, blk: int, r0: int, r1: int, sims: np.ndarray, col_ids: np.ndarray,
              self_pos: np.ndarray) -> None:  # fmt: skip
-        from moodshift.mining import _topk
+        from moodshift.mining import _topk  # pulls in numba: load on use
 
         with self.locks[blk]:
             _topk.buffer_update(sims, col_ids, self_pos, self.kc, self.bv[r0:r1],
                                 self.bi[r0:r1], self.bn[r0:r1], self.thr[r0:r1])  # fmt: skip
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        from moodshift.mining import _topk
+        from moodshift.mining import _topk  # pulls in numba: load on use
 
         out_v = np.empty((self.bv.shape[0], self.kc), dtype=np.float32)
         out_i = np.empty((self.bv.shape[0], self.kc), dtype=np.int64)
@@ -556,9 +555,9 @@ class _ClassBuffers:
 
 
 def _exact_cpu(
-    lay: _Layout,
+    lay: Layout,
     classes: Sequence[int],
-    out: _Output,
+    out: TopKOutput,
     *,
     block: int | None,
     chunk: int | None,
@@ -764,9 +763,9 @@ def _topk_lowp(
 
 
 def _exact_torch(
-    lay: _Layout,
+    lay: Layout,
     classes: Sequence[int],
-    out: _Output,
+    out: TopKOutput,
     *,
     dev: torch.device,
     block: int | None,
@@ -822,7 +821,8 @@ def default_nprobe(nlist: int) -> int:
     return int(min(nlist, max(8, math.ceil(nlist / 10))))
 
 
-def _ivf_nlist(nc: int) -> int:
+def ivf_nlist(nc: int) -> int:
+    """IVF lists for a class of ``nc`` tracks (shared by mining and ``bench approx``)."""
     # ~2 sqrt(n) lists balance coarse and fine cost; at least 40 training points each.
     # (A served index uses ~4 sqrt(n): see build_index in retrieval/index.py.)
     return int(max(1, min(round(2 * math.sqrt(nc)), nc // 40)))
@@ -867,9 +867,9 @@ def _top_lists(x: np.ndarray, centroids: np.ndarray, n: int, *, block: int = 163
 
 
 def _ivf_gemm_class(
-    lay: _Layout,
+    lay: Layout,
     c: int,
-    out: _Output,
+    out: TopKOutput,
     *,
     nprobe: int | None,
     threads: int,
@@ -886,7 +886,7 @@ def _ivf_gemm_class(
     at matrix-product speed instead of one vector at a time (FAISS's IVF search scanned about
     3.5 GFLOP/s on 2 busy cores here; the products run at ~130).
     """
-    from moodshift.mining import _topk
+    from moodshift.mining import _topk  # pulls in numba: load on use
 
     t0 = time.perf_counter()
     s, e = lay.members(c)
@@ -894,7 +894,7 @@ def _ivf_gemm_class(
     kc = int(lay.ks[c])
     n = lay.xs.shape[0]
     cand = lay.xs[s:e]
-    nlist = _ivf_nlist(nc)
+    nlist = ivf_nlist(nc)
     # Enough probes that a query sees comfortably more than K candidates.
     probes = int(min(nlist, nprobe or default_nprobe(nlist)))
     probes = min(nlist, max(probes, math.ceil(2 * (kc + 1) * nlist / nc)))
@@ -985,7 +985,7 @@ def build_class_index(
     faiss = require_faiss()
     nc, d = vectors.shape
     if kind == "ivf":
-        nlist = _ivf_nlist(nc)
+        nlist = ivf_nlist(nc)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = 10
@@ -1009,9 +1009,9 @@ def build_class_index(
 
 
 def _approx_class(
-    lay: _Layout,
+    lay: Layout,
     c: int,
-    out: _Output,
+    out: TopKOutput,
     *,
     kind: str,
     nprobe: int | None,
@@ -1136,23 +1136,3 @@ def list_recall(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
         hit += int(((np.take_along_axis(bs, pos, axis=1) == col) & (col >= 0)).sum())
     total = int((b >= 0).sum())
     return hit / total if total else 1.0
-
-
-def brute_force_class_topk(
-    *, embeddings: np.ndarray, labels: np.ndarray, k: int
-) -> list[list[set[int]]]:
-    """Reference implementation (full matrix, sets per list) used by tests on tiny data."""
-    x = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    m = int(labels.max()) + 1
-    result = []
-    for i in range(x.shape[0]):
-        row = []
-        for c in range(m):
-            members = np.flatnonzero(labels == c)
-            members = members[members != i]
-            order = members[np.argsort(-sims[i, members], kind="stable")][:k]
-            row.append(set(order.tolist()))
-        result.append(row)
-    return result

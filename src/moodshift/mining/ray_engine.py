@@ -9,12 +9,15 @@ task. Sessions: :func:`moodshift._ray.ray_session`.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from moodshift._ray import ray_session
 from moodshift.errors import InputError
+from moodshift.threads import set_threads
 
 
 # --------------------------------------------------------------------------- self-join
@@ -30,8 +33,7 @@ def _join_task(
     k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Partial top-k of queries ``xs[r0:r1]`` against candidates ``xs[a:b]`` (one class)."""
-    from moodshift.mining.neighbors import topk_against
-    from moodshift.threads import set_threads
+    from moodshift.mining.neighbors import topk_against  # pulls in torch: load on use
 
     set_threads(1)  # Ray gives each task one CPU (num_cpus=1)
     rows = np.arange(r0, r1, dtype=np.int64)
@@ -77,15 +79,12 @@ def ray_class_topk(
     -------
     ClassNeighbors
     """
-    import time
 
-    from tqdm.auto import tqdm
-
-    from moodshift.mining.neighbors import (
+    from moodshift.mining.neighbors import (  # pulls in torch: load on use
         ClassNeighbors,
-        _make_layout,
-        _Output,
+        TopKOutput,
         check_join_inputs,
+        make_layout,
         merge_partial_topk,
     )
 
@@ -94,9 +93,9 @@ def ray_class_topk(
     t0 = time.perf_counter()
     x, y, m, k = check_join_inputs(embeddings=embeddings, labels=labels, k=k,
                                    n_classes=n_classes, stacklevel=3)  # fmt: skip
-    lay = _make_layout(x, y, m=m, k=k, normalized=normalized, seed=seed)
+    lay = make_layout(x, y, m=m, k=k, normalized=normalized, seed=seed)
     n = lay.xs.shape[0]
-    out = _Output(n, m, k)
+    out = TopKOutput(n, m, k)
     with ray_session(address=address, num_cpus=num_cpus) as ray:
         task = ray.remote(num_cpus=1)(_join_task)
         xs_ref, ids_ref = ray.put(lay.xs), ray.put(lay.ids)

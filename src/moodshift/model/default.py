@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moodshift.errors import DependencyError, EmbedderMismatchError
+from moodshift.model.network import MoodshiftModel
 
 #: Folder of the shipped model (package data).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
@@ -60,3 +61,26 @@ def check_default_fits(catalog: Any, model: Any) -> None:
             f"re-embed it with `moodshift embed --embedder musicnn` or give --model trained "
             f"on {theirs} embeddings"
         )
+
+
+def describe_default(folder: Path | None = None) -> str:
+    """One line naming the default model and what it was trained on (said when it serves)."""
+    folder = folder or default_model_dir()
+    what = trained_on(folder).get("summary", "")
+    return f"the default model {folder}" + (f" ({what})" if what else "")
+
+
+def load_default_model(*, catalog: Any | None = None) -> MoodshiftModel:
+    """The shipped model, checked against ``catalog``'s embedder when one is given.
+
+    Raises
+    ------
+    DependencyError
+        When the shipped folder is missing (:func:`default_model_dir`).
+    EmbedderMismatchError
+        When ``catalog`` was embedded otherwise (the message names the fix).
+    """
+    model = MoodshiftModel.load(default_model_dir())
+    if catalog is not None:
+        check_default_fits(catalog, model)
+    return model

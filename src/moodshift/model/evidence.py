@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
-from moodshift.errors import FileFormatError
+from moodshift.errors import DataError, FileFormatError
 from moodshift.model.tagger import C_GRID, MoodTagger, expected_calibration_error
+from moodshift.values import l2_normalize
 
 __all__ = [
     "SOURCES",
@@ -164,7 +166,7 @@ class TagHead:
             Validation tracks choosing ``C`` among :data:`C_GRID`.
         seed : int
         """
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
         head = cls(
             tag_weight=np.asarray(tag_weight, dtype=np.float32),
@@ -191,8 +193,6 @@ class TagHead:
         assert best is not None
         _, clf, c = best
         if clf.coef_.shape[0] != n_classes:
-            from moodshift.errors import DataError
-
             raise DataError(
                 f"the tag map needs labelled tracks of all {n_classes} moods; "
                 f"training has {clf.coef_.shape[0]}"
@@ -355,8 +355,6 @@ class EvidenceFusion:
         meta: dict[str, Any] = {"weights": self.weights, "recentre": self.recentre,
                                 "report": self.report}  # fmt: skip
         if self.taghead is not None:
-            from safetensors.numpy import save_file
-
             save_file(self.taghead.arrays(), str(folder / "taghead.safetensors"))
             meta["taghead"] = {"tag_names": self.taghead.tag_names,
                                "embedder": self.taghead.embedder,
@@ -382,8 +380,6 @@ class EvidenceFusion:
                        for k, v in meta["weights"].items()}  # fmt: skip
             head = None
             if "taghead" in meta:
-                from safetensors.numpy import load_file
-
                 arrays = load_file(str(folder / "taghead.safetensors"))
                 info = meta["taghead"]
                 head = TagHead(tag_weight=arrays["tag_weight"], tag_bias=arrays["tag_bias"],
@@ -408,7 +404,7 @@ class EvidenceFusion:
 
 def _fit_weights(sources: Mapping[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
     """Non-negative weights of a product of experts by maximum likelihood (L-BFGS-B)."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize  # scipy.optimize is heavy: load on use
 
     names = list(sources)
     stack = np.stack([sources[s] for s in names])  # (k, n, m)
@@ -514,8 +510,6 @@ def choose_to_label(
     np.ndarray of int, shape (min(k, available),)
         Chosen rows, best first.
     """
-    from moodshift.data.catalog import l2_normalize
-
     x = l2_normalize(np.asarray(embeddings, dtype=np.float32))
     p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
     entropy = -(p * np.log(p)).sum(axis=1) / np.log(p.shape[1])

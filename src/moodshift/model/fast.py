@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from moodshift.data.catalog import l2_normalize
-from moodshift.model.network import MoodshiftModel, slerp
+from moodshift.model.network import Architecture, MoodshiftModel, branch_layers, slerp
+from moodshift.values import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -65,46 +65,67 @@ class NumpyTransform:
 
     ``MoodshiftModel.transform`` goes through torch's module machinery, which
     costs about 0.5 ms per call for a single vector, more than an index search.
-    Here ``Linear``/``ReLU`` layers become matrix products (``Dropout`` is the
-    identity in eval mode) and the mood branch, whose input is one of m x m
-    one-hot differences, is precomputed per (source, target) pair.
+    Here the network is read from its :class:`Architecture` and state dict through
+    :func:`branch_layers`, the mapping the torch network is built from: ``linear``
+    layers become matrix products, ``relu`` a clip and ``dropout`` nothing (the
+    identity in eval mode). The mood branch, whose input is one of m x m one-hot
+    differences, is precomputed per (source, target) pair.
+
+    Parameters
+    ----------
+    arch : Architecture
+    state : dict of str to array-like
+        The network's state dict (``MoodTransformer.state_dict()``, tensors or arrays).
+
+    Raises
+    ------
+    KeyError
+        A layer's weights are missing from ``state``.
+    ValueError
+        ``state`` holds entries no layer reads (another architecture's weights).
     """
 
-    def __init__(self, model: MoodshiftModel) -> None:
-        import torch
-        from torch import nn
+    def __init__(self, *, arch: Architecture, state: Mapping[str, Any]) -> None:
+        arrays = {k: _as_array(v) for k, v in state.items()}
+        read: set[str] = set()
 
-        net = model.net
-        m = len(model.classes)
+        def ops(name: str) -> list[tuple[np.ndarray, np.ndarray] | str]:
+            out: list[tuple[np.ndarray, np.ndarray] | str] = []
+            for i, layer in enumerate(plan[name]):
+                if layer[0] == "linear":
+                    keys = (f"{name}.{i}.weight", f"{name}.{i}.bias")
+                    read.update(keys)
+                    out.append((np.ascontiguousarray(arrays[keys[0]].T), arrays[keys[1]]))
+                elif layer[0] == "relu":
+                    out.append("relu")
+                elif layer[0] != "dropout":  # dropout is the identity in eval mode
+                    raise TypeError(f"unsupported layer {layer[0]!r}")
+            return out
 
-        def layers(seq: Any) -> list[tuple[np.ndarray, np.ndarray] | str]:
-            ops: list[tuple[np.ndarray, np.ndarray] | str] = []
-            for mod in seq:
-                if isinstance(mod, nn.Linear):
-                    w = mod.weight.detach().cpu().numpy().astype(np.float32)
-                    b = mod.bias.detach().cpu().numpy().astype(np.float32)
-                    ops.append((np.ascontiguousarray(w.T), b))
-                elif isinstance(mod, nn.ReLU):
-                    ops.append("relu")
-                elif not isinstance(mod, nn.Dropout):
-                    raise TypeError(f"unsupported layer {type(mod).__name__}")
-            return ops
-
-        arch = net.arch
-        self.embedding_ops = layers(net.embedding_branch)
-        self.head_ops = layers(net.head)
+        plan = branch_layers(arch)
+        self.embedding_ops = ops("embedding_branch")
+        self.head_ops = ops("head")
         self.residual = bool(arch.residual)
         self.centroids: np.ndarray | None = None
+        self.shift_scale = np.float32(arch.shift_scale)
         if arch.centroid_shift:
-            self.centroids = net.centroids.detach().cpu().numpy().astype(np.float32)
-            self.shift_scale = np.float32(arch.shift_scale)
-        eye = torch.eye(m)
-        src, tgt = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
+            self.centroids = arrays["centroids"]
+            read.add("centroids")
+        m = arch.n_classes
+        eye = np.eye(m, dtype=np.float32)
+        src, tgt = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
         cond = eye[tgt.reshape(-1)] - eye[src.reshape(-1)]
-        with torch.inference_mode():
-            cls = net.class_branch.eval()(cond).numpy().astype(np.float32)
+        cls = self._run(ops("class_branch"), cond)
         self.class_out = cls.reshape(m, m, -1)  # [source, target] -> branch output
         self.n_classes = m
+        unread = sorted(set(arrays) - read)
+        if unread:
+            raise ValueError(f"state entries no layer of the architecture reads: {unread[:3]}")
+
+    @classmethod
+    def of(cls, model: MoodshiftModel) -> NumpyTransform:
+        """The numpy transform of a model (unverified; :meth:`build` checks it)."""
+        return cls(arch=model.net.arch, state=model.net.state_dict())
 
     @staticmethod
     def _run(ops: list[Any], h: np.ndarray) -> np.ndarray:
@@ -161,7 +182,7 @@ class NumpyTransform:
         change to the network cannot silently change the answers.
         """
         try:
-            fast = cls(model)
+            fast = cls.of(model)
             rng = np.random.default_rng(seed)
             m = len(model.classes)
             x = l2_normalize(rng.standard_normal((check, model.dim)).astype(np.float32))
@@ -172,7 +193,7 @@ class NumpyTransform:
             got = fast(x, source=src, target=tgt, strength=st)
             if not np.allclose(got, ref, atol=2e-5):
                 raise ValueError(f"max difference {np.abs(got - ref).max():.2e}")
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             log.warning("numpy transform unavailable (%s); using model.transform", exc)
 
             def slow(x: np.ndarray, *, source: Any, target: Any, strength: Any) -> np.ndarray:
@@ -180,3 +201,10 @@ class NumpyTransform:
 
             return slow
         return fast
+
+
+def _as_array(value: Any) -> np.ndarray:
+    """A float32 numpy copy of a state-dict entry (a torch tensor or an array)."""
+    if hasattr(value, "detach"):  # a torch tensor; fast.py itself never imports torch
+        value = value.detach().cpu().numpy()
+    return np.array(value, dtype=np.float32)

@@ -9,12 +9,16 @@ A saved model is a folder, loadable in one call with :meth:`MoodshiftModel.load`
       embedder.json        name, version, dim of the embedder the catalogue used
       training_log.json    per-epoch validation figures
       selection.json       (optional) how the configuration was chosen (``moodshift tune``)
+      ranking.safetensors  (optional) the space queries rank in, chosen on validation
+                           (``config.json`` -> ``ranking_space`` describes it; absent: plain cosine)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,18 +28,26 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from moodshift import __version__
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift.errors import DimensionMismatchError, FileFormatError, InputError, UnknownLabelError
 from moodshift.model.evidence import EvidenceFusion
+from moodshift.model.ranking import RankingSpace
 from moodshift.model.tagger import MoodTagger
+from moodshift.values import parse_values
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """Layer sizes of :class:`MoodTransformer` (defaults: the paper's, docs/method.md)."""
+    """Layer sizes of :class:`MoodTransformer` (defaults: the paper's, docs/method.md).
 
-    dim: int
-    n_classes: int
+    ``dim`` and ``n_classes`` come from the data: 0 means "not set yet" (the architecture
+    a :class:`~moodshift.training.train.TrainConfig` holds before it sees a catalogue);
+    :meth:`sized` sets them.
+    """
+
+    dim: int = 0
+    n_classes: int = 0
     hidden: tuple[int, int] = (1024, 512)
     class_hidden: tuple[int, int] = (64, 128)
     dropout: float = 0.3
@@ -44,6 +56,80 @@ class Architecture:
     head_hidden: int = 0
     centroid_shift: bool = False
     shift_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the frozen dataclass compares and hashes tuples.
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "class_hidden", tuple(self.class_hidden))
+
+    def sized(self, *, dim: int, n_classes: int) -> Architecture:
+        """This architecture for ``dim``-d embeddings and ``n_classes`` classes."""
+        return dataclasses.replace(self, dim=dim, n_classes=n_classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``architecture`` object of ``config.json`` (JSON types: lists, not tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base: Architecture | None = None) -> Architecture:
+        """The architecture of a ``config.json`` object; names it does not set keep ``base``'s
+        values (default: the paper's). Unknown names are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return dataclasses.replace(base or cls(), **{k: v for k, v in data.items() if k in names})
+
+
+#: One layer of a branch: ``("linear", n_in, n_out)``, ``("relu",)`` or ``("dropout", p)``.
+Layer = tuple[Any, ...]
+
+
+def branch_layers(arch: Architecture) -> dict[str, tuple[Layer, ...]]:
+    """The network's layers, branch by branch, in state-dict order.
+
+    The one description of the network's layers: :class:`MoodTransformer` builds its
+    ``nn.Sequential`` branches from it (layer ``i`` of branch ``name`` holds the
+    state-dict entries ``name.i.weight`` and ``name.i.bias``) and
+    :class:`moodshift.model.fast.NumpyTransform` reads the state dict through it.
+
+    Parameters
+    ----------
+    arch : Architecture
+
+    Returns
+    -------
+    dict
+        ``embedding_branch`` (d -> hidden), ``class_branch`` (m -> class_hidden) and
+        ``head`` (their concatenation -> d), each a tuple of :data:`Layer`.
+    """
+    h1, h2 = arch.hidden
+    c1, c2 = arch.class_hidden
+
+    def block(n_in: int, n_out: int, p: float) -> tuple[Layer, ...]:
+        return (("linear", n_in, n_out), ("relu",), ("dropout", p))
+
+    p = arch.dropout
+    if arch.head_hidden > 0:
+        head: tuple[Layer, ...] = (("dropout", p), *block(h2 + c2, arch.head_hidden, p),
+                                   ("linear", arch.head_hidden, arch.dim))  # fmt: skip
+    else:
+        head = (("dropout", p), ("linear", h2 + c2, arch.dim))
+    return {
+        "embedding_branch": block(arch.dim, h1, p) + block(h1, h2, p),
+        "class_branch": block(arch.n_classes, c1, arch.class_dropout)
+        + block(c1, c2, arch.class_dropout),
+        "head": head,
+    }
+
+
+def _module(layer: Layer) -> nn.Module:
+    kind = layer[0]
+    if kind == "linear":
+        return nn.Linear(layer[1], layer[2])
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "dropout":
+        return Dropout(layer[1])
+    raise ValueError(f"unknown layer kind {kind!r}")
 
 
 class Dropout(nn.Dropout):
@@ -95,24 +181,14 @@ class MoodTransformer(nn.Module):
 
     def __init__(self, arch: Architecture) -> None:
         super().__init__()
+        if arch.dim < 1 or arch.n_classes < 1:
+            raise InputError(
+                f"the architecture needs dim and n_classes >= 1, got {arch.dim} and "
+                f"{arch.n_classes}; size it for the data with Architecture.sized."
+            )
         self.arch = arch
-        h1, h2 = arch.hidden
-        c1, c2 = arch.class_hidden
-        self.embedding_branch = nn.Sequential(
-            nn.Linear(arch.dim, h1), nn.ReLU(), Dropout(arch.dropout),
-            nn.Linear(h1, h2), nn.ReLU(), Dropout(arch.dropout),
-        )  # fmt: skip
-        self.class_branch = nn.Sequential(
-            nn.Linear(arch.n_classes, c1), nn.ReLU(), Dropout(arch.class_dropout),
-            nn.Linear(c1, c2), nn.ReLU(), Dropout(arch.class_dropout),
-        )  # fmt: skip
-        if arch.head_hidden > 0:
-            self.head = nn.Sequential(
-                Dropout(arch.dropout), nn.Linear(h2 + c2, arch.head_hidden), nn.ReLU(),
-                Dropout(arch.dropout), nn.Linear(arch.head_hidden, arch.dim),
-            )  # fmt: skip
-        else:
-            self.head = nn.Sequential(Dropout(arch.dropout), nn.Linear(h2 + c2, arch.dim))
+        for name, layers in branch_layers(arch).items():
+            setattr(self, name, nn.Sequential(*(_module(layer) for layer in layers)))
         if arch.centroid_shift:
             self.register_buffer("centroids", torch.zeros(arch.n_classes, arch.dim))
         if arch.residual or arch.centroid_shift:
@@ -202,6 +278,9 @@ class MoodshiftModel:
     evidence : EvidenceFusion, optional
         Fuses the tagger with the embedder's tag head and the catalogue's own
         labels into one calibrated p(mood | track) (``evidence.json`` in the folder).
+    ranking : RankingSpace, optional
+        The space the query engine compares queries and tracks in
+        (:mod:`moodshift.model.ranking`); None: the plain cosine.
     """
 
     def __init__(
@@ -216,10 +295,12 @@ class MoodshiftModel:
         selection: dict[str, Any] | None = None,
         tagger: MoodTagger | None = None,
         evidence: EvidenceFusion | None = None,
+        ranking: RankingSpace | None = None,
     ) -> None:
         self.net = net.eval()
         self.tagger = tagger
         self.evidence = evidence
+        self.ranking = ranking
         self.classes = list(classes)
         self.attribute = attribute
         self.embedder = dict(embedder or {"dim": net.arch.dim})
@@ -346,20 +427,16 @@ class MoodshiftModel:
         return path
 
     def write_into(self, folder: Path) -> None:
-        arch = self.net.arch
         save_file(
             {k: v.contiguous() for k, v in self.net.state_dict().items()},
             str(folder / "model.safetensors"),
         )
         cfg = dict(self.config)
-        cfg["architecture"] = {
-            "dim": arch.dim, "n_classes": arch.n_classes, "hidden": list(arch.hidden),
-            "class_hidden": list(arch.class_hidden), "dropout": arch.dropout,
-            "class_dropout": arch.class_dropout, "residual": arch.residual,
-            "head_hidden": arch.head_hidden, "centroid_shift": arch.centroid_shift,
-            "shift_scale": arch.shift_scale,
-        }  # fmt: skip
+        cfg["architecture"] = self.net.arch.to_dict()
         cfg["moodshift_version"] = _version()
+        cfg["ranking_space"] = {"kind": "none"} if self.ranking is None else dict(self.ranking.info)
+        if self.ranking is not None:
+            self.ranking.save(folder / "ranking.safetensors")
         (folder / "config.json").write_text(json.dumps(cfg, indent=2, default=str))
         (folder / "vocab.json").write_text(
             json.dumps({"attribute": self.attribute, "classes": self.classes}, indent=2)
@@ -399,15 +476,7 @@ class MoodshiftModel:
             )
         cfg = _read_json(path / "config.json", None, schema=_check_config)
         vocab = _read_json(path / "vocab.json", None, schema=_check_vocab)
-        a = cfg["architecture"]
-        arch = Architecture(
-            dim=a["dim"], n_classes=a["n_classes"], hidden=tuple(a["hidden"]),
-            class_hidden=tuple(a["class_hidden"]), dropout=float(a["dropout"]),
-            class_dropout=float(a["class_dropout"]), residual=bool(a.get("residual", False)),
-            head_hidden=int(a.get("head_hidden", 0)),
-            centroid_shift=bool(a.get("centroid_shift", False)),
-            shift_scale=float(a.get("shift_scale", 1.0)),
-        )  # fmt: skip
+        arch = Architecture.from_dict(cfg["architecture"])
         if len(vocab["classes"]) != arch.n_classes:
             raise FileFormatError(
                 f"{path / 'vocab.json'} lists {len(vocab['classes'])} classes but config.json's "
@@ -444,10 +513,20 @@ class MoodshiftModel:
             evidence = EvidenceFusion.read_from(path, dim=arch.dim, n_classes=arch.n_classes)
         except FileFormatError as exc:  # keep the CLI's message on one line
             raise FileFormatError(" ".join(str(exc).split())) from None
+        ranking = None
+        kind = (cfg.get("ranking_space") or {}).get("kind", "none")
+        if kind != "none":
+            if not (path / "ranking.safetensors").is_file():
+                raise FileFormatError(
+                    f"{path}: config.json ranks queries in a {kind!r} space but "
+                    f"ranking.safetensors is missing; restore it, or retrain the model."
+                )
+            ranking = RankingSpace.load(path / "ranking.safetensors", dim=arch.dim,
+                                        info=cfg["ranking_space"])  # fmt: skip
         model = cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
             embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
-            evidence=evidence,
+            evidence=evidence, ranking=ranking,
         )  # fmt: skip
         model.check_servable(where=path)
         return model
@@ -490,9 +569,6 @@ class MoodshiftModel:
         ------
         InputError
         """
-        import warnings
-
-        from moodshift.data.catalog import parse_values
 
         if self.attribute not in catalog.labels.columns:
             if strict:
@@ -588,6 +664,9 @@ def _check_config(data: Any) -> str | None:
             return f"architecture.{key} must be true or false, got {a.get(key)!r}"
     if not _is_num(a.get("shift_scale", 1.0)):
         return f"architecture.shift_scale must be a number, got {a.get('shift_scale')!r}"
+    ranking = data.get("ranking_space", {"kind": "none"})
+    if not (isinstance(ranking, dict) and isinstance(ranking.get("kind", "none"), str)):
+        return f"ranking_space must be an object with a 'kind' string, got {ranking!r}"
     return None
 
 
@@ -619,6 +698,5 @@ def _check_log(data: Any) -> str | None:
 
 
 def _version() -> str:
-    from moodshift import __version__
 
     return __version__

@@ -14,15 +14,17 @@ calibration error before and after scaling).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import DataError, FileFormatError
+from moodshift.values import l2_normalize
 
 #: Bins of the expected calibration error.
 ECE_BINS = 15
@@ -129,7 +131,7 @@ class MoodTagger:
             Labelled validation rows; without them ``C = 1`` and ``T = 1``.
         seed : int
         """
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # sklearn is heavy: load on use
 
         m = len(classes)
         xtr = l2_normalize(train_x)
@@ -178,7 +180,6 @@ class MoodTagger:
 
     def fingerprint(self) -> str:
         """A hash of the weights and temperature (stored probabilities must match it)."""
-        import hashlib
 
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self.weight, dtype=np.float32).tobytes())
@@ -189,7 +190,6 @@ class MoodTagger:
     # ------------------------------------------------------------------ persistence
     def write_into(self, folder: Path) -> None:
         """Write ``tagger.safetensors`` and ``tagger.json`` into a model folder."""
-        from safetensors.numpy import save_file
 
         save_file(
             {"weight": np.ascontiguousarray(self.weight), "bias": np.ascontiguousarray(self.bias)},
@@ -210,7 +210,6 @@ class MoodTagger:
         weights, meta_path = folder / "tagger.safetensors", folder / "tagger.json"
         if not weights.is_file() and not meta_path.is_file():
             return None
-        from safetensors.numpy import load_file
 
         try:
             arrays = load_file(str(weights))

@@ -24,7 +24,13 @@ Ranking, for a target mood t and the chosen evidence:
 ``evidence`` selects the sources: ``auto`` (labels where known, the tagger
 elsewhere), ``labels`` (labels only; unlabelled tracks are not candidates),
 ``probe`` (the tagger on every track; labels ignored), ``none`` (similarity to
-the transformed query alone, as the paper retrieves).
+the transformed query alone, as the paper retrieves: plain cosine, whatever the
+model's ranking space).
+
+The evidence modes compare the query and the tracks in the model's *ranking
+space* (:mod:`moodshift.model.ranking`, chosen on validation): both pass through
+the same map before the cosine, so a mood eraser or a learned space keeps the
+candidates' own mood from steering the ranking.
 
 How a batch is searched: up to :data:`EXACT_LIMIT` tracks, every track is
 scored exactly (one matrix product per block of queries). Above it, queries are
@@ -44,10 +50,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
-from moodshift.data.catalog import l2_normalize
 from moodshift.errors import InputError
 from moodshift.model.fast import EvidenceSettings, NumpyTransform
+from moodshift.model.ranking import RankingSpace
+from moodshift.values import l2_normalize
 
 if TYPE_CHECKING:
     from moodshift.model.network import MoodshiftModel
@@ -228,6 +236,7 @@ class _Batch:
     w: float  # weight of log p(target | track)
     exclude: np.ndarray  # (q,) int64, -1 for none
     masks: list[np.ndarray | None] | None  # per query, None: no filter at all
+    space: RankingSpace | None = None  # the space q_label / q_probe and the tracks rank in
 
     def __len__(self) -> int:
         return int(self.q_label.shape[0])
@@ -246,6 +255,7 @@ class _Batch:
             q_probe=None if self.q_probe is None else self.q_probe[rows],
             target=self.target[rows], tiers=self.tiers, w=self.w, exclude=self.exclude[rows],
             masks=None if self.masks is None else [self.masks[i] for i in rows.tolist()],
+            space=self.space,
         )  # fmt: skip
 
 
@@ -293,6 +303,10 @@ class QueryEngine:
     artists : np.ndarray, shape (n,), int64, optional
         Artist code per track (``-1``: unknown, each such track its own artist),
         for ``max_per_artist``.
+    ranking : RankingSpace or None or "model"
+        The space queries and tracks are compared in (:mod:`moodshift.model.ranking`):
+        ``"model"`` (default) the one chosen on validation and saved with the model,
+        None the plain cosine of the raw embeddings.
     """
 
     def __init__(
@@ -305,6 +319,7 @@ class QueryEngine:
         settings: EvidenceSettings | None = None,
         exact_limit: int = EXACT_LIMIT,
         artists: np.ndarray | None = None,
+        ranking: RankingSpace | str | None = "model",
     ) -> None:
         if len(evidence) != vectors.shape[0]:
             raise InputError(
@@ -320,13 +335,55 @@ class QueryEngine:
         self.exact = index is None or vectors.shape[0] <= exact_limit
         self.transform = NumpyTransform.build(model)
         self.artists = None if artists is None else np.asarray(artists, dtype=np.int64)
+        if isinstance(ranking, str):
+            if ranking != "model":
+                raise InputError(f"ranking: a RankingSpace, None or 'model', not {ranking!r}.")
+            ranking = model.ranking
+        self.ranking: RankingSpace | None = ranking
+        # An index built with the model (`moodshift index --model`) holds the tracks in its
+        # ranking space; any other index holds raw embeddings, searched through the pullback.
+        built_in = None if index is None else getattr(index, "meta", {}).get("ranking_space")
+        self.index_space = (
+            ranking if ranking is not None and built_in == ranking.fingerprint() else None
+        )
+        if index is not None and ranking is not None and self.index_space is None:
+            log.info(
+                "the index holds raw embeddings, not the model's ranking space: results are "
+                "re-ranked exactly; rebuild it with `moodshift index --model` to search the space"
+            )
+        self._projected: np.ndarray | None = None
         self._mask_cache: dict[tuple, list[list[tuple[bool, np.ndarray, float]]]] = {}
-        self._partitions: dict[tuple[int, int], _Partition | None] = {}
+        self._partitions: dict[tuple[int, int, int], _Partition | None] = {}
         self._partition_bytes = 0
 
     @property
     def n(self) -> int:
         return int(self.vectors.shape[0])
+
+    def _index_query(self, space: RankingSpace | None, vec: np.ndarray) -> np.ndarray:
+        """The vector the index is searched with for query ``vec`` (given in ``space``).
+
+        An index in the same space takes it as it is; an index of raw embeddings takes its
+        pullback (same ranking up to each track's norm in the space, corrected by the
+        exact re-rank). A plain-cosine query against an index in the model's space is
+        approximate too (``evidence none`` on a large catalogue): the re-rank is exact.
+        """
+        if space is self.index_space:
+            return vec
+        if space is None:
+            return vec
+        return space.pullback(vec[None, :])[0]
+
+    def _all_in(self, space: RankingSpace | None) -> np.ndarray:
+        """Every track in ``space`` (the model's, or None): the exact path's matrix, made once."""
+        if space is None:
+            return self.vectors
+        assert space is self.ranking
+        if self._projected is None:
+            self._projected = np.concatenate(
+                [self.ranking.project(self.vectors[s : s + 65536]) for s in range(0, self.n, 65536)]
+            ) if self.n else np.zeros((0, self.ranking.matrix.shape[1]), np.float32)  # fmt: skip
+        return self._projected
 
     # ------------------------------------------------------------------ seeds
     def source_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -471,7 +528,8 @@ class QueryEngine:
         scores : np.ndarray, shape (q, k), float32
             The ranking score (cosine, plus ``w log p`` for tagger-judged tracks).
         query : np.ndarray, shape (q, d)
-            The label-scored query vectors.
+            The label-scored query vectors (in the embedding space, before the
+            ranking space's map).
         """
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
@@ -482,12 +540,15 @@ class QueryEngine:
         w = self.settings.weight if weight is None else float(weight)
         q_label, q_probe = self.queries(seeds, source=source, target=target, evidence=evidence,
                                         strength=strength)  # fmt: skip
+        space = None if evidence == "none" else self.ranking
+        r_label = _in_space(space, q_label)
+        r_probe = None if q_probe is q_label else _in_space(space, q_probe)
         batch = _Batch(
-            q_label=q_label, q_probe=None if q_probe is q_label else q_probe, target=target,
+            q_label=r_label, q_probe=r_probe, target=target,
             tiers=self.evidence.tiers(evidence), w=w,
             exclude=np.full(q, -1, dtype=np.int64) if exclude is None else (
                 np.asarray(exclude, np.int64)),
-            masks=self._masks(allowed, q),
+            masks=self._masks(allowed, q), space=space,
         )  # fmt: skip
         run = self._exact if self.exact else self._indexed
         if max_per_artist is None or self.artists is None:
@@ -526,16 +587,18 @@ class QueryEngine:
             return
         tiers = self.evidence.tiers(evidence)
         for t in range(len(self.classes)):
-            self._partition(tiers, t)
+            self._partition(tiers, t, self.ranking)
 
-    def _partition(self, tiers: Tiers, target: int) -> _Partition | None:
+    def _partition(
+        self, tiers: Tiers, target: int, space: RankingSpace | None
+    ) -> _Partition | None:
         """The candidates of ``target`` as one contiguous block, or None (too large, or none).
 
         Scoring a block is one matrix product for a whole batch of queries and is
         exact, where the index costs a search per query and a re-rank. Memory is
         bounded by :data:`PARTITION_MAX_VALUES` and :data:`PARTITION_BUDGET_BYTES`.
         """
-        key = (id(tiers[0]), target)
+        key = (id(tiers[0]), target, id(space))
         if key in self._partitions:
             return self._partitions[key]
         candidate, logp, by_label = tiers
@@ -547,7 +610,7 @@ class QueryEngine:
         ):
             part = _Partition(
                 rows=rows,
-                vectors=np.ascontiguousarray(self.vectors[rows], dtype=np.float32),
+                vectors=np.ascontiguousarray(_in_space(space, self.vectors[rows]), np.float32),
                 by_label=by_label[rows],
                 logp=None if logp is None else np.ascontiguousarray(logp[rows, target]),
             )
@@ -568,7 +631,7 @@ class QueryEngine:
         rest: list[int] = []
         for t in np.unique(b.target).tolist():
             members = np.flatnonzero(b.target == t)
-            part = self._partition(b.tiers, int(t))
+            part = self._partition(b.tiers, int(t), b.space)
             if part is None:
                 rest.extend(members.tolist())
                 continue
@@ -662,7 +725,7 @@ class QueryEngine:
         k_eff = min(k, self.n)
         out_r = np.full((len(b), k), -1, dtype=np.int64)
         out_s = np.zeros((len(b), k), dtype=np.float32)
-        x = self.vectors
+        x = self._all_in(b.space)
         # Candidates first: a tier offset larger than any score difference within a tier.
         span = 2.0 + b.w * float(-np.log(MIN_PROBA)) + 1.0
         for s in range(0, len(b), QUERY_BLOCK):
@@ -692,7 +755,8 @@ class QueryEngine:
         scores, shape (2, j)); those queries only search the tiers after it.
         """
         assert self.index is not None
-        depth = max(k, RERANK_DEPTH) if b.w != 0.0 else k
+        # The index ranks raw embeddings: re-rank deeper when the exact score differs from it.
+        depth = max(k, RERANK_DEPTH) if b.w != 0.0 or b.space is not self.index_space else k
         out_r = np.full((len(b), k), -1, dtype=np.int64)
         out_s = np.zeros((len(b), k), dtype=np.float32)
         two = b.q_probe is not None
@@ -706,7 +770,8 @@ class QueryEngine:
                     got.append(first[i])
                     continue
                 rows = [
-                    self._tier_search(b.probe(i) if use_probe else b.q_label[i], sub, frac,
+                    self._tier_search(self._index_query(b.space, b.probe(i) if use_probe else
+                                                        b.q_label[i]), sub, frac,
                                       depth=depth, exclude=int(b.exclude[i]),
                                       filtered=allowed is not None)
                     for use_probe, sub, frac in parts
@@ -716,7 +781,7 @@ class QueryEngine:
                 if not rows:
                     continue
                 cand_rows = np.unique(np.concatenate(rows))
-                x = np.asarray(self.vectors[cand_rows], dtype=np.float32)
+                x = _in_space(b.space, self.vectors[cand_rows])
                 sl = (b.q_label[i] @ x.T)[None, :]
                 sp = (b.probe(i) @ x.T)[None, :] if two else None
                 score, _ = self._scores(sl, sp, b.target[i : i + 1], cand_rows, b.tiers, b.w)
@@ -798,6 +863,11 @@ class QueryEngine:
         return idx[idx >= 0]
 
 
+def _in_space(space: RankingSpace | None, x: np.ndarray) -> np.ndarray:
+    """Rows in ``space`` (unit-norm), or the rows themselves for the plain cosine."""
+    return np.asarray(x, dtype=np.float32) if space is None else space.project(x)
+
+
 def _block_out(
     score: np.ndarray, masks: list[np.ndarray | None], *, cols: np.ndarray | None = None
 ) -> None:
@@ -848,7 +918,6 @@ def artist_codes(catalog: Any) -> np.ndarray | None:
     """Artist code per track (``-1`` where unknown), or None without an artist column."""
     if "artist" not in catalog.labels.columns:
         return None
-    import pandas as pd
 
     values = catalog.labels["artist"].fillna("").astype(str).str.strip()
     codes, _ = pd.factorize(values.where(values != "", None))

@@ -59,15 +59,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_dir, resolve_dir
 from moodshift._deps import require_faiss
+from moodshift.data.catalog import Catalog
 from moodshift.errors import (
     FileFormatError,
     InputError,
     StaleArtifactError,
     UnknownLabelError,
 )
+from moodshift.values import parse_values
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +161,6 @@ class LabelPostings:
         labels : pandas.DataFrame, n rows
         columns : the label columns to index
         """
-        import pandas as pd
-
-        from moodshift.data.catalog import parse_values
 
         n = len(labels)
         keys: list[tuple[str, str]] = []
@@ -501,17 +502,6 @@ class FaissIndex:
             p.sel = sel
         return p
 
-    def allowed_mask(self, filters: Mapping[str, str | Sequence[str]] | None) -> np.ndarray | None:
-        """Bool mask (n,) of rows matching ``filters`` (None when there is no filter)."""
-        if not filters:
-            return None
-        if self.postings is None:
-            raise InputError(
-                "this index was built without labels, so it cannot filter by label; rebuild it "
-                "with `moodshift index --catalog ...` or pass labels= to build_index."
-            )
-        return self.postings.mask(filters)
-
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the index folder atomically (a failed save leaves the old one intact)."""
@@ -723,7 +713,6 @@ def build_index(
 
 
 def _add_with_progress(index: Any, x: np.ndarray, *, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
 
     chunk = 20_000
     with tqdm(total=len(x), desc=desc, unit="vec", disable=not progress or len(x) < 50_000) as bar:
@@ -755,7 +744,7 @@ def _tune_and_measure(
     max_filter_checks: int = 24,
 ) -> dict[str, Any]:
     """Choose efSearch / nprobe and measure recall@10 against exact search."""
-    from moodshift.retrieval.search import topk_cosine
+    from moodshift.retrieval.search import topk_cosine  # pulls in torch: load on use
 
     n = len(x)
     rng = np.random.default_rng(seed)
@@ -1000,20 +989,29 @@ def build_catalog_index(
     out : folder, optional
         Defaults to ``<catalog>/index``.
     model : MoodshiftModel, optional
-        Store its tagger's p(mood | track) for every track (``mood_proba.npy``), so
-        serving does not recompute it; the model's tagger fingerprint is recorded.
+        Store its p(mood | track) for every track (``mood_proba.npy``): the fused
+        evidence where the model has one, else its tagger's, so serving does not
+        recompute it; the fingerprint of what made it is recorded.
+        With a ranking space (:mod:`moodshift.model.ranking`) the index holds the
+        tracks *in that space*, so its neighbours are the ones queries rank by
+        (``ranking_space`` in ``index.json`` records the space's fingerprint).
 
     Returns
     -------
     dict
         The index metadata as written to ``index.json`` (plus ``path``).
     """
-    from moodshift.data.catalog import Catalog
 
     catalog = Catalog.load(catalog_path)
     t0 = time.perf_counter()
+    space = getattr(model, "ranking", None)
+    if model is not None:
+        catalog.check_compatible(model.embedder, what="model")
+    vectors = catalog.normalized if space is None else np.concatenate(
+        [space.project(catalog.normalized[s : s + 65536]) for s in range(0, len(catalog), 65536)]
+    )  # fmt: skip
     index = build_index(
-        catalog.normalized,
+        vectors,
         kind=kind,
         labels=catalog_postings(catalog),
         seed=seed,
@@ -1022,9 +1020,10 @@ def build_catalog_index(
     index.meta["provenance"] = {k: catalog.provenance.get(k) for k in ("name", "version", "dim")}
     index.meta["fingerprint"] = catalog_fingerprint(catalog)
     index.meta["catalog"] = str(Path(catalog_path).resolve())
+    if space is not None:
+        index.meta["ranking_space"] = space.fingerprint()
     if model is not None and model.tagger is not None:
-        catalog.check_compatible(model.embedder, what="model")
-        from moodshift.retrieval.engine import catalog_evidence
+        from moodshift.retrieval.engine import catalog_evidence  # pulls in torch: load on use
 
         # The fused evidence (tagger, tag head, the catalogue's own labels), as serving uses it.
         index.mood_proba = catalog_evidence(catalog, model).proba

@@ -2,28 +2,26 @@
 
 :func:`topk_cosine` is the blocked brute-force search used by evaluation and by
 small catalogues; :class:`Searcher` answers user queries against a catalogue
-with a model, optionally through an approximate FAISS index
-(:mod:`moodshift.retrieval.index`).
+with a model through the request layer (:mod:`moodshift.retrieval.request`),
+optionally through an approximate FAISS index (:mod:`moodshift.retrieval.index`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from moodshift.data.catalog import Catalog, l2_normalize, parse_values
-from moodshift.errors import DimensionMismatchError, InputError, UnknownLabelError
+from moodshift.data.catalog import Catalog
+from moodshift.errors import InputError
 from moodshift.model.network import MoodshiftModel
-from moodshift.retrieval.engine import (
-    QueryEngine,
-    artist_codes,
-    catalog_evidence,
-    stored_proba,
-    top_k,
-)
+from moodshift.retrieval.engine import top_k
+from moodshift.retrieval.playlist import describe_journey, mood_journey
+from moodshift.retrieval.request import Artifacts, QueryRequest, Retriever, open_artifacts
+from moodshift.values import parse_values
 
 
 def topk_cosine(
@@ -115,8 +113,38 @@ class Result:
 
 
 @dataclass
+class Answer:
+    """The answer to one query: its results, the seed's source mood and what served it.
+
+    Attributes
+    ----------
+    results : list of Result
+        Best first, at most ``k``; each says where its mood came from.
+    query : np.ndarray, shape (d,)
+        The query vector that scored labelled tracks.
+    source_mood : str
+        The seed's mood the query moved away from.
+    source_mood_source : {"given", "label", "predicted"}
+        Where it came from: the caller, the seed's label, the model's tagger.
+    target_mood : str
+    strength : float
+        The label-scored query's strength (the given one, else the chosen default).
+    index : str
+        The index that served the search: ``flat``, ``hnsw``, ``ivf`` (from
+        ``moodshift index``) or ``exact`` (no index: every track scored).
+    """
+
+    results: list[Result]
+    query: np.ndarray
+    source_mood: str
+    source_mood_source: str
+    target_mood: str
+    strength: float
+    index: str
+
+
 class Searcher:
-    """Answers "like this, but <mood>" against a catalogue, through the query engine.
+    """Answers "like this, but <mood>" against a catalogue, through the request layer.
 
     Parameters
     ----------
@@ -124,10 +152,11 @@ class Searcher:
         The tracks to retrieve from (all of them: serving uses the whole catalogue).
     model : MoodshiftModel
     index : VectorIndex, optional
-        Defaults to exact search; see :func:`moodshift.retrieval.index.build_index`.
+        Default: every track scored exactly; :meth:`open` takes the catalogue's index
+        (``moodshift index``) as the server does.
     proba : np.ndarray, shape (n, m), optional
-        The tagger's p(mood | track) for the catalogue (stored by ``moodshift index
-        --model``); computed when absent.
+        The tagger's p(mood | track) for the catalogue; default: the index's stored one
+        (``moodshift index --model``) when this model's tagger made it, else computed.
 
     Raises
     ------
@@ -135,94 +164,46 @@ class Searcher:
         If the model was trained on another embedder than the catalogue's.
     """
 
-    catalog: Catalog
-    model: MoodshiftModel
-    index: VectorIndex | None = None
-    proba: np.ndarray | None = None
-    _label_cache: dict[str, list[frozenset[str]]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self.catalog.check_compatible(self.model.embedder, what="model")
-        if self.index is None:
-            self.index = ExactIndex(self.catalog.normalized)
-        proba = self.proba if self.proba is not None else stored_proba(self.index, self.model)
-        self.engine = QueryEngine(
-            model=self.model,
-            vectors=self.catalog.normalized,
-            evidence=catalog_evidence(self.catalog, self.model, proba=proba),
-            index=self.index,
-            artists=artist_codes(self.catalog),
-        )
-
-    def seed(
+    def __init__(
         self,
         *,
-        track_id: str | None = None,
-        embedding: np.ndarray | None = None,
-        source_mood: str | None = None,
-    ) -> tuple[np.ndarray, int, int, bool]:
-        """The seed's unit vector (d,), row (-1 for an embedding), source class, predicted?
+        catalog: Catalog,
+        model: MoodshiftModel,
+        index: VectorIndex | None = None,
+        proba: np.ndarray | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.model = model
+        #: What :meth:`open` opened (which model served, :class:`Artifacts`); None otherwise.
+        self.artifacts: Artifacts | None = None
+        self.retriever = Retriever(catalog=catalog, model=model, index=index, proba=proba)
+        self.engine = self.retriever.engine
+        columns = [
+            *catalog.label_columns(),
+            *(c for c in ("title", "artist", "group", "audio_path") if c in catalog.labels),
+        ]
+        # Plain arrays: a pandas row lookup per result cost more than the search itself.
+        self._columns = {c: catalog.labels[c].to_numpy(dtype=object) for c in columns}
+        self._track_ids = catalog.labels["track_id"].astype(str).to_numpy(dtype=object)
 
-        The source mood is, in order: ``source_mood`` when given, the seed's
-        label, the tagger's prediction.
+    @classmethod
+    def open(
+        cls,
+        *,
+        catalog: Catalog | str | os.PathLike[str],
+        model: MoodshiftModel | str | os.PathLike[str] | None = None,
+        index: str | os.PathLike[str] | None = None,
+    ) -> Searcher:
+        """A searcher over a saved catalogue and model, through the catalogue's index.
 
-        Raises
-        ------
-        InputError
-            If neither or both of ``track_id`` and ``embedding`` are given, or an
-            embedding comes without a source mood and the model has no tagger.
-        UnknownTrackError
-            If ``track_id`` is not in the catalogue.
+        As ``moodshift serve`` starts: :func:`moodshift.retrieval.request.open_artifacts`
+        (the checks, the default model when none is given, the index from ``moodshift
+        index`` with its stored p(mood | track)); :attr:`artifacts` keeps what it opened.
         """
-        if (track_id is None) == (embedding is None):
-            raise InputError("give exactly one of track_id or embedding")
-        if track_id is not None:
-            row = self.catalog.index_of(track_id)
-            vec = self.catalog.normalized[row]
-        else:
-            row = -1
-            vec = l2_normalize(np.asarray(embedding, dtype=np.float32).reshape(1, -1))[0]
-            if vec.shape[0] != self.model.dim:
-                raise DimensionMismatchError(
-                    f"dimension mismatch: the model takes {self.model.dim}-d embeddings, got "
-                    f"{vec.shape[0]}-d; embed with the catalogue's embedder."
-                )
-        given = None if source_mood is None else self.model.class_index(source_mood)
-        src, kind = self.engine.seed_source(row=row, seed=vec, given=given)
-        return vec, row, src, kind == "predicted"
-
-    def transform(
-        self,
-        *,
-        track_id: str | None = None,
-        embedding: np.ndarray | None = None,
-        source_mood: str | None = None,
-        target_mood: str,
-        strength: float | None = None,
-    ) -> tuple[np.ndarray, int]:
-        """The transformed query vector (unit-norm, shape (d,)) and the seed's row (or -1)."""
-        target = self.model.class_index(target_mood)
-        vec, row, src, _ = self.seed(track_id=track_id, embedding=embedding,
-                                     source_mood=source_mood)  # fmt: skip
-        s = self.model.default_strength if strength is None else strength
-        return self.engine.transform(vec, source=src, target=target, strength=s), row
-
-    def allowed_mask(self, filters: Mapping[str, str | list[str]] | None) -> np.ndarray | None:
-        """Rows whose labels contain every requested value (None: no filter)."""
-        if not filters:
-            return None
-        mask = np.ones(len(self.catalog), dtype=bool)
-        for col, wanted in filters.items():
-            if col not in self.catalog.labels.columns:
-                raise UnknownLabelError(
-                    f"unknown filter column {col!r}; columns: {self.catalog.label_columns()}."
-                )
-            if col not in self._label_cache:
-                self._label_cache[col] = self.catalog.value_sets(col)
-            values = {wanted} if isinstance(wanted, str) else set(wanted)
-            sets = self._label_cache[col]
-            mask &= np.fromiter((bool(values & s) for s in sets), dtype=bool, count=len(sets))
-        return mask
+        art = open_artifacts(catalog=catalog, model=model, index=index)
+        searcher = cls(catalog=art.catalog, model=art.model, index=art.index)
+        searcher.artifacts = art
+        return searcher
 
     def query(
         self,
@@ -236,67 +217,39 @@ class Searcher:
         filters: Mapping[str, str | list[str]] | None = None,
         evidence: str = "auto",
         max_per_artist: int | None = None,
-    ) -> tuple[list[Result], np.ndarray]:
+    ) -> Answer:
         """Tracks like the seed, but in ``target_mood``, best first (the seed excluded).
 
-        Parameters
-        ----------
-        target_mood : str
-            One of the model's classes.
-        track_id : str, optional
-            A catalogue track as the seed (or give ``embedding``).
-        embedding : np.ndarray, shape (d,), optional
-            An outside seed (needs ``source_mood`` unless the model has a tagger).
-        source_mood : str, optional
-            Overrides the seed's label or predicted mood.
-        k : int
-            Results wanted.
-        strength : float in [0, 1], optional
-            Overrides the validation-chosen strengths.
-        filters : mapping, optional
-            Label column -> value(s): only tracks holding one of the values.
-        evidence : {"auto", "labels", "probe", "none"}
-            Mood evidence used in ranking (see :mod:`moodshift.retrieval.engine`).
-        max_per_artist : int, optional
-            At most this many results per artist.
+        The parameters are :class:`moodshift.retrieval.request.QueryRequest`'s.
 
         Returns
         -------
-        results : list of Result
-            At most ``k``; each says where its mood came from.
-        query : np.ndarray, shape (d,)
-            The query vector that scored labelled tracks.
+        Answer
 
         Raises
         ------
         InputError, UnknownLabelError, UnknownTrackError
-            On a bad argument, an unknown mood or filter column, an unknown track.
+            On a bad argument, an unknown mood, filter column or value, an unknown track.
         """
-        if k < 1:
-            raise InputError(f"k must be >= 1, got {k}")
-        target = self.model.class_index(target_mood)
-        self.engine.evidence.require(evidence)
-        vec, row, src, _ = self.seed(track_id=track_id, embedding=embedding,
-                                     source_mood=source_mood)  # fmt: skip
-        allowed = self.allowed_mask(filters)
-        rows, scores, qvec = self.engine.search(
-            vec[None, :], source=np.array([src]), target=np.array([target]), k=k,
-            evidence=evidence, strength=strength, exclude=np.array([row]), allowed=allowed,
-            max_per_artist=max_per_artist,
+        request = QueryRequest(
+            target_mood=target_mood, track_id=track_id, embedding=embedding,
+            source_mood=source_mood, k=k, strength=strength, filters=filters,
+            evidence=evidence, max_per_artist=max_per_artist,
         )  # fmt: skip
-        keep = rows[0] >= 0
-        idx, sc = rows[0][keep], scores[0][keep]
-        moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=evidence)
-        cols = [
-            *self.catalog.label_columns(),
-            *(c for c in ("title", "artist", "group", "audio_path") if c in self.catalog.labels),
-        ]
+        p = self.retriever.prepare(request)
+        ((rows, scores, qvec),) = self.retriever.search([p])
+        keep = rows >= 0
+        idx, sc = rows[keep], scores[keep]
+        moods = self.engine.evidence.describe(idx, classes=self.model.classes, mode=p.evidence)
         results = []
-        for rank, (i, s, m) in enumerate(zip(idx, sc, moods, strict=True), start=1):
-            rec = self.catalog.labels.iloc[int(i)]
-            labels = {c: _label_value(c, rec[c]) for c in cols}
-            results.append(Result(str(rec["track_id"]), float(s), labels, rank, **m))
-        return results, qvec[0]
+        for rank, (i, s, m) in enumerate(zip(idx.tolist(), sc.tolist(), moods, strict=True), 1):
+            labels = {c: _label_value(c, values[i]) for c, values in self._columns.items()}
+            results.append(Result(self._track_ids[i], s, labels, rank, **m))
+        return Answer(
+            results=results, query=qvec, source_mood=self.model.classes[p.source],
+            source_mood_source=p.source_kind, target_mood=self.model.classes[p.target],
+            strength=p.reported_strength, index=self.retriever.index_kind,
+        )  # fmt: skip
 
     def playlist(
         self,
@@ -317,8 +270,6 @@ class Searcher:
             ``track_id, artist, title, mood, mood_source, mood_probability,
             strength, p_target, audio_path`` (absolute path or None) per item.
         """
-        from moodshift.retrieval.playlist import describe_journey, mood_journey
-
         target = self.model.class_index(to)
         via_i = None if via is None else self.model.class_index(via)
         items = mood_journey(self.engine, seed_row=self.catalog.index_of(track_id),

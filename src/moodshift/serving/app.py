@@ -25,7 +25,7 @@ with one batched transform and one batched search, each with its own
 strength, filter and ``k``.
 
 Measured in one server process (100k tracks, 256-d, HNSW, k = 10, 20 % of
-queries filtered by genre; 2 shared cores; see README "Scale"): a micro-batch
+queries filtered by genre; 2 shared cores; see benchmarks/RESULTS.md, "Scale"): a micro-batch
 of 32 costs ~0.9 ms of CPU per unfiltered query and ~2.7 ms per filtered one
 (an exact scan of the filter's rows, memory-bound); alone, 2.1 and 3.7 ms.
 ``serve(workers=N)`` runs N processes sharing the memory-mapped data.
@@ -36,7 +36,7 @@ resolved (symlinks included) and served only when it is a regular file with an
 audio media type under one of the audio roots (the catalogue's folder, plus
 ``audio_roots``).
 
-Refusals (see the README's "Security and reliability"): a Host header outside
+Refusals (see docs/security.md): a Host header outside
 ``allowed_hosts`` gets 400 (DNS rebinding); every response carries a
 Content-Security-Policy without third-party origins, ``nosniff`` and
 ``frame-ancestors 'none'``; CORS is off unless ``cors_origins`` is given; slash
@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 
+from moodshift import __version__
 from moodshift.data.catalog import Catalog
 from moodshift.errors import (
     MoodshiftError,
@@ -138,14 +139,25 @@ def create_app(
     StaleArtifactError
         If ``index`` is a folder built from another version of the catalogue.
     """
-    from fastapi import FastAPI, Query, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, PlainTextResponse, Response
-    from fastapi.routing import APIRoute
-    from fastapi.staticfiles import StaticFiles
-    from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-    from moodshift import __version__
+    from fastapi import (  # fastapi is heavy: load on use
+        FastAPI,
+        Query,
+        Request,
+    )
+    from fastapi.exceptions import RequestValidationError  # fastapi is heavy: load on use
+    from fastapi.responses import (  # fastapi is heavy: load on use
+        FileResponse,
+        PlainTextResponse,
+        Response,
+    )
+    from fastapi.routing import APIRoute  # fastapi is heavy: load on use
+    from fastapi.staticfiles import StaticFiles  # fastapi is heavy: load on use
+    from pydantic import (  # with FastAPI: load on use
+        BaseModel,
+        ConfigDict,
+        Field,
+        ValidationError,
+    )
 
     if isinstance(index, str | os.PathLike):
         index = FaissIndex.load(index, catalog=catalog)
@@ -429,7 +441,7 @@ def create_app(
     fast = {("POST", "/query"): answer_batched} if state.inline else {}
     origins = [o.rstrip("/") for o in cors_origins if o]
     if origins:
-        from starlette.middleware.cors import CORSMiddleware
+        from starlette.middleware.cors import CORSMiddleware  # with FastAPI: load on use
 
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "HEAD", "POST"],
@@ -449,8 +461,8 @@ def _read_span(path: str | os.PathLike[str], start: int, length: int) -> bytes:
 
 
 def _audio_response_class() -> Any:
-    import anyio
-    from starlette.responses import FileResponse
+    import anyio  # anyio is heavy: load on use
+    from starlette.responses import FileResponse  # with FastAPI: load on use
 
     class AudioFileResponse(FileResponse):
         """Starlette's file response (ranges, HEAD), reading small spans in one go.

@@ -13,7 +13,10 @@ from typing import Any
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError
 from moodshift.model.network import MoodshiftModel
+from moodshift.retrieval.request import open_artifacts
 from moodshift.serving.app import create_app
+from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
+from moodshift.threads import apply_thread_policy
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ log = logging.getLogger(__name__)
 def serve(
     *,
     catalog: str | os.PathLike[str] | Catalog,
-    model: str | os.PathLike[str] | MoodshiftModel,
+    model: str | os.PathLike[str] | MoodshiftModel | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     index: str | os.PathLike[str] | None = None,
@@ -39,8 +42,9 @@ def serve(
     ----------
     catalog : folder or Catalog
         Loaded memory-mapped.
-    model : folder or MoodshiftModel
-        The trained transformation.
+    model : folder or MoodshiftModel, optional
+        The trained transformation (default: the model shipped with moodshift,
+        :mod:`moodshift.model.default`; the start-up line names the model that serves).
     host, port
         Where to listen.
     max_k : int
@@ -81,7 +85,7 @@ def serve(
     A client gets :data:`HEADER_TIMEOUT_S` seconds to send a request's headers
     (then the connection is closed) and ``BODY_TIMEOUT_S`` for its body (408).
     """
-    import uvicorn
+    import uvicorn  # uvicorn is heavy: load on use
 
     hosts = list(allowed_hosts) if allowed_hosts else _default_hosts(host)
     web = {"allowed_hosts": hosts, "cors_origins": list(cors_origins),
@@ -91,11 +95,12 @@ def serve(
     if workers > 1:
         if isinstance(catalog, Catalog) or isinstance(model, MoodshiftModel):
             raise InputError("serve(workers > 1) needs catalogue and model folders, not objects.")
-        spec = {"catalog": str(catalog), "model": str(model), "max_k": max_k,
-                "index": None if index is None else str(index)}  # fmt: skip
-        _check_artifacts(**spec)  # fail here, once, on a stale index or a bad folder
+        spec = {"catalog": str(catalog), "model": None if model is None else str(model),
+                "max_k": max_k, "index": None if index is None else str(index)}  # fmt: skip
+        # Fail here, once, on a stale index or a bad folder.
+        source = _check_artifacts(**spec)
         os.environ[_WORKER_ENV] = json.dumps({**spec, **web})
-        print(f"moodshift: {workers} workers at http://{host}:{port}/", flush=True)
+        print(f"moodshift: {workers} workers at http://{host}:{port}/, model {source}", flush=True)
         uvicorn.run(
             "moodshift.serving.launch:_worker_app", factory=True, workers=workers, host=host,
             port=port, access_log=access_log, log_level=log_level, **opts,
@@ -105,9 +110,9 @@ def serve(
     app = _load_app(catalog=catalog, model=model, index=index, max_k=max_k, **web)
     state = app.state.moodshift
     print(
-        f"moodshift: {state.n} tracks ({state.dim}-d), index {state.index_kind}, moods "
-        f"{state.moods}; ready in {time.perf_counter() - t0:.1f} s at http://{host}:{port}/ "
-        f"(API docs /docs)",
+        f"moodshift: {state.n} tracks ({state.dim}-d), index {state.index_kind}, model "
+        f"{app.state.model_source}, moods {state.moods}; ready in "
+        f"{time.perf_counter() - t0:.1f} s at http://{host}:{port}/ (API docs /docs)",
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level, **opts)
@@ -119,7 +124,6 @@ HEADER_TIMEOUT_S = 10.0
 
 
 def _default_hosts(host: str) -> list[str]:
-    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     hosts = list(DEFAULT_ALLOWED_HOSTS)
     if host and host not in ("0.0.0.0", "::", "") and host not in hosts:
@@ -128,7 +132,7 @@ def _default_hosts(host: str) -> list[str]:
 
 
 def _header_timeout_protocol() -> type:
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol  # uvicorn is heavy: load on use
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         """uvicorn's HTTP protocol with a deadline on each request's headers.
@@ -193,7 +197,6 @@ def _limit_threads() -> None:
     OpenBLAS's default threads a 100k-track server spent ~9 ms of CPU per query
     spinning on 2 busy cores, 1.7 ms with one thread. ``MOODSHIFT_THREADS`` overrides.
     """
-    from moodshift.threads import apply_thread_policy
 
     apply_thread_policy(role="serve")
 
@@ -201,43 +204,37 @@ def _limit_threads() -> None:
 def _load_app(
     *,
     catalog: str | os.PathLike[str] | Catalog,
-    model: str | os.PathLike[str] | MoodshiftModel,
+    model: str | os.PathLike[str] | MoodshiftModel | None,
     index: str | os.PathLike[str] | None,
     max_k: int,
     allowed_hosts: Sequence[str] | None = None,
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
 ) -> Any:
-    from moodshift.retrieval.index import load_catalog_index
-    from moodshift.serving.middleware import DEFAULT_ALLOWED_HOSTS
 
     _limit_threads()
-    cat = catalog if isinstance(catalog, Catalog) else Catalog.load(catalog, mmap=True)
-    mdl = model if isinstance(model, MoodshiftModel) else MoodshiftModel.load(model)
-    catalog_path = None if isinstance(catalog, Catalog) else catalog
-    idx = load_catalog_index(cat, catalog_path=catalog_path, path=index)
+    art = open_artifacts(catalog=catalog, model=model, index=index)
     app = create_app(
-        catalog=cat, model=mdl, index=idx, max_k=max_k,
+        catalog=art.catalog, model=art.model, index=art.index, max_k=max_k,
         allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS, cors_origins=cors_origins,
         audio_roots=audio_roots,
     )  # fmt: skip
+    app.state.model_source = art.model_source
     # The serving state is a few hundred thousand long-lived objects (one row dict per
     # track): a full garbage collection walks them all, ~110 ms at 100k tracks, and
     # lands on whichever requests are in flight. They live as long as the process, so
-    # they leave the collector's generations (measured p99 effect: README, serving).
+    # they leave the collector's generations (measured p99 effect: benchmarks/RESULTS.md, "Scale").
     gc.collect()
     gc.freeze()
     return app
 
 
-def _check_artifacts(*, catalog: str, model: str, index: str | None, max_k: int) -> None:
-    from moodshift.retrieval.index import load_catalog_index
-
-    cat = Catalog.load(catalog, mmap=True)
-    mdl = MoodshiftModel.load(model)
-    cat.check_compatible(mdl.embedder, what="model")
-    mdl.check_catalog(cat)
-    load_catalog_index(cat, catalog_path=catalog, path=index)
+def _check_artifacts(*, catalog: str, model: str | None, index: str | None, max_k: int) -> str:
+    # Before the workers start: the refusals each worker's serving state would give.
+    art = open_artifacts(catalog=catalog, model=model, index=index)
+    art.model.check_servable()
+    art.model.check_catalog(art.catalog)
+    return art.model_source
 
 
 def _worker_app() -> Any:

@@ -14,7 +14,7 @@ from moodshift.errors import (
     MoodshiftError,
     UnknownTrackError,
 )
-from moodshift.serving.state import BodyFieldError, UnknownMoodError
+from moodshift.retrieval.request import BodyFieldError, UnknownMoodError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
+#: Upper bounds (seconds) of the latency histogram's buckets.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 

@@ -1,11 +1,11 @@
 """Serving state: everything a request touches, precomputed at start-up.
 
-See :mod:`moodshift.serving.app` for the request path.
+See :mod:`moodshift.serving.app` for the HTTP side; a query's checks and search are the
+library's own (:class:`moodshift.retrieval.request.Retriever`), formatted here as JSON.
 """
 
 from __future__ import annotations
 
-# functions' annotations at runtime, and they name classes local to create_app.
 import logging
 import math
 import mimetypes
@@ -14,38 +14,33 @@ import stat
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 
-from moodshift.data.catalog import SEPARATOR, Catalog, l2_normalize, parse_values
-from moodshift.errors import (
-    InputError,
-    MoodshiftError,
-    UnknownLabelError,
-    UnknownTrackError,
-)
+from moodshift.data.catalog import Catalog
+from moodshift.errors import InputError, MoodshiftError
 from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import MoodshiftModel
-from moodshift.retrieval.engine import (
-    EVIDENCE_MODES,
-    EXACT_LIMIT,
-    QueryEngine,
-    UnitRows,
-    artist_codes,
-    catalog_evidence,
-    stored_proba,
-)
+from moodshift.retrieval.engine import EVIDENCE_MODES
 from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
+from moodshift.retrieval.playlist import describe_journey, mood_journey
+from moodshift.retrieval.request import (
+    PreparedQuery,
+    QueryRequest,
+    Retriever,
+)
+from moodshift.values import SEPARATOR, l2_normalize, parse_values
 
 log = logging.getLogger(__name__)
 
 
-#: Upper bounds (seconds) of the latency histogram's buckets.
+#: Tracks drawn for the 2-D map (``GET /map``), from the PCA's sample.
 MAP_SAMPLE = 2000
+#: Tracks the map's PCA is fitted on (a seeded sample: the map is the same every start).
 PCA_SAMPLE = 20_000
 
 
@@ -80,9 +75,9 @@ class ServingState:
         max_k: int,
         audio_roots: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
+        # Refused before any work: an embedder mismatch (the rest of the start-up checks
+        # are the request layer's, below).
         catalog.check_compatible(model.embedder, what="model")
-        model.check_servable()
-        model.check_catalog(catalog)
         self.catalog = catalog
         self.model = model
         self.max_k = int(max_k)
@@ -95,7 +90,6 @@ class ServingState:
             # the model's tagger judges every track.
             labels = labels.assign(**{self.attribute: ""})
         self.moods = list(model.classes)
-        self._mood_index = {m: i for i, m in enumerate(self.moods)}
         self.track_ids = labels["track_id"].astype(str).to_numpy(dtype=object)
         self.id_to_row = {t: i for i, t in enumerate(self.track_ids)}
         self.label_columns = catalog.label_columns()
@@ -140,25 +134,22 @@ class ServingState:
                 f"{self.n} x {self.dim}; rebuild it with `moodshift index --catalog ...`."
             )
         self.index = index
-        self.index_kind = getattr(index, "kind", type(index).__name__)
+        # The one request path of the library, the CLI and the server: checks, the
+        # index's stored p(mood | track), filters through its label postings, the engine.
+        self.retriever = Retriever(catalog=catalog, model=model, index=index)
+        self.index_kind = self.retriever.index_kind
         self.index_meta = {
             k: v
             for k, v in getattr(index, "meta", {}).items()
             if k in ("kind", "params", "recall_at_10", "recall_at_10_filtered", "build_seconds")
         }
-        postings = getattr(index, "postings", None)
-        self.postings: LabelPostings = postings or LabelPostings.from_frame(
-            labels, self.label_columns
-        )
+        self.postings: LabelPostings = self.retriever.postings
         # Queries run in a worker thread (serving.batching), so the middleware may answer
         # them without FastAPI's routing whatever the index.
         self.inline = True
         self._parsed: dict[str, list[str]] = {}
-        # One query engine for every consumer (CLI, Searcher, API, evaluation).
-        vectors = catalog.normalized if self.n <= EXACT_LIMIT else UnitRows(catalog.embeddings)
-        self.evidence = catalog_evidence(catalog, model, proba=stored_proba(index, model))
-        self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
-                                  index=index, artists=artist_codes(catalog))  # fmt: skip
+        self.evidence = self.retriever.evidence
+        self.engine = self.retriever.engine
         self.fast_path = isinstance(self.engine.transform, NumpyTransform)
         # The default evidence's candidate blocks are built now, not by the first query.
         self.engine.warm("auto")
@@ -170,10 +161,9 @@ class ServingState:
     # ------------------------------------------------------------------ vectors
     def unit_row(self, rows: np.ndarray | int) -> np.ndarray:
         """Unit-norm embedding(s) of catalogue rows, read from the (mapped) matrix."""
-        x = np.asarray(self.catalog.embeddings[rows], dtype=np.float32)
-        if x.ndim == 1:  # one row: skip np.linalg.norm's overhead
-            return x / max(math.sqrt(float(x @ x)), 1e-12)
-        return l2_normalize(x)
+        if np.ndim(rows) == 0:
+            return self.retriever.unit_row(int(rows))
+        return l2_normalize(np.asarray(self.catalog.embeddings[rows], dtype=np.float32))
 
     def _fit_map(self) -> None:
         """A fixed PCA (2 components) of a seeded sample of the catalogue's unit vectors."""
@@ -235,18 +225,12 @@ class ServingState:
         return out
 
     def row_of(self, track_id: str) -> int:
-        row = self.id_to_row.get(track_id)
-        if row is None:
-            raise UnknownTrackError(
-                f"unknown track id {track_id!r}; search for one with GET /tracks?q=..."
-            )
-        return row
+        """The catalogue row of a track id (:class:`UnknownTrackError` when absent)."""
+        return self.catalog.index_of(track_id)
 
     def mood_code(self, mood: str, *, field: str) -> int:
-        code = self._mood_index.get(mood)
-        if code is None:
-            raise UnknownMoodError(field=field, value=mood, known=self.moods)
-        return code
+        """The class index of ``mood`` (:class:`UnknownMoodError` naming ``field``)."""
+        return self.retriever.mood_code(mood, field=field)
 
     # ------------------------------------------------------------------ audio
     def audio_file(self, row: int) -> tuple[Path, os.stat_result, str] | None:
@@ -310,8 +294,6 @@ class ServingState:
         if self._search_text is None:
             with self._search_lock:
                 if self._search_text is None:
-                    import pandas as pd
-
                     parts = [pd.Series(self.track_ids)]
                     parts += [pd.Series(self.columns[c]) for c in self.columns]
                     text = parts[0]
@@ -344,75 +326,23 @@ class ServingState:
         """
         t0 = time.perf_counter()
         out: list[dict[str, Any] | MoodshiftError] = []
-        ready: dict[int, _Prepared] = {}
-        groups: dict[tuple, list[int]] = {}
-        for i, body in enumerate(bodies):
+        ready: list[PreparedQuery] = []
+        for body in bodies:
             try:
-                p = ready[i] = self._prepare(body)
+                ready.append(self.retriever.prepare(QueryRequest.from_body(body)))
             except MoodshiftError as exc:
                 out.append(exc)  # the error stays with its own request
                 continue
             out.append({})
-            groups.setdefault((p.evidence, p.strength is None, p.cap), []).append(i)
-        for (evidence, default_strength, cap), members in groups.items():
-            ps = [ready[i] for i in members]
-            strength = None if default_strength else np.array([p.strength for p in ps])
-            rows, scores, qvecs = self.engine.search(
-                np.stack([p.seed for p in ps]), source=np.array([p.source for p in ps]),
-                target=np.array([p.target for p in ps]), k=max(p.k for p in ps),
-                evidence=evidence, strength=strength, exclude=np.array([p.row for p in ps]),
-                allowed=[p.allowed for p in ps], max_per_artist=cap,
-            )  # fmt: skip
-            for j, p in enumerate(ps):
-                out[members[j]] = self._finish(p, rows[j][: p.k], scores[j][: p.k], qvecs[j], t0)
+        found = iter(zip(ready, self.retriever.search(ready), strict=True))
+        for i, slot in enumerate(out):
+            if not isinstance(slot, MoodshiftError):
+                p, (rows, scores, qvec) = next(found)
+                out[i] = self._finish(p, rows, scores, qvec, t0)
         return out
 
-    def _prepare(self, body: Mapping[str, Any]) -> _Prepared:
-        target = self.mood_code(body["target_mood"], field="target_mood")
-        raw = body.get("strength")
-        evidence = body.get("evidence") or "auto"
-        if evidence not in EVIDENCE_MODES:
-            raise BodyFieldError("evidence", f"evidence must be one of {', '.join(EVIDENCE_MODES)}")
-        try:
-            self.evidence.require(evidence)
-        except InputError as exc:
-            raise BodyFieldError("evidence", str(exc)) from None
-        try:  # here, so that a bad strength fails its own request, not its whole batch
-            reported, _ = self.engine.strengths(evidence=evidence, strength=raw)
-        except (InputError, TypeError, ValueError) as exc:
-            raise BodyFieldError("strength", str(exc)) from None
-        track_id, embedding = body.get("track_id"), body.get("embedding")
-        if (track_id is None) == (embedding is None):
-            raise BodyFieldError("body", "give exactly one of track_id or embedding")
-        src = body.get("source_mood")
-        if track_id is not None:
-            row = self.row_of(track_id)
-            seed = self.unit_row(row)
-        else:
-            row = -1
-            seed = self._check_embedding(embedding)
-        given = None if src is None else self.mood_code(src, field="source_mood")
-        try:
-            source, source_kind = self.engine.seed_source(row=row, seed=seed, given=given)
-        except InputError as exc:
-            raise BodyFieldError("source_mood", str(exc)) from None
-        filters = body.get("filters") or None
-        allowed = None
-        if filters:
-            try:
-                allowed = self.postings.mask(filters)
-            except UnknownLabelError as exc:
-                raise BodyFieldError("filters", str(exc)) from None
-        cap = body.get("max_per_artist")
-        return _Prepared(
-            seed=seed, row=row, source=source, target=target, k=int(body["k"]),
-            strength=None if raw is None else float(raw), reported_strength=float(reported),
-            evidence=evidence, allowed=allowed, cap=None if cap is None else int(cap),
-            filters=filters or {}, source_kind=source_kind,
-        )  # fmt: skip
-
     def _finish(
-        self, p: _Prepared, rows: np.ndarray, scores: np.ndarray, qvec: np.ndarray, t0: float
+        self, p: PreparedQuery, rows: np.ndarray, scores: np.ndarray, qvec: np.ndarray, t0: float
     ) -> dict[str, Any]:
         keep = rows >= 0
         idx, sc = rows[keep], scores[keep]
@@ -442,8 +372,6 @@ class ServingState:
 
     def playlist(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Answer a validated ``POST /playlist`` body with ``{"tracks": [...]}``."""
-        from moodshift.retrieval.playlist import describe_journey, mood_journey
-
         t0 = time.perf_counter()
         row = self.row_of(body["track_id"])
         target = self.mood_code(body["to"], field="to")
@@ -455,31 +383,13 @@ class ServingState:
             {**self.record(it.row), **entry}
             for it, entry in zip(items, describe_journey(self.engine, items), strict=True)
         ]
-        return {"seed": self.record(row), "to": self.moods[target], "tracks": tracks,
+        # The seed's mood as the results show theirs (label, or the tagger's guess and its p).
+        seed = {
+            **self.record(row),
+            **self.engine.evidence.describe(np.array([row]), classes=self.engine.classes)[0],
+        }
+        return {"seed": seed, "to": self.moods[target], "tracks": tracks,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
-
-    def _check_embedding(self, embedding: Any) -> np.ndarray:
-        with np.errstate(over="ignore"):  # above float32's range: inf, refused below
-            vec = np.asarray(embedding, dtype=np.float32)
-        if vec.ndim != 1 or vec.size != self.dim:
-            raise BodyFieldError(
-                "embedding",
-                f"dimension mismatch: the catalogue's embeddings are {self.dim}-d but the "
-                f"embedding has {vec.size} values; embed with the catalogue's embedder "
-                f"({self.catalog.provenance.get('name')})",
-            )
-        if not np.isfinite(vec).all():
-            raise BodyFieldError(
-                "embedding", "embedding contains NaN or infinity; send finite numbers"
-            )
-        peak = float(np.max(np.abs(vec)))
-        if peak == 0.0:
-            raise BodyFieldError(
-                "embedding", "embedding is all zeros; cosine similarity is undefined"
-            )
-        # Only the direction counts: scale by the largest entry first, so that the
-        # norm neither overflows float32 (entries near 1e30) nor underflows (1e-40).
-        return l2_normalize((vec / np.float32(peak))[None, :])[0]
 
     def info(self) -> dict[str, Any]:
         filters = {}
@@ -522,38 +432,3 @@ def audio_media_type(path: Path) -> str | None:
         return known
     guess, _ = mimetypes.guess_type(path.name)
     return guess if guess and guess.startswith("audio/") else None
-
-
-@dataclass
-class _Prepared:
-    """A validated query, ready to be searched alone or in a micro-batch."""
-
-    seed: np.ndarray
-    row: int
-    source: int
-    target: int
-    k: int
-    strength: float | None
-    #: The label-scored query's strength (the given one, else the chosen default).
-    reported_strength: float
-    evidence: str
-    allowed: np.ndarray | None
-    cap: int | None
-    filters: dict[str, Any]
-    source_kind: str
-
-
-class BodyFieldError(InputError):
-    """A request-body field is invalid (answered with 422 naming the field)."""
-
-    def __init__(self, field: str, msg: str) -> None:
-        super().__init__(msg)
-        self.field = field
-        self.msg = msg
-
-
-class UnknownMoodError(UnknownLabelError):
-    def __init__(self, *, field: str, value: str, known: list[str]) -> None:
-        super().__init__(f"unknown {field.replace('_', ' ')} {value!r}; known: {', '.join(known)}")
-        self.field = field
-        self.known = known

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from moodshift.audio.embedders import embedder_from_provenance
+from moodshift.errors import DataError, InputError
 from moodshift.model.evidence import (
     MIN_RECENTRE,
     EvidenceFusion,
@@ -22,6 +24,7 @@ from moodshift.model.evidence import (
     recentre,
 )
 from moodshift.model.network import MoodshiftModel
+from moodshift.model.tagger import MoodTagger
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ def embedder_tag_layer(provenance: dict[str, Any]) -> TagLayer | None:
     Only an embedder whose stored output feeds its tag layer directly (musicnn's
     ``penultimate``) has one; others return None.
     """
-    from moodshift.audio.embedders import embedder_from_provenance
-
     try:
         emb = embedder_from_provenance(provenance)
     except Exception as exc:  # an unknown or unavailable embedder: no tag head
@@ -113,9 +114,6 @@ def fit_model_evidence(
     EvidenceFusion
         Not attached to the model: set ``model.evidence`` to use it.
     """
-    from moodshift.errors import DataError
-    from moodshift.model.tagger import MoodTagger
-
     if model.tagger is None:
         raise DataError("the model has no tagger to fuse; retrain it with `moodshift train`")
     y = _class_ids(catalog, model)
@@ -226,8 +224,6 @@ def add_tag_attribute(catalog: Any, tag: str) -> list[str]:
     InputError
         The embedder has no tag head, or ``tag`` is not one of its tags.
     """
-    from moodshift.errors import InputError
-
     layer = embedder_tag_layer(catalog.provenance)
     if layer is None:
         raise InputError(

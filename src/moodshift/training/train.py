@@ -24,15 +24,25 @@ from moodshift._atomic import atomic_file
 from moodshift._deps import torch_device
 from moodshift.data.catalog import Catalog
 from moodshift.errors import FileFormatError, InputError
+from moodshift.evaluation.baselines import class_centroids, training_rows
+from moodshift.evaluation.evaluate import RetrievalEvaluator
+from moodshift.evaluation.sweep import collapse_bounds, operating_point, strength_curve
 from moodshift.mining.neighbors import METHODS, ClassNeighbors, class_topk
+from moodshift.mining.ray_engine import ray_class_topk
 from moodshift.model.network import Architecture, MoodshiftModel, MoodTransformer
 from moodshift.model.tagger import fit_tagger
 from moodshift.threads import apply_thread_policy
-from moodshift.training.evidence import choose_evidence
+from moodshift.training.evidence import RANKING_KINDS, candidate_spaces, choose_evidence
 from moodshift.training.losses import build_losses
 from moodshift.training.sampling import ProxySampler
 
 log = logging.getLogger(__name__)
+
+
+#: The network ``moodshift train`` builds (benchmarks/RESULTS.md, "Quality"): the paper's
+#: layer sizes with a seed-dependent head on top of the centroid shift. ``dim`` and
+#: ``n_classes`` are set from the catalogue, ``shift_scale`` from ``extrapolation``.
+CHOSEN_ARCHITECTURE = Architecture(head_hidden=512, centroid_shift=True)
 
 
 @dataclass
@@ -40,11 +50,16 @@ class TrainConfig:
     """Everything that defines a training run (saved in config.json and checkpoints).
 
     The defaults are the configuration chosen by validation-split measurements
-    (README, "Choosing the defaults"; benchmarks/QUALITY.md): cosine loss to the
+    (benchmarks/RESULTS.md, "Quality"; benchmarks/QUALITY.md): cosine loss to the
     nearest target-mood track (K = 1), aimed 3x past it, on top of the centroid
     shift, with the default strength chosen on validation. The paper's own setting
     is ``losses=("cos", "triplet", "cosbce"), margin=0.3, relative_margin=False,
-    k=100, head_hidden=0, centroid_shift=False, extrapolation=1.0``.
+    k=100, extrapolation=1.0`` with ``architecture=Architecture()``.
+
+    ``architecture`` is the network's :class:`Architecture` (a dict from JSON is read
+    with :meth:`Architecture.from_dict`); its ``shift_scale`` always equals
+    ``extrapolation`` (the base shift goes as far as the extrapolated targets:
+    x_s + e (c_t - c_s)).
     """
 
     attribute: str = "mood"
@@ -60,15 +75,10 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 5e-4
     weight_decay: float = 0.01
-    hidden: tuple[int, int] = (1024, 512)
-    class_hidden: tuple[int, int] = (64, 128)
-    dropout: float = 0.3
-    class_dropout: float = 0.4
-    residual: bool = False
-    head_hidden: int = 512
-    centroid_shift: bool = True
+    architecture: Architecture = CHOSEN_ARCHITECTURE
     extrapolation: float = 3.0
     choose_strength: bool = True
+    ranking: str = "auto"
     seed: int = 0
     device: str = "auto"
     mood_target: float = 0.9
@@ -78,8 +88,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.losses = tuple(self.losses)
-        self.hidden = tuple(self.hidden)  # type: ignore[assignment]
-        self.class_hidden = tuple(self.class_hidden)  # type: ignore[assignment]
+        arch = self.architecture
+        if isinstance(arch, dict):
+            arch = Architecture.from_dict(arch, base=CHOSEN_ARCHITECTURE)
+        self.architecture = dataclasses.replace(arch, shift_scale=float(self.extrapolation))
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InputError("epochs, batch_size and lr must be positive")
         if self.k < 1:
@@ -91,28 +103,34 @@ class TrainConfig:
         build_losses(self.losses)  # validates the names
         if self.mining not in METHODS:
             raise InputError(f"mining must be one of {', '.join(METHODS)}; got {self.mining!r}")
-
-    def architecture(self, *, dim: int, n_classes: int) -> Architecture:
-        """The network's :class:`Architecture`: its fields named alike here, the rest derived.
-
-        ``dim`` and ``n_classes`` come from the data; ``shift_scale`` is ``extrapolation``
-        (the base shift goes as far as the extrapolated targets: x_s + e (c_t - c_s)).
-        """
-        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(Architecture)
-               if f.name in ARCH_FIELDS}  # fmt: skip
-        return Architecture(dim=dim, n_classes=n_classes, shift_scale=self.extrapolation, **own)
+        if self.ranking not in ("auto", *RANKING_KINDS):
+            raise InputError(
+                f"ranking must be auto or one of {', '.join(RANKING_KINDS)}; got {self.ranking!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The configuration as JSON types, the architecture nested (``config.json``)."""
+        return dataclasses.asdict(self) | {"architecture": self.architecture.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A configuration from :meth:`to_dict`'s layout, or the flat one (read back).
+
+        Architecture fields given at the top level (the layout of ``config.json`` before
+        the architecture was nested; also the CLI's flags and ``moodshift tune``'s grid
+        overrides) override the nested ``architecture`` object. Unknown names are ignored.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        arch = Architecture.from_dict(data.get("architecture") or {}, base=CHOSEN_ARCHITECTURE)
+        arch = Architecture.from_dict(
+            {k: v for k, v in data.items() if k in ARCH_FIELDS}, base=arch
+        )
+        kwargs = {k: v for k, v in data.items() if k in names and k != "architecture"}
+        return cls(architecture=arch, **kwargs)
 
 
-#: The :class:`Architecture` fields a :class:`TrainConfig` sets under the same names (its
-#: defaults are the chosen configuration; Architecture's are the paper's).
+#: The :class:`Architecture` fields a flat configuration may set by name (``dim`` and
+#: ``n_classes`` come from the data, ``shift_scale`` from ``extrapolation``).
 ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(Architecture)
                     if f.name not in ("dim", "n_classes", "shift_scale"))  # fmt: skip
 
@@ -159,18 +177,14 @@ def mine_targets(
     common = {"embeddings": data.x, "labels": data.y, "k": k, "n_classes": len(data.classes),
               "normalized": True, "progress": progress}  # fmt: skip
     if engine == "ray":  # exact self-join as Ray tasks (moodshift.mining.ray_engine)
-        from moodshift.mining.ray_engine import ray_class_topk
-
         return ray_class_topk(address=ray_address, **common), k
     return class_topk(device=str(device), method=cfg.mining, threads=threads, **common), k
 
 
 def build_net(cfg: TrainConfig, data: TrainingData, device: torch.device) -> MoodTransformer:
     """The network of ``cfg`` for this data, its centroid shift set from the training split."""
-    net = MoodTransformer(cfg.architecture(dim=data.x.shape[1], n_classes=len(data.classes)))
-    if cfg.centroid_shift:
-        from moodshift.evaluation.baselines import class_centroids
-
+    net = MoodTransformer(cfg.architecture.sized(dim=data.x.shape[1], n_classes=len(data.classes)))
+    if cfg.architecture.centroid_shift:
         cent = class_centroids(data.x, data.y, n_classes=len(data.classes))
         net.centroids.copy_(torch.from_numpy(cent))
     return net.to(device)
@@ -226,8 +240,6 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
     dict
         ``strength_tier`` and the validation figures at the chosen strength.
     """
-    from moodshift.evaluation.baselines import class_centroids
-    from moodshift.evaluation.sweep import collapse_bounds, operating_point, strength_curve
 
     cent = class_centroids(data.x, data.y, n_classes=len(data.classes))
     bounds = collapse_bounds(val, centroids=cent)
@@ -239,7 +251,6 @@ def choose_default_strength(model: MoodshiftModel, val: Any, data: TrainingData,
 
 
 def _validator(catalog: Catalog, cfg: TrainConfig, classes: list[str], part: str) -> Any:
-    from moodshift.evaluation.evaluate import RetrievalEvaluator
 
     rows = catalog.split_indices(part)
     # Labelled validation tracks only, so that nothing unlabelled steers the checkpoint choice.
@@ -377,8 +388,12 @@ def train(
                               seed=cfg.seed)  # fmt: skip
     meta["tagger"] = model.tagger.report
     if cfg.choose_strength and val is not None:
-        # How evidence-aware queries rank (labels where known, the tagger elsewhere).
-        settings, chosen = choose_evidence(val, model)
+        # How evidence-aware queries rank (labels where known, the tagger elsewhere), and
+        # in which space: every candidate is fitted on the training split alone.
+        tx, ty, groups = training_rows(catalog, attribute=cfg.attribute, classes=data.classes)
+        kinds = RANKING_KINDS if cfg.ranking == "auto" else (cfg.ranking,)
+        spaces = candidate_spaces(tx, ty, groups=groups, kinds=kinds, seed=cfg.seed)
+        settings, model.ranking, chosen = choose_evidence(val, model, spaces=spaces)
         model.config["evidence"] = settings.to_dict()
         meta["evidence_validation"] = chosen
     if out is not None:
@@ -433,7 +448,7 @@ def _load_checkpoint(
             f"checkpoint {path} is damaged (missing or malformed: {missing or ['config/state']}); "
             f"delete it to start afresh."
         )
-    saved = dict(blob["config"])
+    saved = TrainConfig.from_dict(blob["config"]).to_dict()  # a flat (older) layout too
     now = cfg.to_dict()
     saved.pop("epochs", None)
     now.pop("epochs", None)

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from moodshift._atomic import atomic_dir, resolve_dir, write_text
 from moodshift.data.catalog import Catalog
@@ -56,7 +58,7 @@ from moodshift.evaluation.sweep import (
     strength_curve,
 )
 from moodshift.model.network import MoodshiftModel
-from moodshift.training.train import TrainConfig, train
+from moodshift.training.train import ARCH_FIELDS, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +252,6 @@ def print_table(rows: Sequence[dict[str, Any]], *, winner: str | None = None) ->
     winner : str, optional
         Name of the row to highlight.
     """
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table(title=f"moodshift tune: validation split ({len(rows)} configurations)")
     # (header, row key): short headers so the table fits a terminal.
@@ -463,7 +463,7 @@ def _configs(
             cfg = TrainConfig.from_dict(params)
         except TypeError as exc:
             raise TuneError(f"grid entry {name!r} is not a valid TrainConfig ({exc}).") from exc
-        unknown = set(overrides) - set(base_dict)
+        unknown = set(overrides) - set(base_dict) - set(ARCH_FIELDS)
         if unknown:
             raise TuneError(f"grid entry {name!r} sets unknown options {sorted(unknown)}.")
         out.append((name, cfg, overrides))
@@ -472,12 +472,13 @@ def _configs(
 
 def _row_base(name: str, key: str, cfg: TrainConfig, overrides: dict[str, Any]) -> dict[str, Any]:
     d = cfg.to_dict()
+    d_flat = d | d["architecture"]
     return {
         "name": name,
         "key": key,
         "overrides": overrides,
         "config": d,
-        **{k: d[k] for k in ("losses", "loss_weights", "margin", "relative_margin", "bce_on",
+        **{k: d_flat[k] for k in ("losses", "loss_weights", "margin", "relative_margin", "bce_on",
                              "k_fraction", "residual", "head_hidden", "centroid_shift",
                              "extrapolation", "epochs", "lr")},
     }  # fmt: skip

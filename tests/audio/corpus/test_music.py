@@ -185,3 +185,10 @@ def test_key_estimate_and_extraction():
     onsets = [o for _, o, _ in mel.notes]
     assert onsets == sorted(onsets) and len(set(onsets)) == len(onsets)  # monophonic
     assert (mel.tonic_pc, mel.mode) == (7, "minor")  # G minor chorale
+
+
+def test_a_genre_is_one_style_with_its_own_bar_pattern():
+    # One registry: a genre's instruments, meter and accompaniment all sit in its Style.
+    assert all(s.name == name and s.pattern.__name__ == f"{name}_bar"
+               for name, s in STYLES.items())  # fmt: skip
+    assert len({s.pattern for s in STYLES.values()}) == len(GENRES)

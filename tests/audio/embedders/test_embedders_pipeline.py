@@ -182,3 +182,29 @@ def test_load_audio_errors(files: dict[str, Path]) -> None:
         load_audio(files["silent"])
     with pytest.raises(AudioError, match="too long"):
         load_audio(files["long"], max_duration_s=1.0)
+
+
+class WarmingEmbedder(RmsEmbedder):
+    """Records which process warmed it up (a file per call: the workers are other processes)."""
+
+    name = "test-warming"
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def warm_up(self) -> None:
+        (self.marks / f"warm-{os.getpid()}-{len(list(self.marks.iterdir()))}").touch()
+
+
+@pytest.mark.slow
+def test_the_parent_warms_the_embedder_once_before_workers_start(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Workers must find numba's cache written, not race to write it (a corrupt entry
+    segfaulted every later librosa process)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    run = embed_files([files["good1"], files["good2"]], embedder=WarmingEmbedder(marks),
+                      workers=2, progress=False)  # fmt: skip
+    assert run.ok_indices.tolist() == [0, 1]
+    assert [p.name for p in marks.iterdir()] == [f"warm-{os.getpid()}-0"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from moodshift._atomic import atomic_file
 from moodshift.audio.corpus.arrange import GroupPlan, arrange, plan_groups
@@ -191,8 +192,6 @@ def plan_corpus(
     clips: list[Clip] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=n, desc="arranging", unit="clip")
     try:
         for plan, (mel, start_bar) in zip(plans, assigned, strict=True):
@@ -362,8 +361,6 @@ def build_corpus(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(
             total=len(clips), initial=len(clips) - len(pending), desc="rendering", unit="clip"
         )

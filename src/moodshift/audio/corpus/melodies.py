@@ -10,6 +10,7 @@ second of metadata loading) that every extraction is cached as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from moodshift._atomic import write_bytes
 from moodshift.errors import DependencyError
@@ -282,7 +284,13 @@ def _cache_file(cache_dir: Path, cand: Candidate) -> Path:
 def extract_melody(cand: Candidate) -> Melody | str:
     """Parse one corpus work; return its melody, or a reason it was rejected."""
     music21 = _import_music21()
-    from music21 import chord, key, meter, note, stream
+    from music21 import (  # music21 is heavy: load on use
+        chord,
+        key,
+        meter,
+        note,
+        stream,
+    )
 
     try:
         score = (
@@ -429,8 +437,6 @@ def _extract_and_cache(cand: Candidate, cache_dir: Path) -> Melody | str:
 
 def source_part(source: str, parts: int) -> int:
     """The share (0..parts-1) a tune belongs to: a hash stable across runs and machines."""
-    import hashlib
-
     return int(hashlib.sha256(source.encode("utf-8")).hexdigest()[:8], 16) % int(parts)
 
 
@@ -460,8 +466,6 @@ def load_melodies(
     out: dict[str, list[Melody]] = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=sum(counts.values()), desc="melodies", unit="tune")
     try:
         for cls in sorted(counts):

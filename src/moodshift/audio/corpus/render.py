@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from moodshift._atomic import atomic_file
 from moodshift.errors import AudioError, DependencyError, InputError
@@ -56,7 +57,7 @@ def default_soundfonts() -> list[Path]:
     if "TimGM6mb.sf2" not in found:
         # pretty_midi bundles TimGM6mb, a fallback when the Debian package is missing.
         with contextlib.suppress(ImportError):
-            import pretty_midi
+            import pretty_midi  # pretty_midi is heavy: load on use
 
             bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
             if bundled.is_file():
@@ -108,7 +109,6 @@ def expected_frames(seconds: float, sample_rate: int) -> int:
 
 def clip_is_complete(path: str | os.PathLike[str], *, sample_rate: int, seconds: float) -> bool:
     """Whether ``path`` is a finished clip: readable, mono, right rate and length."""
-    import soundfile as sf
 
     path = Path(path)
     frames = expected_frames(seconds, sample_rate)
@@ -144,7 +144,7 @@ def augment_audio(audio: np.ndarray, *, sample_rate: int, rng: np.random.Generat
     np.ndarray, shape (m,), float32
         ``m`` is about ``n`` divided by the varispeed factor.
     """
-    from scipy.signal import fftconvolve
+    from scipy.signal import fftconvolve  # scipy.signal is heavy: load on use
 
     x = np.asarray(audio, dtype=np.float64)
     speed = 2 ** (rng.uniform(-0.6, 0.6) / 12)
@@ -191,7 +191,6 @@ def render_clip(
     AudioError
         When fluidsynth fails or produces silence.
     """
-    import soundfile as sf
 
     wav_path = Path(wav_path)
     soundfont = Path(soundfont)

@@ -1,4 +1,4 @@
-"""Instruments, genres and moods of the built-in corpus.
+"""Instruments, genres and moods of the built-in corpus: one :class:`Style` per genre.
 
 Programs are General MIDI numbers (0-based). Each genre lists leads that
 suit it; across genres the leads span eleven GM families so that instrument
@@ -8,7 +8,11 @@ identity varies independently of mood.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from moodshift.audio.corpus import patterns
+from moodshift.audio.corpus.patterns import BarContext
 
 MOODS: tuple[str, ...] = ("energetic", "calm", "happy", "sad")
 
@@ -86,7 +90,7 @@ LEAD_RANGE: dict[int, tuple[int, int]] = {
 
 @dataclass(frozen=True)
 class Style:
-    """A genre: meter, tempo tendency and the instruments that may play it."""
+    """A genre: meter, tempo tendency, the instruments that may play it, its bar pattern."""
 
     name: str
     bar_beats: int  # quarter-note beats per bar
@@ -95,6 +99,7 @@ class Style:
     basses: tuple[int, ...]
     drums_p: float  # share of this genre's groups that have a drum kit
     tempo_factor: float  # genre tempo tendency, multiplies the mood's tempo
+    pattern: Callable[[BarContext], None]  # writes one bar's bass, comping and drums
     swing: bool = False
 
     @property
@@ -113,6 +118,7 @@ STYLES: dict[str, Style] = {
             basses=(34, 33),
             drums_p=1.0,
             tempo_factor=1.0,
+            pattern=patterns.rock_bar,
         ),
         Style(
             "waltz",
@@ -122,6 +128,7 @@ STYLES: dict[str, Style] = {
             basses=(32, 58),
             drums_p=0.0,
             tempo_factor=1.15,
+            pattern=patterns.waltz_bar,
         ),
         Style(
             "swing",
@@ -131,6 +138,7 @@ STYLES: dict[str, Style] = {
             basses=(32,),
             drums_p=1.0,
             tempo_factor=1.1,
+            pattern=patterns.swing_bar,
             swing=True,
         ),
         Style(
@@ -141,6 +149,7 @@ STYLES: dict[str, Style] = {
             basses=(32, 35),
             drums_p=0.85,
             tempo_factor=0.9,
+            pattern=patterns.bossa_bar,
         ),
         Style(
             "march",
@@ -150,6 +159,7 @@ STYLES: dict[str, Style] = {
             basses=(58,),
             drums_p=1.0,
             tempo_factor=0.95,
+            pattern=patterns.march_bar,
         ),
         Style(
             "electronic",
@@ -159,6 +169,7 @@ STYLES: dict[str, Style] = {
             basses=(38, 39),
             drums_p=1.0,
             tempo_factor=1.0,
+            pattern=patterns.electronic_bar,
         ),
         Style(
             "folk",
@@ -168,6 +179,7 @@ STYLES: dict[str, Style] = {
             basses=(32, 42),
             drums_p=0.6,
             tempo_factor=1.05,
+            pattern=patterns.folk_bar,
         ),
         Style(
             "ballad",
@@ -177,22 +189,19 @@ STYLES: dict[str, Style] = {
             basses=(32, 35, 42),
             drums_p=0.5,
             tempo_factor=0.85,
+            pattern=patterns.ballad_bar,
         ),
     )
 }
 
 GENRES: tuple[str, ...] = tuple(STYLES)
 
-# Sustained comping instruments play held chords rather than strummed hits.
-SUSTAINED = frozenset({48, 49, 50, 88, 89, 90, 91, 92, 94, 95, 52, 61, 60, 57, 21})
-POWER_CHORD_GUITARS = frozenset({29, 30})
-
 
 def instrument_name(program: int, *, is_drum: bool = False) -> str:
     """Readable snake_case GM name, e.g. 0 -> ``acoustic_grand_piano``."""
     if is_drum:
         return DRUMS
-    import pretty_midi
+    import pretty_midi  # pretty_midi is heavy: load on use
 
     name = pretty_midi.program_to_instrument_name(program).lower()
     return re.sub(r"[^a-z0-9]+", "_", name).strip("_")

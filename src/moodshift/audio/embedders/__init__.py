@@ -30,6 +30,7 @@ from moodshift.audio.embedders.base import (
     register_embedder,
     window_starts,
 )
+from moodshift.audio.embedders.features import FeaturesEmbedder
 from moodshift.audio.embedders.pipeline import (
     SUPPORTED_EXTENSIONS,
     EmbeddingRun,
@@ -63,7 +64,7 @@ __all__ = [
 
 
 def _musicnn(**kwargs: Any) -> Embedder:
-    from moodshift.audio.embedders.musicnn import MusicnnEmbedder
+    from moodshift.audio.embedders.musicnn import MusicnnEmbedder  # pulls in torch: load on use
 
     return MusicnnEmbedder(**kwargs)
 
@@ -77,7 +78,6 @@ def _musicnn_mtt(**kwargs: Any) -> Embedder:
 
 
 def _features(**kwargs: Any) -> Embedder:
-    from moodshift.audio.embedders.features import FeaturesEmbedder
 
     return FeaturesEmbedder(**kwargs)
 
@@ -91,11 +91,9 @@ register_embedder("features", _features, overwrite=True)
 def __getattr__(name: str) -> Any:
     # Lazy re-exports: importing moodshift.audio.embedders must not import torch.
     if name == "MusicnnEmbedder":
-        from moodshift.audio.embedders.musicnn import MusicnnEmbedder
+        from moodshift.audio.embedders.musicnn import MusicnnEmbedder  # pulls in torch: load on use
 
         return MusicnnEmbedder
     if name == "FeaturesEmbedder":
-        from moodshift.audio.embedders.features import FeaturesEmbedder
-
         return FeaturesEmbedder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -82,6 +82,18 @@ class Embedder(abc.ABC):
         ndarray, shape (dim,), float32
         """
 
+    def warm_up(self) -> None:
+        """Compile or load what the first :meth:`embed` call would, before workers start.
+
+        The default does nothing. Embedders whose first call writes a shared
+        cache (numba's, under librosa) override it: the driver calls it once
+        before starting worker processes, so the workers only read that cache.
+        Several processes compiling the same function at once can leave a cache
+        entry that crashes every later process that loads it (seen with
+        librosa's cached numba functions as a segmentation fault).
+        """
+        return None
+
     def provenance(self) -> dict[str, Any]:
         """What made these embeddings: enough to refuse mixing incompatible ones.
 

@@ -103,6 +103,10 @@ class FeaturesEmbedder(Embedder):
         prov["options"] = {}
         return prov
 
+    def warm_up(self) -> None:
+        """Run every descriptor once on 3 s of noise, so librosa's numba cache is written once."""
+        self.embed(np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32) * 0.1, SR)
+
     def embed(self, audio: np.ndarray, sr: int) -> np.ndarray:
         """Descriptors of one whole track.
 
@@ -117,7 +121,7 @@ class FeaturesEmbedder(Embedder):
         ndarray, shape (72,), float32
             Finite values in :data:`FEATURE_NAMES` order.
         """
-        import librosa
+        import librosa  # librosa is heavy: load on use
 
         y = resample(to_mono_float32(audio), orig_sr=int(sr), target_sr=SR)
         if len(y) < N_FFT:

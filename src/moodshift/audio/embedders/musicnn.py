@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.numpy import load_file
 
 from moodshift.audio.embedders.base import Embedder, resample, to_mono_float32, window_starts
 from moodshift.audio.embedders.tf_checkpoint import read_checkpoint
@@ -280,7 +281,6 @@ class MusicnnNet(torch.nn.Module):
         FileFormatError
             The file is not a readable safetensors file of musicnn variables.
         """
-        from safetensors.numpy import load_file
 
         try:
             weights = load_file(str(path))
@@ -378,7 +378,7 @@ def _load_net(source: Path) -> MusicnnNet:
 # --------------------------------------------------------------------------- preprocessing
 @functools.lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    import librosa
+    import librosa  # librosa is heavy: load on use
 
     return librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
 
@@ -396,7 +396,7 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     ndarray, shape (1 + n // 256, 96), float32
         ``log10(10000 * mel_power + 1)``, frames first.
     """
-    import librosa
+    import librosa  # librosa is heavy: load on use
 
     y = np.ascontiguousarray(audio, dtype=np.float32)
     spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP)) ** 2  # (257, T), centred

@@ -97,7 +97,7 @@ async function searchTracks() {
     for (const rec of data.items) {
       const li = el("li", { tabindex: "0", "data-track-id": rec.track_id, role: "button" },
         el("div", {},
-          el("div", { class: "name", text: displayName(rec) }),
+          el("div", { class: "name", text: displayName(rec), title: displayName(rec) }),
           el("div", { class: "sub", text: (rec.genre || []).join(", ") })),
         moodBadge(rec.mood));
       if (state.seed && state.seed.track_id === rec.track_id) li.classList.add("selected");
@@ -208,7 +208,7 @@ function renderResults(data) {
     list.append(el("li", { class: "result", "data-track-id": r.track_id },
       el("div", { class: "result-head" },
         el("span", { class: "rank", text: `${r.rank}.` }),
-        el("span", { class: "name", text: displayName(r), title: r.track_id }),
+        el("span", { class: "name", text: displayName(r), title: `${displayName(r)}\n${r.track_id}` }),
         moodBadge(r.mood), moodSource(r)),
       tagList(r),
       el("div", { class: "sim" }, el("span", { text: "similarity" }), bar,
@@ -218,6 +218,13 @@ function renderResults(data) {
 }
 
 // ------------------------------------------------------------------ journey
+// The seed's mood as the server knows it: its label, or the tagger's guess and its probability.
+function seedMood(seed) {
+  if (!seed || !seed.mood) return "an unknown mood";
+  if (seed.mood_source !== "predicted") return seed.mood;
+  return `${seed.mood} (predicted ${Math.round((seed.mood_probability || 0) * 100)}%)`;
+}
+
 async function runJourney() {
   if (!state.seed || !state.target) return;
   const mine = ++querySeq;
@@ -236,13 +243,13 @@ async function runJourney() {
       list.append(el("li", { class: "result journey-item", "data-track-id": t.track_id },
         el("div", { class: "result-head" },
           el("span", { class: "rank", text: `${i + 1}.` }),
-          el("span", { class: "name", text: displayName(t), title: t.track_id }),
+          el("span", { class: "name", text: displayName(t), title: `${displayName(t)}\n${t.track_id}` }),
           moodBadge(t.mood), moodSource(t)),
         el("div", { class: "sim" },
           el("span", { text: `strength ${t.strength.toFixed(2)} \u00b7 p(${t.toward}) ${t.p_target.toFixed(2)}` })),
         player(t)));
     });
-    setStatus(`mood journey: ${data.tracks.length} tracks from ${state.seed.mood || "?"} to ${data.to} ` +
+    setStatus(`mood journey: ${data.tracks.length} tracks from ${seedMood(data.seed)} to ${data.to} ` +
       `in ${data.took_ms.toFixed(0)} ms`);
   } catch (err) {
     if (mine === querySeq) setStatus(err.message, true);
