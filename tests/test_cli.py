@@ -148,6 +148,23 @@ def test_cmd_train_saves_the_model_it_reports(trained, capsys):
     assert len(model.log) == 5 and model.classes == ["calm", "energetic", "happy", "sad"]
 
 
+def test_cmd_train_fuse_evidence_saves_a_fusion_the_model_uses(trained, tmp_path, capsys):
+    from moodshift.data.catalog import Catalog
+    from moodshift.model.network import MoodshiftModel
+
+    assert main(["train", "--catalog", str(trained / "cat"), "--out", str(tmp_path / "m"),
+                 "--epochs", "2", "--batch-size", "128", "--fuse-evidence"]) == 0  # fmt: skip
+    assert "evidence fusion:" in capsys.readouterr().out
+    model = MoodshiftModel.load(tmp_path / "m")
+    # A toy embedder has no tag head: the tagger and the catalogue's labels are fused.
+    assert model.evidence is not None and model.evidence.taghead is None
+    assert "tagger" in model.evidence.weights and "tagger+labels@5" in model.evidence.weights
+    cat = Catalog.load(trained / "cat")
+    p = model.mood_proba(cat.embeddings)
+    assert p.shape == (len(cat), 4) and np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(p, model.tagger.predict_proba(cat.embeddings))  # re-centred, weighted
+
+
 def test_cmd_train_help_states_the_true_k_default(capsys):
     from moodshift.training.train import TrainConfig
 
@@ -202,6 +219,44 @@ def test_cmd_playlist_walks_toward_the_target_mood(trained, tmp_path, capsys):
     assert len({t["artist"] for t in tracks}) == len(ids)  # one per artist by default
     p = [t["p_target"] for t in tracks]
     assert p == sorted(p) and tracks[-1]["mood"] == "happy"
+
+
+def test_cmd_label_asks_saves_and_tags_the_answers(trained, tmp_path, capsys, monkeypatch):
+    import io
+
+    from audio_helpers import write_tone
+    from moodshift.audio.library import read_tags
+    from moodshift.data.catalog import Catalog
+
+    cat = Catalog.load(trained / "cat")
+    cat.labels.loc[cat.labels.index[40:], "mood"] = ""  # most of the library is untagged
+    paths = []
+    for i in range(len(cat)):
+        write_tone(tmp_path / f"t{i}.wav", freq=200 + i)
+        paths.append(f"t{i}.wav")
+    cat.labels["audio_path"] = paths
+    cat.root = tmp_path
+    cat.save(tmp_path / "lib")
+    # happy, a skip, a prefix of calm, an answer that is no mood (asked again), then sad
+    monkeypatch.setattr("sys.stdin", io.StringIO("happy\n\nca\nmaybe\nsad\n"))
+    rc = main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+               "--n", "3", "--write-tags"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "labelled 3 tracks" in out and "answer one of" in out
+    after = Catalog.load(tmp_path / "lib")
+    new = [(i, m) for i, m in enumerate(after.labels["mood"].fillna("")) if i >= 40 and m]
+    assert [m for _, m in new] != [] and sorted(m for _, m in new) == ["calm", "happy", "sad"]
+    for i, mood in new:
+        assert read_tags(after.audio_path(i))["mood"] == [mood]
+    # A player runs while asking (`true` exits at once); one that cannot run is a clear error.
+    monkeypatch.setattr("sys.stdin", io.StringIO("energetic\n"))
+    assert main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+                 "--n", "1", "--player", "true"]) == 0  # fmt: skip
+    assert "labelled 1 tracks" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("sad\n"))
+    assert main(["label", "--catalog", str(tmp_path / "lib"), "--model", str(trained / "model"),
+                 "--n", "1", "--player", str(tmp_path / "no-such-player")]) == 2  # fmt: skip
+    assert "cannot run" in capsys.readouterr().err
 
 
 def test_cmd_index_builds_an_exact_index_for_a_small_catalogue(trained, tmp_path, capsys):

@@ -9,7 +9,8 @@
     moodshift evaluate --catalog CATALOG --model MODEL [--json F] [--plots DIR] [--sweep]
     moodshift query    --catalog CATALOG --model MODEL --track T --mood happy
     moodshift index    --catalog CATALOG
-    moodshift serve    --catalog CATALOG --model MODEL
+    moodshift serve    --catalog CATALOG [--model MODEL]   (default: the shipped model)
+    moodshift label    --catalog CATALOG [--write-tags]     (teach it your moods)
     moodshift bench    selfjoin|train|serve|all
     moodshift bench    embed [--audio-dir ~/Music]      (files/s and x real time per embedder)
     moodshift demo     [--out DIR]
@@ -22,20 +23,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from moodshift._atomic import write_text
 from moodshift.audio.corpus import build_corpus
 from moodshift.audio.embed import embed_catalog
-from moodshift.audio.library import embed_library
+from moodshift.audio.library import embed_library, write_mood_tag
 from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
 from moodshift.data.catalog import Catalog, import_catalog
 from moodshift.errors import InputError, MoodshiftError, UnknownLabelError
-from moodshift.retrieval.index import build_catalog_index
+from moodshift.model.evidence import choose_to_label
+from moodshift.retrieval.index import build_catalog_index, default_index_dir
 
 Handler = Callable[[argparse.Namespace], int | None]
 
@@ -43,6 +50,12 @@ Handler = Callable[[argparse.Namespace], int | None]
 def _catalog(path: str) -> Any:
 
     return Catalog.load(path)
+
+
+def _say_default_model(art: Any) -> None:
+    """Say on stderr when no ``--model`` was given and the shipped model serves."""
+    if art is not None and art.default_model:
+        print(f"model: {art.model_source}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------- import
@@ -171,9 +184,21 @@ def cmd_train(a: argparse.Namespace) -> None:
     from moodshift.training.train import train  # pulls in torch: load on use
 
     cat = _catalog(a.catalog)
+    if a.attribute not in cat.labels.columns:
+        from moodshift.training.fusion import add_tag_attribute  # pulls in torch: load on use
+
+        classes = add_tag_attribute(cat, a.attribute)
+        print(f"{a.attribute}: from the embedder's tag head ({' / '.join(classes)}: the top "
+              "and bottom third of its probability)")  # fmt: skip
     cfg = _config_from_args(a)
     model = train(cat, config=cfg, out=a.out, resume=a.resume, engine=a.engine,
                   ray_address=a.ray_address, threads=a.threads)  # fmt: skip
+    if a.fuse_evidence:
+        from moodshift.training.fusion import fit_model_evidence  # pulls in torch: load on use
+
+        model.evidence = fit_model_evidence(model, cat, seed=cfg.seed)
+        model.save(a.out)
+        print(f"evidence fusion: {', '.join(sorted(model.evidence.weights))} (docs/transfer.md)")
     t = model.config.get("training", {})
     print(f"model {a.out}: best epoch {t.get('best_epoch')}, "
           f"validation score {t.get('best_val_primary'):.3f} (K={t.get('k')})")  # fmt: skip
@@ -225,6 +250,7 @@ def cmd_query(a: argparse.Namespace) -> None:
     # The catalogue's index (``moodshift index``) and its stored p(mood | track), and the
     # start-up refusals, as ``moodshift serve`` has them.
     searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    _say_default_model(searcher.artifacts)
     answer = searcher.query(track_id=a.track, target_mood=a.mood, k=a.k, strength=a.strength,
                             filters=_parse_filters(a.filter), evidence=a.evidence,
                             max_per_artist=a.max_per_artist)  # fmt: skip
@@ -252,7 +278,6 @@ def cmd_query(a: argparse.Namespace) -> None:
 
 
 def cmd_playlist(a: argparse.Namespace) -> None:
-    from moodshift.model.network import MoodshiftModel  # pulls in torch: load on use
     from moodshift.retrieval.playlist import (  # pulls in torch: load on use
         check_m3u_target,
         write_m3u,
@@ -261,15 +286,15 @@ def cmd_playlist(a: argparse.Namespace) -> None:
 
     if a.m3u:
         check_m3u_target(a.m3u)  # before any work: a refused path creates nothing
-    model = MoodshiftModel.load(a.model)
+    searcher = Searcher.open(catalog=a.catalog, model=a.model, index=a.index)
+    _say_default_model(searcher.artifacts)
+    model, cat = searcher.model, searcher.catalog
     for flag, mood in (("--to", a.to), ("--via", a.via)):
         if mood is not None and mood not in model.classes:
             raise UnknownLabelError(
                 f"{flag} {mood!r} is not a {model.attribute} of the model; known: "
                 f"{', '.join(model.classes)}."
             )
-    searcher = Searcher.open(catalog=a.catalog, model=model, index=a.index)
-    cat = searcher.catalog
     cap = None if a.max_per_artist == 0 else a.max_per_artist
     tracks = searcher.playlist(track_id=a.track, to=a.to, length=a.length, via=a.via,
                                max_per_artist=cap)  # fmt: skip
@@ -322,6 +347,106 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+# ---------------------------------------------------------------------- label
+def cmd_label(a: argparse.Namespace) -> None:
+    """Ask the user for the moods of the tracks whose labels help most (active learning)."""
+    from moodshift.retrieval.request import open_artifacts  # pulls in torch: load on use
+
+    if a.n < 1:
+        raise InputError(f"--n must be at least 1, got {a.n}")
+    # The catalogue in memory (its labels are written back), the model as query opens it.
+    art = open_artifacts(catalog=_catalog(a.catalog), model=a.model)
+    _say_default_model(art)
+    cat, model = art.catalog, art.model
+    model.check_catalog(cat)
+    attr, classes = model.attribute, model.classes
+    if attr not in cat.labels.columns:
+        cat.labels[attr] = ""
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    values = cat.labels[attr].fillna("").astype(str).str.strip().str.lower()
+    labels = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    skipped: set[int] = set()
+    done: list[tuple[int, str]] = []
+    print(f"{attr}s: {', '.join(classes)} (Enter skips, q stops)")
+    stop = False
+    while len(done) < a.n and not stop:
+        # The evidence is refitted after every round: each answer changes the next question.
+        proba = model.mood_proba(cat.embeddings, labels=labels)
+        taken = np.union1d(np.flatnonzero(labels >= 0), np.fromiter(skipped, dtype=np.int64))
+        rows = choose_to_label(proba, cat.embeddings, k=min(len(classes), a.n - len(done)),
+                               exclude=taken)  # fmt: skip
+        if not len(rows):
+            break
+        for r in rows:
+            answer = _ask_label(cat, int(r), proba[r], classes, player=a.player)
+            if answer is None:
+                stop = True
+                break
+            if answer == "":
+                skipped.add(int(r))
+                continue
+            labels[r] = lookup[answer.lower()]
+            cat.labels.loc[cat.labels.index[r], attr] = classes[labels[r]]
+            done.append((int(r), classes[labels[r]]))
+        if done:
+            cat.save(a.catalog)  # atomic: a crash keeps the previous catalogue
+    if a.write_tags:
+        for r, mood in done:
+            path = cat.audio_path(r)
+            if path is None:
+                print(f"warning: {cat.labels['track_id'].iat[r]} has no audio file to tag")
+                continue
+            write_mood_tag(path, mood)
+    print(f"labelled {len(done)} tracks in {a.catalog}" + (" and their files" if a.write_tags
+          and done else "") + "; p(mood | track) now learns from them")  # fmt: skip
+    if done and (default_index_dir(a.catalog) / "index.json").is_file():
+        # The index fingerprints the labels: serving would refuse it as stale.
+        print(f"rebuild the catalogue's index: `moodshift index --catalog {a.catalog}`")
+
+
+def _ask_label(
+    cat: Any, row: int, p: Any, classes: list[str], *, player: str | None = None
+) -> str | None:
+    """One track's mood from the user: a class name (a prefix will do), "" to skip, None to stop.
+
+    With ``player`` (a command; the file's path is appended) the track plays while asked.
+    """
+    labels = {k: str(v) for k, v in cat.labels.iloc[row].items() if pd.notna(v) and str(v)}
+    name = " - ".join(labels[c] for c in ("artist", "title") if c in labels)
+    top = int(p.argmax())
+    path = cat.audio_path(row)
+    print(f"\n{labels['track_id']}  {name}\n  {path or '(no audio file)'}\n"
+          f"  the model thinks: {classes[top]} (p={float(p[top]):.2f})")  # fmt: skip
+    playing = None
+    if player and path is not None:
+        try:
+            quiet = subprocess.DEVNULL
+            playing = subprocess.Popen([*shlex.split(player), str(path)], stdout=quiet,
+                                       stderr=quiet)  # fmt: skip
+        except OSError as exc:
+            raise InputError(f"--player {player!r} cannot run ({exc}); give a command "
+                             "such as 'ffplay -nodisp -autoexit' or 'mpv --no-video'"
+                             ) from None  # fmt: skip
+    try:
+        while True:
+            try:
+                text = input("  mood? ").strip().lower()
+            except EOFError:
+                return None
+            if text in ("q", "quit"):
+                return None
+            if text in ("", "s", "skip"):
+                return ""
+            hits = [c for c in classes if c.lower().startswith(text)]
+            if len(hits) == 1:
+                return hits[0]
+            print(f"  answer one of {', '.join(classes)} (Enter skips, q stops)")
+    finally:
+        if playing is not None and playing.poll() is None:
+            playing.terminate()
+            playing.wait(timeout=5)
+
+
 # ---------------------------------------------------------------------- index / serve
 def cmd_index(a: argparse.Namespace) -> None:
 
@@ -358,6 +483,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
         embedders=[e.strip() for e in a.embedders.split(",") if e.strip()],
         # From the command line, bench embed measures rendered music (when FluidSynth is here).
         render=True,
+        n_cross=a.n_cross, transfer_epochs=a.train_epochs_transfer, floor_model=a.floor_model,
     )  # fmt: skip
     text = json.dumps(result, indent=2, default=str)
     bench = BENCHMARKS.get(a.what)
@@ -492,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: the cores other processes leave free, re-checked "
                         "every epoch; or MOODSHIFT_THREADS)")  # fmt: skip
+    p.add_argument("--fuse-evidence", action="store_true",
+                   help="also fit the evidence fusion: tagger, the embedder's tag head, the "
+                   "catalogue's labels, re-centred (docs/transfer.md)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("tune", help="choose the training configuration on the validation split")
@@ -527,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="like this track, but <mood>")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True)
     p.add_argument("--mood", required=True)
     p.add_argument(
@@ -547,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("playlist", help="a mood-journey playlist from a seed to a target mood")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--track", required=True, help="seed track id (never in the list)")
     p.add_argument(
         "--index", help="index folder (default: <catalog>/index when it exists, else exact search)"
@@ -564,6 +693,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_playlist)
 
+    p = sub.add_parser("label", help="teach it your moods: label the tracks that help most")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
+    p.add_argument("--n", type=int, default=8, help="tracks to label (default 8)")
+    p.add_argument("--player", help="play each track while asking, e.g. 'ffplay -nodisp -autoexit'")
+    p.add_argument("--write-tags", action="store_true",
+                   help="also write each mood into the file's mood tag")  # fmt: skip
+    p.set_defaults(func=cmd_label)
+
     p = sub.add_parser("index", help="build the FAISS index of a catalogue")
     p.add_argument("--catalog", required=True)
     p.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivf")
@@ -573,7 +711,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP API and web page")
     p.add_argument("--catalog", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="model folder (default: the model shipped with moodshift)")
     p.add_argument("--index")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -606,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
         + "; all: every benchmark but "
         + ", ".join(name for name, b in BENCHMARKS.items() if not b.in_all),
     )
-    p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000)")
+    p.add_argument("--n", type=int, help="tracks (default 200,000; serve: 100,000; soak: 5,000; "
+                   "transfer: 320 train-part clips)")  # fmt: skip
     p.add_argument("--dim", type=int, help="dimensions (default 512; serve: 256; soak: 64)")
     p.add_argument("--clients", help="concurrent clients: serve, a comma list (default 1,8,32); "
                    "soak, one count (default 32)")  # fmt: skip
@@ -628,6 +767,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="embedding worker processes; bench serve: server processes (default 1)",
     )
+    g = p.add_argument_group("bench transfer")
+    g.add_argument("--train-epochs-transfer", type=int, dest="train_epochs_transfer",
+                   help="epochs of each model (default: train's); --n: train-part clips "
+                   "(default 320); --workdir: renders and cache "
+                   "(default bench_out/transfer)")  # fmt: skip
+    g.add_argument("--floor-model", help="also measure this model's tagger on the held-out part")
+    g.add_argument("--n-cross", type=int, default=240, help="held-out part's clips (default 240)")
     g = p.add_argument_group("bench query and serve")
     g.add_argument("--index-kind", default="auto", choices=("auto", "flat", "hnsw", "ivf"),
                    help="index timed (auto: what `moodshift index` builds)")  # fmt: skip

@@ -20,7 +20,13 @@ import pytest
 import soundfile as sf
 
 from moodshift.audio.embedders.features import FeaturesEmbedder
-from moodshift.audio.library import TAG_MAX_CHARS, embed_library, read_tags, scan_library
+from moodshift.audio.library import (
+    TAG_MAX_CHARS,
+    embed_library,
+    read_tags,
+    scan_library,
+    write_mood_tag,
+)
 from moodshift.cli import main
 from moodshift.data.catalog import Catalog
 from moodshift.errors import DataError, InputError
@@ -620,3 +626,22 @@ def test_a_version_1_library_keeps_its_embeddings(library: Path, tmp_path: Path)
     assert _CountingEmbedder.calls == 2 and (rep.n_embedded, rep.n_reused) == (0, 2)
     assert sorted(cat.labels["track_id"]) == ["Bo Diddle/03 Up.flac", "Cy/06 No tags at all.opus"]
     assert json.loads((out / "library.json").read_text())["format_version"] == 2
+
+
+def test_write_mood_tag_replaces_the_mood_in_every_container(library: Path, tmp_path: Path) -> None:
+    for rel in ("Ann Arbor/First/01 Sun.mp3", "Ann Arbor/First/02 Rain.ogg",
+                "Bo Diddle/03 Up.flac", "Bo Diddle/04 Down.m4a",
+                "Cy/06 No tags at all.opus"):  # fmt: skip
+        path = tmp_path / Path(rel).name
+        shutil.copy(library / rel, path)
+        before = read_tags(path)
+        write_mood_tag(path, "calm")
+        after = read_tags(path)
+        assert after["mood"] == ["calm"], rel  # the two moods of the FLAC become one
+        assert {k: v for k, v in after.items() if k != "mood"} == {
+            k: v for k, v in before.items() if k != "mood"
+        }, rel
+        assert not list(tmp_path.glob(".*.tmp"))  # the atomic copy is gone
+    with pytest.raises(InputError, match="not an audio file"):
+        (tmp_path / "notes.txt").write_text("hello")
+        write_mood_tag(tmp_path / "notes.txt", "calm")

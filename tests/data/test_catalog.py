@@ -322,3 +322,24 @@ def test_load_refuses_non_finite_embeddings(tmp_path, small_catalog, bad, mmap, 
         Catalog.load(tmp_path / "cat", mmap=mmap)
     msg = str(info.value)
     assert "embeddings.npy" in msg and "moodshift import" in msg and "\n" not in msg
+
+
+def test_concat_catalogs_keeps_ids_unique_and_audio_paths_resolvable(tmp_path, rng):
+    from moodshift.data.catalog import concat_catalogs
+    from moodshift.errors import InputError
+
+    def part(root: Path) -> Catalog:
+        labels = pd.DataFrame({"track_id": ["a", "b"], "mood": ["happy", "sad"],
+                               "audio_path": ["x.wav", "y.wav"]})  # fmt: skip
+        return Catalog(embeddings=rng.standard_normal((2, 4)).astype(np.float32), labels=labels,
+                       provenance={"name": "toy", "version": "1", "dim": 4}, root=root)  # fmt: skip
+
+    one, two = part(tmp_path / "one"), part(tmp_path / "two")
+    both = concat_catalogs([one, two], prefixes=("c_", "w_"))
+    assert list(both.labels["track_id"]) == ["c_a", "c_b", "w_a", "w_b"]
+    assert both.audio_path(2) == tmp_path / "two" / "x.wav"
+    np.testing.assert_array_equal(both.embeddings[2:], two.embeddings)
+    other = part(tmp_path)
+    other.provenance["name"] = "features"
+    with pytest.raises(InputError):
+        concat_catalogs([one, other], prefixes=("a", "b"))

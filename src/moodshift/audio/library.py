@@ -36,7 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
+import tempfile
 import unicodedata
 import warnings
 from collections import Counter
@@ -48,8 +50,8 @@ from typing import Any
 import mutagen
 import numpy as np
 import pandas as pd
-from mutagen.id3 import ID3
-from mutagen.mp4 import MP4Tags
+from mutagen.id3 import ID3, TMOO
+from mutagen.mp4 import MP4FreeForm, MP4Tags
 from tqdm.auto import tqdm
 
 from moodshift._atomic import resolve_dir, write_text
@@ -286,6 +288,46 @@ def read_tags(path: str | Path) -> dict[str, list[str]]:
         The file cannot be read or parsed (the caller decides what that means).
     """
     return _probe(path)[0]
+
+
+def write_mood_tag(path: str | Path, mood: str) -> None:
+    """Write ``mood`` into a file's own mood tag, where :func:`read_tags` reads it.
+
+    ID3 ``TMOO`` (MP3, WAV, AIFF), Vorbis/FLAC/Opus ``MOOD``, MP4
+    ``----:com.apple.iTunes:MOOD`` (as MusicBrainz Picard and beets write it). The
+    tags go into a copy beside the file that then replaces it, so a crash leaves the
+    old file or the new one, never half of each.
+
+    Raises
+    ------
+    InputError
+        The file is not audio mutagen can tag.
+    OSError
+        The file cannot be read or replaced.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tag.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        shutil.copy2(path, tmp)
+        f = mutagen.File(tmp)
+        if f is None:
+            raise InputError(f"{path} is not an audio file mutagen can tag; give MP3, FLAC, "
+                             "Ogg, Opus, M4A or WAV files")  # fmt: skip
+        if f.tags is None:
+            f.add_tags()
+        if isinstance(f.tags, ID3):
+            f.tags.delall("TXXX:MOOD")
+            f.tags.setall("TMOO", [TMOO(encoding=3, text=[mood])])
+        elif isinstance(f.tags, MP4Tags):
+            f.tags["----:com.apple.iTunes:MOOD"] = [MP4FreeForm(mood.encode("utf-8"))]
+        else:
+            f.tags["MOOD"] = [mood]
+        f.save()
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _probe(path: str | Path) -> tuple[dict[str, list[str]], float | None, int]:

@@ -803,3 +803,44 @@ def read_mtg_jamendo(
         keep.append(pos)
     log.info("MTG-Jamendo: kept %d tracks, skipped %s", len(rows), skipped)
     return pd.DataFrame(rows), skipped, np.asarray(keep, dtype=np.int64)
+
+
+def concat_catalogs(catalogs: Sequence[Catalog], *, prefixes: Sequence[str]) -> Catalog:
+    """One catalogue of several made with the same embedder (e.g. two corpus renders).
+
+    Track ids get their part's prefix so they stay unique; relative audio paths
+    become absolute (each part has its own root); the split is not kept.
+
+    Parameters
+    ----------
+    catalogs : sequence of Catalog
+    prefixes : sequence of str
+        One per catalogue, e.g. ``("classic_", "wide_")``.
+
+    Returns
+    -------
+    Catalog
+
+    Raises
+    ------
+    InputError
+        When the counts differ or the parts were made with different embedders.
+    """
+    if len(catalogs) != len(prefixes) or not catalogs:
+        raise InputError("give one prefix per catalogue, and at least one catalogue")
+    first = catalogs[0]
+    frames = []
+    for cat, prefix in zip(catalogs, prefixes, strict=True):
+        cat.check_compatible(first.provenance, what="catalogue")
+        df = cat.labels.drop(columns=["split"], errors="ignore").copy()
+        df["track_id"] = prefix + df["track_id"].astype(str)
+        if "audio_path" in df.columns and cat.root is not None:
+            df["audio_path"] = [
+                str(Path(p) if Path(str(p)).is_absolute() else Path(cat.root) / str(p))
+                if isinstance(p, str) and p else p
+                for p in df["audio_path"]
+            ]  # fmt: skip
+        frames.append(df)
+    return Catalog(embeddings=np.vstack([c.embeddings for c in catalogs]),
+                   labels=pd.concat(frames, ignore_index=True),
+                   provenance=dict(first.provenance))  # fmt: skip

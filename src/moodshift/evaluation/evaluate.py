@@ -146,6 +146,7 @@ class RetrievalEvaluator:
             )
         self.mood_target = mood_target
         self.x = pool.normalized
+        self.raw = pool.embeddings
         self.queries = make_queries(
             y, n_classes=len(self.classes), max_seeds=max_seeds, rng=np.random.default_rng(seed)
         )
@@ -192,8 +193,10 @@ class RetrievalEvaluator:
         ranking : RankingSpace or None or "model"
             The space queries rank in (default: the model's own).
         """
-        proba = None if model.tagger is None else model.tagger.predict_proba(self.x)
-        evidence = MoodEvidence(labels=self.visible_labels(label_fraction), proba=proba)
+        visible = self.visible_labels(label_fraction)
+        # Raw embeddings: the fused evidence's tag head reads them unnormalised.
+        proba = None if model.tagger is None else model.mood_proba(self.raw, labels=visible)
+        evidence = MoodEvidence(labels=visible, proba=proba)
         return QueryEngine(model=model, vectors=self.x, evidence=evidence, ranking=ranking)
 
     def engine_results(

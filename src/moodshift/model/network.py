@@ -38,6 +38,7 @@ from moodshift.errors import (
     UnknownLabelError,
     one_line,
 )
+from moodshift.model.evidence import EvidenceFusion
 from moodshift.model.ranking import RankingSpace
 from moodshift.model.tagger import MoodTagger
 from moodshift.values import parse_values
@@ -281,6 +282,9 @@ class MoodshiftModel:
     tagger : MoodTagger, optional
         The calibrated mood probe fitted with the model (``tagger.*`` in the folder):
         the evidence for unlabelled tracks and the source mood of unlabelled seeds.
+    evidence : EvidenceFusion, optional
+        Fuses the tagger with the embedder's tag head and the catalogue's own
+        labels into one calibrated p(mood | track) (``evidence.json`` in the folder).
     ranking : RankingSpace, optional
         The space the query engine compares queries and tracks in
         (:mod:`moodshift.model.ranking`); None: the plain cosine.
@@ -297,10 +301,12 @@ class MoodshiftModel:
         log: list[dict[str, Any]] | None = None,
         selection: dict[str, Any] | None = None,
         tagger: MoodTagger | None = None,
+        evidence: EvidenceFusion | None = None,
         ranking: RankingSpace | None = None,
     ) -> None:
         self.net = net.eval()
         self.tagger = tagger
+        self.evidence = evidence
         self.ranking = ranking
         self.classes = list(classes)
         self.attribute = attribute
@@ -318,6 +324,34 @@ class MoodshiftModel:
         """Strength used when none is given: chosen on validation (``default_strength`` in
         the config, written by training or ``moodshift tune``), else 1."""
         return float(self.config.get("default_strength", 1.0))
+
+    def mood_proba(self, embeddings: np.ndarray, *, labels: np.ndarray | None = None) -> np.ndarray:
+        """p(mood | track) of a catalogue's tracks: the fused evidence, else the tagger.
+
+        Parameters
+        ----------
+        embeddings : np.ndarray, shape (n, d)
+            The catalogue's raw embeddings (the tag head needs them unnormalised).
+        labels : np.ndarray, shape (n,), int, optional
+            Known class per track (``-1`` unlabelled): the ``labels`` source.
+
+        Returns
+        -------
+        np.ndarray, shape (n, m), float32
+        """
+        if self.evidence is not None:
+            return self.evidence.proba(embeddings, tagger=self.tagger, labels=labels,
+                                       classes=self.classes)  # fmt: skip
+        if self.tagger is None:
+            raise InputError("this model has no tagger; retrain it with `moodshift train`")
+        return self.tagger.predict_proba(embeddings)
+
+    def evidence_fingerprint(self) -> str | None:
+        """A hash of what makes :meth:`mood_proba` (stored probabilities must match it)."""
+        if self.tagger is None:
+            return None
+        fp = self.tagger.fingerprint()
+        return fp if self.evidence is None else f"{fp}-{self.evidence.fingerprint()}"
 
     def class_index(self, value: str) -> int:
         try:
@@ -418,6 +452,8 @@ class MoodshiftModel:
         (folder / "training_log.json").write_text(json.dumps(self.log, indent=2, default=str))
         if self.tagger is not None:
             self.tagger.write_into(folder)
+        if self.evidence is not None:
+            self.evidence.write_into(folder)
         if self.selection is not None:
             (folder / "selection.json").write_text(
                 json.dumps(self.selection, indent=2, default=str)
@@ -484,6 +520,7 @@ class MoodshiftModel:
         selection = _read_json(path / "selection.json", None, schema=_check_object)
         try:
             tagger = MoodTagger.read_from(path, dim=arch.dim, classes=list(vocab["classes"]))
+            evidence = EvidenceFusion.read_from(path, dim=arch.dim, n_classes=arch.n_classes)
         except FileFormatError as exc:  # keep the CLI's message on one line
             raise FileFormatError(" ".join(str(exc).split())) from None
         ranking = None
@@ -499,7 +536,7 @@ class MoodshiftModel:
         model = cls(
             net=net, classes=vocab["classes"], attribute=vocab.get("attribute", "mood"),
             embedder=embedder, config=cfg, log=log, selection=selection, tagger=tagger,
-            ranking=ranking,
+            evidence=evidence, ranking=ranking,
         )  # fmt: skip
         model.check_servable(where=path)
         return model

@@ -910,7 +910,7 @@ def catalog_evidence(
     else:
         labels = np.full(len(catalog), -1, dtype=np.int64)
     if proba is None and model.tagger is not None:
-        proba = model.tagger.predict_proba(catalog.embeddings)
+        proba = model.mood_proba(catalog.embeddings, labels=labels)
     return MoodEvidence(labels=labels, proba=proba)
 
 
@@ -929,7 +929,7 @@ def stored_proba(index: Any, model: MoodshiftModel) -> np.ndarray | None:
     proba = getattr(index, "mood_proba", None)
     if proba is None or model.tagger is None:
         return None
-    if getattr(index, "meta", {}).get("tagger") != model.tagger.fingerprint():
+    if getattr(index, "meta", {}).get("tagger") != model.evidence_fingerprint():
         log.info("the index's mood probabilities come from another tagger; recomputing them")
         return None
     if proba.shape[1] != len(model.classes):

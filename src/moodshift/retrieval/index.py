@@ -1030,8 +1030,9 @@ def build_catalog_index(
     out : folder, optional
         Defaults to ``<catalog>/index``.
     model : MoodshiftModel, optional
-        Store its tagger's p(mood | track) for every track (``mood_proba.npy``), so
-        serving does not recompute it; the model's tagger fingerprint is recorded.
+        Store its p(mood | track) for every track (``mood_proba.npy``): the fused
+        evidence where the model has one, else its tagger's, so serving does not
+        recompute it; the fingerprint of what made it is recorded.
         With a ranking space (:mod:`moodshift.model.ranking`) the index holds the
         tracks *in that space*, so its neighbours are the ones queries rank by
         (``ranking_space`` in ``index.json`` records the space's fingerprint).
@@ -1063,8 +1064,11 @@ def build_catalog_index(
     if space is not None:
         index.meta["ranking_space"] = space.fingerprint()
     if model is not None and model.tagger is not None:
-        index.mood_proba = model.tagger.predict_proba(catalog.embeddings)
-        index.meta["tagger"] = model.tagger.fingerprint()
+        from moodshift.retrieval.engine import catalog_evidence  # pulls in torch: load on use
+
+        # The fused evidence (tagger, tag head, the catalogue's own labels), as serving uses it.
+        index.mood_proba = catalog_evidence(catalog, model).proba
+        index.meta["tagger"] = model.evidence_fingerprint()
     index.meta["total_seconds"] = round(time.perf_counter() - t0, 3)
     target = Path(out) if out is not None else default_index_dir(catalog_path)
     index.save(target)

@@ -9,7 +9,8 @@ format the answer: :meth:`moodshift.retrieval.search.Searcher.query` (the librar
 :meth:`moodshift.serving.state.ServingState.query_batch` as JSON.
 
 :func:`open_artifacts` loads what both front ends start from: the catalogue, the model
-and the index ``moodshift index`` built for the catalogue, with its stored p(mood | track).
+(the one shipped with moodshift when none is given) and the index ``moodshift index``
+built for the catalogue, with its stored p(mood | track).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from moodshift.data.catalog import Catalog
 from moodshift.errors import InputError, NonFiniteQueryError, UnknownLabelError
+from moodshift.model.default import describe_default, load_default_model
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     EVIDENCE_MODES,
@@ -136,12 +138,17 @@ class Artifacts:
     catalog: Catalog
     model: MoodshiftModel
     index: Any | None
+    #: Which model serves: its folder, "given" (an object), or the default model's
+    #: description (:func:`moodshift.model.default.describe_default`).
+    model_source: str = "given"
+    #: Whether no model was given, so the one shipped with moodshift serves.
+    default_model: bool = False
 
 
 def open_artifacts(
     *,
     catalog: Catalog | str | os.PathLike[str],
-    model: MoodshiftModel | str | os.PathLike[str],
+    model: MoodshiftModel | str | os.PathLike[str] | None = None,
     index: str | os.PathLike[str] | None = None,
 ) -> Artifacts:
     """Load and check what a query needs, as ``moodshift query`` and ``moodshift serve`` do.
@@ -150,7 +157,9 @@ def open_artifacts(
     ----------
     catalog : Catalog or folder
         A folder is memory-mapped; its ``index/`` (from ``moodshift index``) is used.
-    model : MoodshiftModel or folder
+    model : MoodshiftModel or folder, optional
+        Default: the model shipped with moodshift (:mod:`moodshift.model.default`);
+        :attr:`Artifacts.model_source` says which served.
     index : folder, optional
         An explicit index folder (must exist).
 
@@ -160,13 +169,21 @@ def open_artifacts(
         If the model was trained on another embedder than the catalogue's.
     StaleArtifactError
         If the index was built from another catalogue or embedder.
+    DependencyError
+        If no model is given and the shipped one is missing.
     """
     cat = catalog if isinstance(catalog, Catalog) else Catalog.load(catalog, mmap=True)
-    mdl = model if isinstance(model, MoodshiftModel) else MoodshiftModel.load(model)
+    if model is None:
+        mdl, source = load_default_model(catalog=cat), describe_default()
+    elif isinstance(model, MoodshiftModel):
+        mdl, source = model, "given"
+    else:
+        mdl, source = MoodshiftModel.load(model), str(model)
     cat.check_compatible(mdl.embedder, what="model")
     catalog_path = None if isinstance(catalog, Catalog) else catalog
     idx = load_catalog_index(cat, catalog_path=catalog_path, path=index)
-    return Artifacts(catalog=cat, model=mdl, index=idx)
+    return Artifacts(catalog=cat, model=mdl, index=idx, model_source=source,
+                     default_model=model is None)  # fmt: skip
 
 
 class Retriever:

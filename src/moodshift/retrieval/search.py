@@ -20,7 +20,7 @@ from moodshift.errors import InputError, NonFiniteQueryError
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import top_k
 from moodshift.retrieval.playlist import describe_journey, mood_journey
-from moodshift.retrieval.request import QueryRequest, Retriever, open_artifacts
+from moodshift.retrieval.request import Artifacts, QueryRequest, Retriever, open_artifacts
 from moodshift.values import parse_values
 
 
@@ -174,6 +174,8 @@ class Searcher:
     ) -> None:
         self.catalog = catalog
         self.model = model
+        #: What :meth:`open` opened (which model served, :class:`Artifacts`); None otherwise.
+        self.artifacts: Artifacts | None = None
         self.retriever = Retriever(catalog=catalog, model=model, index=index, proba=proba)
         self.engine = self.retriever.engine
         columns = [
@@ -189,16 +191,19 @@ class Searcher:
         cls,
         *,
         catalog: Catalog | str | os.PathLike[str],
-        model: MoodshiftModel | str | os.PathLike[str],
+        model: MoodshiftModel | str | os.PathLike[str] | None = None,
         index: str | os.PathLike[str] | None = None,
     ) -> Searcher:
         """A searcher over a saved catalogue and model, through the catalogue's index.
 
         As ``moodshift serve`` starts: :func:`moodshift.retrieval.request.open_artifacts`
-        (the checks, the index from ``moodshift index`` with its stored p(mood | track)).
+        (the checks, the default model when none is given, the index from ``moodshift
+        index`` with its stored p(mood | track)); :attr:`artifacts` keeps what it opened.
         """
         art = open_artifacts(catalog=catalog, model=model, index=index)
-        return cls(catalog=art.catalog, model=art.model, index=art.index)
+        searcher = cls(catalog=art.catalog, model=art.model, index=art.index)
+        searcher.artifacts = art
+        return searcher
 
     def query(
         self,

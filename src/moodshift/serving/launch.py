@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 def serve(
     *,
     catalog: str | os.PathLike[str] | Catalog,
-    model: str | os.PathLike[str] | MoodshiftModel,
+    model: str | os.PathLike[str] | MoodshiftModel | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     index: str | os.PathLike[str] | None = None,
@@ -42,8 +42,9 @@ def serve(
     ----------
     catalog : folder or Catalog
         Loaded memory-mapped.
-    model : folder or MoodshiftModel
-        The trained transformation.
+    model : folder or MoodshiftModel, optional
+        The trained transformation (default: the model shipped with moodshift,
+        :mod:`moodshift.model.default`; the start-up line names the model that serves).
     host, port
         Where to listen.
     max_k : int
@@ -94,11 +95,12 @@ def serve(
     if workers > 1:
         if isinstance(catalog, Catalog) or isinstance(model, MoodshiftModel):
             raise InputError("serve(workers > 1) needs catalogue and model folders, not objects.")
-        spec = {"catalog": str(catalog), "model": str(model), "max_k": max_k,
-                "index": None if index is None else str(index)}  # fmt: skip
-        _check_artifacts(**spec)  # fail here, once, on a stale index or a bad folder
+        spec = {"catalog": str(catalog), "model": None if model is None else str(model),
+                "max_k": max_k, "index": None if index is None else str(index)}  # fmt: skip
+        # Fail here, once, on a stale index or a bad folder.
+        source = _check_artifacts(**spec)
         os.environ[_WORKER_ENV] = json.dumps({**spec, **web})
-        print(f"moodshift: {workers} workers at http://{host}:{port}/", flush=True)
+        print(f"moodshift: {workers} workers at http://{host}:{port}/, model {source}", flush=True)
         uvicorn.run(
             "moodshift.serving.launch:_worker_app", factory=True, workers=workers, host=host,
             port=port, access_log=access_log, log_level=log_level, **opts,
@@ -108,9 +110,9 @@ def serve(
     app = _load_app(catalog=catalog, model=model, index=index, max_k=max_k, **web)
     state = app.state.moodshift
     print(
-        f"moodshift: {state.n} tracks ({state.dim}-d), index {state.index_kind}, moods "
-        f"{state.moods}; ready in {time.perf_counter() - t0:.1f} s at http://{host}:{port}/ "
-        f"(API docs /docs)",
+        f"moodshift: {state.n} tracks ({state.dim}-d), index {state.index_kind}, model "
+        f"{app.state.model_source}, moods {state.moods}; ready in "
+        f"{time.perf_counter() - t0:.1f} s at http://{host}:{port}/ (API docs /docs)",
         flush=True,
     )
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level=log_level, **opts)
@@ -202,7 +204,7 @@ def _limit_threads() -> None:
 def _load_app(
     *,
     catalog: str | os.PathLike[str] | Catalog,
-    model: str | os.PathLike[str] | MoodshiftModel,
+    model: str | os.PathLike[str] | MoodshiftModel | None,
     index: str | os.PathLike[str] | None,
     max_k: int,
     allowed_hosts: Sequence[str] | None = None,
@@ -217,6 +219,7 @@ def _load_app(
         allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS, cors_origins=cors_origins,
         audio_roots=audio_roots,
     )  # fmt: skip
+    app.state.model_source = art.model_source
     # The serving state is a few hundred thousand long-lived objects (one row dict per
     # track): a full garbage collection walks them all, ~110 ms at 100k tracks, and
     # lands on whichever requests are in flight. They live as long as the process, so
@@ -226,11 +229,12 @@ def _load_app(
     return app
 
 
-def _check_artifacts(*, catalog: str, model: str, index: str | None, max_k: int) -> None:
+def _check_artifacts(*, catalog: str, model: str | None, index: str | None, max_k: int) -> str:
     # Before the workers start: the refusals each worker's serving state would give.
     art = open_artifacts(catalog=catalog, model=model, index=index)
     art.model.check_servable()
     art.model.check_catalog(art.catalog)
+    return art.model_source
 
 
 def _worker_app() -> Any:

@@ -78,6 +78,7 @@ class GroupPlan:
     tonic_pc: int
     moods: tuple[str, ...]
     seed: int
+    variety: str = "classic"
 
     @property
     def group_id(self) -> str:
@@ -112,13 +113,16 @@ def plan_groups(
     clip_seconds: tuple[float, float] = (10.0, 30.0),
     moods_per_group: int = 4,
     n_clips: int | None = None,
+    genres: Sequence[str] | None = None,
+    variety: str = "classic",
 ) -> list[GroupPlan]:
     """Draw genre, instruments, soundfont, clip length, key and moods of each group.
 
     Genres and soundfonts are balanced (counts differ by at most one), each
     genre cycles through its leads, and moods are assigned so that overall
     counts stay balanced when ``moods_per_group < 4``. ``n_clips`` trims the
-    last group's moods.
+    last group's moods. ``genres`` restricts the genres (default all);
+    ``variety`` picks how widely each mood is realised (:data:`VARIETIES`).
     """
     if n_groups < 1:
         raise InputError(f"n_groups must be >= 1, got {n_groups}")
@@ -126,8 +130,16 @@ def plan_groups(
         raise InputError(f"moods_per_group must be 1..{len(MOODS)}, got {moods_per_group}")
     if not soundfonts:
         raise InputError("at least one soundfont is needed")
+    if variety not in VARIETIES:
+        raise InputError(f"unknown variety {variety!r}; expected one of {', '.join(VARIETIES)}")
+    pool = tuple(GENRES if genres is None else genres)
+    unknown = sorted(set(pool) - set(GENRES))
+    if unknown or not pool:
+        raise InputError(
+            f"unknown genres {unknown or 'none given'}; choose from {', '.join(GENRES)}"
+        )
     rng = np.random.default_rng([seed, 11])
-    genres = _balanced(GENRES, n_groups, rng)
+    genres = _balanced(pool, n_groups, rng)
     fonts = _balanced(list(soundfonts), n_groups, rng)
     lead_cycle = {g: _balanced(STYLES[g].leads, genres.count(g), rng) for g in GENRES}
     used = dict.fromkeys(GENRES, 0)
@@ -163,6 +175,7 @@ def plan_groups(
                 tonic_pc=int(grng.integers(12)),
                 moods=moods,
                 seed=int(grng.integers(2**31)),
+                variety=variety,
             )
         )
     return plans
@@ -255,17 +268,93 @@ COLOR_P: dict[str, dict[str, float]] = {
 }
 
 
+#: How widely each mood is realised: ``classic`` (the built-in corpus) or ``wide``.
+VARIETIES: tuple[str, ...] = ("classic", "wide")
+# The wide variety: each cue spans more of its scale and overlaps its
+# neighbours further (a fast sad song, a soft energetic one, a minor happy
+# dance), so a tagger must combine cues instead of reading one of them. The
+# centres stay where music psychology puts them.
+WIDE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "energetic": dict(
+        tempo=(104, 184),
+        register=(58, 82),
+        velocity=(78, 124),
+        accent=(4, 20),
+        articulation=(0.4, 1.0),
+        acc_articulation=(0.45, 0.95),
+        reverb=(5, 80),
+        level_db=(-9, 3),
+    ),
+    "happy": dict(
+        tempo=(84, 160),
+        register=(62, 86),
+        velocity=(60, 110),
+        accent=(2, 12),
+        articulation=(0.4, 1.0),
+        acc_articulation=(0.45, 0.95),
+        reverb=(10, 85),
+        level_db=(-7, 4),
+    ),
+    "calm": dict(
+        tempo=(52, 112),
+        register=(56, 80),
+        velocity=(36, 84),
+        accent=(0, 7),
+        articulation=(0.75, 1.06),
+        acc_articulation=(0.7, 1.05),
+        reverb=(30, 110),
+        level_db=(-5, 7),
+    ),
+    "sad": dict(
+        tempo=(50, 112),
+        register=(50, 74),
+        velocity=(38, 92),
+        accent=(0, 9),
+        articulation=(0.7, 1.08),
+        acc_articulation=(0.7, 1.05),
+        reverb=(25, 110),
+        level_db=(-5, 7),
+    ),
+}
+WIDE_MODE_P: dict[str, dict[str, float]] = {
+    "happy": {"major": 0.62, "mixolydian": 0.12, "lydian": 0.1, "dorian": 0.06, "minor": 0.1},
+    "sad": {"minor": 0.6, "dorian": 0.12, "phrygian": 0.1, "major": 0.14, "mixolydian": 0.04},
+    "energetic": {"major": 0.35, "minor": 0.33, "mixolydian": 0.12, "dorian": 0.12,
+                  "phrygian": 0.08},
+    "calm": {"major": 0.42, "lydian": 0.14, "mixolydian": 0.12, "dorian": 0.14, "minor": 0.18},
+}  # fmt: skip
+WIDE_DENSITY_P: dict[str, dict[int, float]] = {
+    "energetic": {0: 0.05, 1: 0.35, 2: 0.6},
+    "happy": {0: 0.25, 1: 0.45, 2: 0.3},
+    "calm": {0: 0.55, 1: 0.35, 2: 0.1},
+    "sad": {0: 0.45, 1: 0.4, 2: 0.15},
+}
+WIDE_COLOR_P: dict[str, dict[str, float]] = {
+    "energetic": {"seventh": 0.4, "triad": 0.45, "sixth": 0.15},
+    "happy": {"triad": 0.55, "sixth": 0.3, "add9": 0.15},
+    "calm": {"add9": 0.45, "triad": 0.35, "sixth": 0.1, "seventh": 0.1},
+    "sad": {"seventh": 0.5, "triad": 0.4, "add9": 0.1},
+}
+
+
 def _pick(rng: np.random.Generator, probs: dict) -> object:
     keys = list(probs)
     return keys[int(rng.choice(len(keys), p=np.array(list(probs.values())) / sum(probs.values())))]
 
 
-def draw_mood(mood: str, rng: np.random.Generator) -> MoodParams:
-    """Draw a mood's parameters from deliberately overlapping ranges."""
+def draw_mood(mood: str, rng: np.random.Generator, *, variety: str = "classic") -> MoodParams:
+    """Draw a mood's parameters from deliberately overlapping ranges.
+
+    ``variety="wide"`` draws from :data:`WIDE_RANGES`, :data:`WIDE_MODE_P`,
+    :data:`WIDE_DENSITY_P` and :data:`WIDE_COLOR_P`: wider ranges that overlap
+    more between moods, as real music does.
+    """
     if mood not in MOOD_RANGES:
         raise InputError(f"unknown mood {mood!r}; expected one of {', '.join(MOODS)}")
-    mode = str(_pick(rng, MODE_P[mood]))
-    v = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in MOOD_RANGES[mood].items()}
+    wide = variety == "wide"
+    mode = str(_pick(rng, (WIDE_MODE_P if wide else MODE_P)[mood]))
+    ranges = (WIDE_RANGES if wide else MOOD_RANGES)[mood]
+    v = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in ranges.items()}
     return MoodParams(
         mood=mood,
         mode=mode,
@@ -275,10 +364,13 @@ def draw_mood(mood: str, rng: np.random.Generator) -> MoodParams:
         accent=v["accent"],
         articulation=v["articulation"],
         acc_articulation=v["acc_articulation"],
-        density=int(_pick(rng, DENSITY_P[mood])),
-        color=str(_pick(rng, COLOR_P[mood])),
+        density=int(_pick(rng, (WIDE_DENSITY_P if wide else DENSITY_P)[mood])),
+        color=str(_pick(rng, (WIDE_COLOR_P if wide else COLOR_P)[mood])),
         color_p=float(rng.uniform(0.4, 0.9)),
-        thin=mood in ("calm", "sad") and bool(rng.random() < 0.5),
+        # (classic draws no number for the other moods: its corpus stays as it was)
+        thin=bool(rng.random() < (0.5 if mood in ("calm", "sad") else 0.15))
+        if wide or mood in ("calm", "sad")
+        else False,
         reverb=int(v["reverb"]),
         chorus=int(rng.uniform(0, 40)),
         jitter_ms=float(rng.uniform(2, 9)),
@@ -499,7 +591,7 @@ def arrange(
             f"a {melody.meter} melody cannot be a {style.name} ({style.bar_beats} beats a bar)"
         )
     rng = np.random.default_rng([group.seed, MOODS.index(mood)])
-    params = draw_mood(mood, rng)
+    params = draw_mood(mood, rng, variety=group.variety)
     B = style.bar_beats
 
     # Tempo: the mood's draw, the genre's tendency and the tune's note density

@@ -129,6 +129,9 @@ def plan_corpus(
     soundfonts: Sequence[str] = ("FluidR3_GM", "TimGM6mb"),
     cache_dir: str | os.PathLike[str],
     progress: bool = False,
+    genres: Sequence[str] | None = None,
+    variety: str = "classic",
+    melody_part: tuple[int, int] | None = None,
 ) -> list[Clip]:
     """Labels and MIDI of every clip, without rendering audio.
 
@@ -148,6 +151,12 @@ def plan_corpus(
         Where extracted melodies are cached as JSON.
     progress
         Show tqdm bars.
+    genres
+        Genres to arrange in (default all of :data:`GENRES`).
+    variety
+        How widely each mood is realised: ``classic`` or ``wide`` (see ``arrange``).
+    melody_part
+        ``(k, parts)``: draw tunes only from the k-th of ``parts`` disjoint shares.
 
     Returns
     -------
@@ -163,6 +172,8 @@ def plan_corpus(
         clip_seconds=(float(clip_seconds[0]), float(clip_seconds[1])),
         moods_per_group=moods_per_group,
         n_clips=n,
+        genres=genres,
+        variety=variety,
     )
     need: dict[str, int] = {}
     for p in plans:
@@ -170,7 +181,8 @@ def plan_corpus(
     counts = {
         cls: min(MAX_MELODIES, max(1, math.ceil(k / GROUPS_PER_MELODY))) for cls, k in need.items()
     }
-    pools = load_melodies(counts=counts, seed=seed, cache_dir=cache_dir, progress=progress)
+    pools = load_melodies(counts=counts, seed=seed, cache_dir=cache_dir, progress=progress,
+                          melody_part=melody_part)  # fmt: skip
     for cls in counts:
         if not pools.get(cls):
             raise InputError(f"music21's corpus yielded no usable {cls}-meter melody")
@@ -246,6 +258,10 @@ def build_corpus(
     progress: bool = True,
     sample_rate: int = 22050,
     cache_dir: str | os.PathLike[str] | None = None,
+    genres: Sequence[str] | None = None,
+    variety: str = "classic",
+    melody_part: tuple[int, int] | None = None,
+    augment: bool = False,
 ) -> Path:
     """Build (or finish building) the labelled mood corpus in ``out_dir``.
 
@@ -276,6 +292,12 @@ def build_corpus(
         Audio sample rate in Hz.
     cache_dir
         Melody cache (default ``out_dir/.cache/melodies``).
+    genres, variety, melody_part
+        As in :func:`plan_corpus`.
+    augment
+        Vary each clip's audio after rendering (gain, EQ, reverb, varispeed pitch
+        and tempo, noise; :func:`~moodshift.audio.corpus.render.augment_audio`),
+        seeded per clip. Use a fresh ``out_dir``: clips already rendered are kept.
 
     Returns
     -------
@@ -310,10 +332,13 @@ def build_corpus(
         soundfonts=list(fonts),
         cache_dir=cache_dir or out / ".cache" / "melodies",
         progress=progress,
+        genres=genres,
+        variety=variety,
+        melody_part=melody_part,
     )
 
     pending = []
-    for clip in clips:
+    for i, clip in enumerate(clips):
         midi_path = out / str(clip.labels["meta_midi"])
         wav_path = out / str(clip.labels["audio_path"])
         data = _midi_bytes(clip.midi)
@@ -330,8 +355,9 @@ def build_corpus(
         seconds = float(clip.labels["meta_duration"])
         if not clip_is_complete(wav_path, sample_rate=sample_rate, seconds=seconds):
             pending.append(
-                (midi_path, wav_path, fonts[str(clip.labels["meta_soundfont"])], seconds)
-            )
+                (midi_path, wav_path, fonts[str(clip.labels["meta_soundfont"])], seconds,
+                 (seed, i) if augment else None)
+            )  # fmt: skip
 
     bar = None
     if progress:
@@ -349,8 +375,9 @@ def build_corpus(
                     seconds=s,
                     sample_rate=sample_rate,
                     binary=binary,
+                    augment_seed=aug,
                 )
-                for m, w, sf, s in pending
+                for m, w, sf, s, aug in pending
             ]
             if bar is not None:
                 for f in futures:

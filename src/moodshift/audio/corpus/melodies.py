@@ -10,6 +10,7 @@ second of metadata loading) that every extraction is cached as JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -434,14 +435,24 @@ def _extract_and_cache(cand: Candidate, cache_dir: Path) -> Melody | str:
     return item
 
 
+def source_part(source: str, parts: int) -> int:
+    """The share (0..parts-1) a tune belongs to: a hash stable across runs and machines."""
+    return int(hashlib.sha256(source.encode("utf-8")).hexdigest()[:8], 16) % int(parts)
+
+
 def load_melodies(
     *,
     counts: dict[str, int],
     seed: int,
     cache_dir: str | os.PathLike[str],
     progress: bool = False,
+    melody_part: tuple[int, int] | None = None,
 ) -> dict[str, list[Melody]]:
     """Pick ``counts[meter_class]`` melodies per meter class ("duple"/"triple").
+
+    ``melody_part = (k, parts)`` draws only from the k-th of ``parts`` disjoint
+    shares of the tunes (by a stable hash of the source), so two corpora built
+    with different ``k`` share no melody (the transfer benchmark's split).
 
     Candidates are tried in a seed-determined order; rejected ones (too short,
     meter changes...) are skipped, so the result depends only on ``seed`` and
@@ -460,6 +471,9 @@ def load_melodies(
         for cls in sorted(counts):
             want = counts[cls]
             order = candidate_order(candidates, meter_class_=cls, seed=seed)
+            if melody_part is not None:
+                k, parts = melody_part
+                order = [c for c in order if source_part(c.source, parts) == k]
             got: list[Melody] = []
             for cand in order:
                 if len(got) == want:

@@ -126,6 +126,51 @@ def clip_is_complete(path: str | os.PathLike[str], *, sample_rate: int, seconds:
     )
 
 
+def augment_audio(audio: np.ndarray, *, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """One random production of a rendered clip: what differs between recordings.
+
+    Varispeed (pitch and tempo together, +-0.6 semitone), a spectral tilt and
+    a presence bump of a few dB (EQ), a synthetic room (exponentially decaying
+    noise, 0.2-1.6 s), background noise at 28-55 dB SNR, and gain (-9..+2 dB).
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape (n,), float32
+    sample_rate : int
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray, shape (m,), float32
+        ``m`` is about ``n`` divided by the varispeed factor.
+    """
+    from scipy.signal import fftconvolve  # scipy.signal is heavy: load on use
+
+    x = np.asarray(audio, dtype=np.float64)
+    speed = 2 ** (rng.uniform(-0.6, 0.6) / 12)
+    n_out = max(1, int(len(x) / speed))
+    x = np.interp(np.arange(n_out) * speed, np.arange(len(x)), x)
+    spec = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(len(x), 1.0 / sample_rate)
+    octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)  # 0 at 1 kHz
+    centre, width = rng.uniform(1.0, 3.0), rng.uniform(0.5, 1.5)  # bump, in octaves from 1 kHz
+    gain_db = rng.uniform(-2.0, 2.0) * octaves + rng.uniform(-4, 4) * np.exp(
+        -0.5 * ((octaves - centre) / width) ** 2
+    )
+    x = np.fft.irfft(spec * 10 ** (gain_db / 20), n=len(x))
+    rt60 = rng.uniform(0.2, 1.6)
+    t = np.arange(int(rt60 * sample_rate)) / sample_rate
+    ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
+    ir /= np.sqrt(np.sum(ir**2))
+    wet = rng.uniform(0.0, 0.35)
+    x = (1 - wet) * x + wet * fftconvolve(x, ir)[: len(x)]
+    rms = np.sqrt(np.mean(x**2)) + 1e-9
+    snr_db = rng.uniform(28, 55)
+    x = x + rng.standard_normal(len(x)) * rms * 10 ** (-snr_db / 20)
+    x *= 10 ** (rng.uniform(-9, 2) / 20)
+    return x.astype(np.float32)
+
+
 def render_clip(
     *,
     midi_path: str | os.PathLike[str],
@@ -135,8 +180,11 @@ def render_clip(
     sample_rate: int = 22050,
     gain: float | None = None,
     binary: str | None = None,
+    augment_seed: Sequence[int] | None = None,
 ) -> None:
     """Render one MIDI file to a mono 16-bit WAV of exactly ``seconds``.
+
+    With ``augment_seed`` the audio is varied by :func:`augment_audio`.
 
     Raises
     ------
@@ -190,6 +238,10 @@ def render_clip(
             raise AudioError(f"fluidsynth rendered {sr} Hz instead of {sample_rate} Hz")
         audio = data.mean(axis=1)
         frames = expected_frames(seconds, sample_rate)
+        if augment_seed is not None:
+            audio = augment_audio(
+                audio, sample_rate=sample_rate, rng=np.random.default_rng([*augment_seed, 29])
+            )
         audio = np.pad(audio[:frames], (0, max(0, frames - len(audio))))
         fade = min(frames, int(FADE_SECONDS * sample_rate))
         if fade:

@@ -478,6 +478,20 @@ class MusicnnEmbedder(Embedder):
             self._net = _load_net(source)
         return self._net
 
+    def tag_layer(self) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        """The tag classifier on top of the ``penultimate`` output.
+
+        Returns
+        -------
+        weight : ndarray, shape (50, 200), float32
+        bias : ndarray, shape (50,), float32
+        names : tuple of str
+            ``sigmoid(penultimate @ weight.T + bias)`` are the tag probabilities.
+        """
+        net = self.net
+        return (net.out_weight.detach().numpy().astype(np.float32),
+                net.out_bias.detach().numpy().astype(np.float32), self.tag_names)  # fmt: skip
+
     def provenance(self) -> dict[str, Any]:
         prov = super().provenance()
         prov["options"] = {"model": self.model, "output": self.output}
