@@ -79,6 +79,7 @@ def main() -> None:
                    "moods": sorted(set(cat.labels["mood"]))},
         "embedder": model.embedder,
         "training": {"epochs_run": epochs, "config_seed": a.seed},
+        "ranking_space": model.ranking.info if model.ranking is not None else {"kind": "none"},
         "tagger": model.tagger.report if model.tagger else None,
         "evidence": {"weights": model.evidence.weights, **model.evidence.report},
         "built_s": round(time.perf_counter() - t0, 1),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from moodshift.errors import FileFormatError
+from moodshift.errors import FileFormatError, one_line
 
 #: Rows checked per step: a memory-mapped catalogue is read in chunks of about this many
 #: values, so the check never holds a second copy of the array in memory.
@@ -101,3 +101,30 @@ def loads_json(text: str | bytes) -> Any:
         Not JSON, or a non-finite number (callers report it as invalid JSON).
     """
     return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def read_json_file(path: str | os.PathLike[str], *, schema: Any, fix: str) -> Any:
+    """Parse a JSON file with :func:`loads_json` and check it with ``schema``.
+
+    Parameters
+    ----------
+    path : path of the file
+    schema : callable
+        Returns a one-line problem for data that breaks it, None when it holds.
+    fix : str
+        What the user should do, appended to every message.
+
+    Raises
+    ------
+    FileFormatError
+        One line naming the file, the problem and the fix.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = loads_json(fh.read())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise FileFormatError(f"{path} is not valid JSON ({one_line(exc)}); {fix}.") from None
+    problem = schema(data)
+    if problem:
+        raise FileFormatError(f"{path}: {problem}; {fix}.")
+    return data

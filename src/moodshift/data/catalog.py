@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from moodshift._atomic import atomic_dir, resolve_dir
-from moodshift._finite import loads_json, require_finite
+from moodshift._finite import read_json_file, require_finite
 from moodshift.errors import (
     DataError,
     DimensionMismatchError,
@@ -340,15 +340,7 @@ class Catalog:
                 f"`moodshift import` or `moodshift embed`."
             )
         fix = "re-create it with `moodshift import` (or `moodshift embed`)"
-        try:
-            meta = loads_json(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise FileFormatError(
-                f"{meta_path} is not valid JSON ({one_line(exc)}); {fix}."
-            ) from None
-        problem = _check_catalog_json(meta)
-        if problem:
-            raise FileFormatError(f"{meta_path}: {problem}; {fix}.")
+        meta = read_json_file(meta_path, schema=_check_catalog_json, fix=fix)
         emb_path, labels_path = path / "embeddings.npy", path / "labels.parquet"
         try:
             emb = np.load(emb_path, mmap_mode="r" if mmap else None, allow_pickle=False)

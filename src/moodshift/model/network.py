@@ -30,7 +30,7 @@ from torch import nn
 
 from moodshift import __version__
 from moodshift._atomic import atomic_dir, resolve_dir
-from moodshift._finite import loads_json, require_finite
+from moodshift._finite import read_json_file, require_finite
 from moodshift.errors import (
     DimensionMismatchError,
     FileFormatError,
@@ -623,16 +623,7 @@ def _read_json(path: Path, default: Any, *, schema: Any) -> Any:
         if default is None and schema in (_check_config, _check_vocab):
             raise FileFormatError(f"{path} is missing; retrain the model.")
         return default
-    try:
-        data = loads_json(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FileFormatError(
-            f"{path} is not valid JSON ({one_line(exc)}); restore it or retrain the model."
-        ) from None
-    problem = schema(data)
-    if problem:
-        raise FileFormatError(f"{path}: {problem}; restore it or retrain the model.")
-    return data
+    return read_json_file(path, schema=schema, fix="restore it or retrain the model")
 
 
 def _is_int(v: Any) -> bool:
