@@ -61,16 +61,18 @@ def test_query_and_playlist_without_model_use_the_default_and_say_so(library, ca
     assert "the default model" in out.err and 1 <= len(json.loads(out.out)["tracks"]) <= 4
 
 
-def test_the_default_model_answers_through_the_request_layer_by_plain_cosine(library):
-    # Shipped before ranking spaces (no ranking.safetensors, no ranking_space in its
-    # config.json, the flat config layout): it must still load and rank by plain cosine.
+def test_the_default_model_answers_through_the_request_layer(library):
+    # The shipped model carries the ranking space chosen on validation (TRAINED_ON.json
+    # says which); evidence "none" still ranks by the plain cosine of raw embeddings.
     path, cat = library
     folder = default_model_dir()
-    assert not (folder / "ranking.safetensors").is_file()
+    trained_on = json.loads((folder / "TRAINED_ON.json").read_text())
     searcher = Searcher.open(catalog=path)  # no model: the shipped one, as the CLI opens it
     art = searcher.artifacts
     assert art.default_model and art.model_source.startswith(f"the default model {folder}")
-    assert searcher.model.ranking is None and searcher.model.evidence is not None
+    assert searcher.model.evidence is not None
+    space = searcher.model.ranking
+    assert (space.info if space is not None else {"kind": "none"}) == trained_on["ranking_space"]
     seed = str(cat.labels["track_id"].iloc[0])
     # Strength 0 without mood evidence: the seed's own cosine neighbours, in order.
     near = searcher.query(track_id=seed, target_mood="happy", k=5, evidence="none", strength=0.0)
