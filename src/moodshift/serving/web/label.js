@@ -44,9 +44,9 @@ function labelCard(t, writable) {
   buttons.append(el("button", { type: "button", class: "label-skip", text: "skip",
     onclick: () => { labelState.skipped.add(t.track_id); loadLabelPanel(); } }));
   li.append(
-    el("div", { class: "result-head" },
-      el("span", { class: "name", text: displayName(t), title: `${displayName(t)}\n${t.track_id}` }),
-      el("span", { class: "label-guess", text: "the model thinks" }), moodBadge(t.mood), moodSource(t)),
+    el("div", { class: "name", text: displayName(t), title: `${displayName(t)}\n${t.track_id}` }),
+    el("div", { class: "label-guess" }, document.createTextNode("the model thinks "), moodBadge(t.mood),
+      document.createTextNode(" "), moodSource(t)),
     player(t), buttons);
   return li;
 }
@@ -64,6 +64,7 @@ async function giveLabel(t, mood, li) {
     });
     setLabelStatus(`${displayName(t)}: ${mood}, saved; the next suggestions and queries use it`);
     await loadLabelPanel();
+    searchTracks();  // the list shows moods too
     if (state.seed && state.target) runQuery();  // its ranking may have changed
   } catch (err) {
     setLabelStatus(err.message, true);
