@@ -371,7 +371,14 @@ def create_app(
     validation_error = {"$ref": "#/components/schemas/HTTPValidationError"}
     query_responses: dict[int | str, Any] = {
         200: {"description": "Ranked results and map coordinates",
-              "content": {"application/json": {"schema": {"type": "object"}}}},
+              "content": {"application/json": {"schema": {"type": "object", "properties": {
+                  "source_mood": {"type": "string"},
+                  "source_mood_source": {"enum": ["given", "label", "predicted"]},
+                  "source_mood_probability": {
+                      "anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                                {"type": "null"}],
+                      "description": "p(source mood | seed) when the tagger predicted it"},
+              }}}}},
         404: not_found[404],
         413: {"description": "Body too large",
               "content": {"application/json": {"schema": error_schema}}},
