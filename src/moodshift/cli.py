@@ -40,6 +40,7 @@ from moodshift.audio.library import embed_library, write_mood_tag
 from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
 from moodshift.data.catalog import Catalog, import_catalog
 from moodshift.errors import InputError, MoodshiftError, UnknownLabelError
+from moodshift.model.evidence import label_density
 from moodshift.retrieval.index import build_catalog_index, default_index_dir
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -364,6 +365,7 @@ def cmd_label(a: argparse.Namespace) -> None:
     model.check_catalog(cat)
     attr, classes = model.attribute, model.classes
     labels = label_codes(cat, model)
+    density = label_density(cat.embeddings)  # the same every round: once
     skipped: set[int] = set()
     done: list[tuple[int, str]] = []
     print(f"{attr}s: {', '.join(classes)} (Enter skips, q stops)")
@@ -371,7 +373,8 @@ def cmd_label(a: argparse.Namespace) -> None:
     while len(done) < a.n and not stop:
         # The evidence is refitted after every round: each answer changes the next question.
         rows, proba = to_label(model=model, embeddings=cat.embeddings, labels=labels,
-                               k=min(len(classes), a.n - len(done)), skip=skipped)  # fmt: skip
+                               k=min(len(classes), a.n - len(done)), skip=skipped,
+                               density=density)  # fmt: skip
         if not len(rows):
             break
         for r in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from moodshift.model.evidence import choose_to_label
+from moodshift.model.evidence import choose_to_label, label_density
 from moodshift.retrieval.labelling import label_codes, set_label, to_label
 
 
@@ -28,6 +28,10 @@ def test_label_codes_to_label_and_set_label(serve_catalog, serve_model):
                                lib.embeddings, k=3, exclude=taken)  # fmt: skip
     np.testing.assert_array_equal(rows, expected)
     assert proba.shape == (len(lib), len(serve_model.classes))
+    # The density, computed once by a caller that asks many times, changes nothing.
+    again, _ = to_label(model=serve_model, embeddings=lib.embeddings, labels=codes, k=3, skip=[5],
+                        density=label_density(lib.embeddings))  # fmt: skip
+    np.testing.assert_array_equal(again, rows)
     assert len(rows) == 3 and not set(rows.tolist()) & ({5} | set(np.flatnonzero(codes >= 0)))
 
     set_label(lib, row=int(rows[0]), attribute="mood", value="happy")

@@ -40,6 +40,7 @@ def to_label(
     k: int,
     skip: Iterable[int] = (),
     proba: np.ndarray | None = None,
+    density: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` unlabelled tracks whose labels would help most, and the p(mood | track) used.
 
@@ -58,6 +59,9 @@ def to_label(
     proba : np.ndarray, shape (n, m), optional
         p(mood | track) already refitted on ``labels`` (a server holds it); computed
         when absent.
+    density : np.ndarray, shape (n,), optional
+        :func:`moodshift.model.evidence.label_density` of ``embeddings``: it does not
+        change with the labels, so a caller asking many times computes it once.
 
     Returns
     -------
@@ -68,7 +72,8 @@ def to_label(
     if proba is None:
         proba = model.mood_proba(embeddings, labels=labels)
     taken = np.union1d(np.flatnonzero(labels >= 0), np.fromiter(skip, dtype=np.int64))
-    return choose_to_label(proba, embeddings, k=k, exclude=taken), proba
+    rows = choose_to_label(proba, embeddings, k=k, exclude=taken, density=density)
+    return rows, proba
 
 
 def set_label(catalog: Catalog, *, row: int, attribute: str, value: str) -> None:

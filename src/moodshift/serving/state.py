@@ -23,6 +23,7 @@ import pandas as pd
 
 from moodshift.data.catalog import Catalog, file_inside
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.model.evidence import label_density
 from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import EVIDENCE_MODES, MoodEvidence, QueryEngine
@@ -173,6 +174,7 @@ class ServingState:
         # One label at a time: each save writes the whole catalogue folder.
         self._label_lock = threading.Lock()
         self._suggested: np.ndarray | None = None
+        self._density: np.ndarray | None = None
         log.info("serving state ready in %.2f s", time.perf_counter() - t0)
 
     # What depends on the labels lives in the retriever, rebuilt there by set_labels.
@@ -465,9 +467,11 @@ class ServingState:
                              "with `moodshift train`")  # fmt: skip
         suggested = self._suggested
         if suggested is None or len(suggested) < n:
+            if self._density is None:  # labels do not change it: once per server
+                self._density = label_density(self.catalog.embeddings)
             suggested, _ = to_label(model=self.model, embeddings=self.catalog.embeddings,
                                     labels=self.evidence.labels, k=max(n, SUGGEST_CACHE),
-                                    proba=proba)  # fmt: skip
+                                    proba=proba, density=self._density)  # fmt: skip
             self._suggested = suggested
         tracks = []
         for r in suggested[:n].tolist():
