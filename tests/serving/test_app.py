@@ -527,3 +527,20 @@ def test_label_refused_when_it_cannot_be_saved(label_folder, serve_model, why):
         assert c.get("/label/next").json()["refusal"] == r.json()["detail"]
         assert c.get("/api/info").json()["labelling"] is False
     assert Catalog.load(label_folder).labels["mood"].iat[0] == ""
+
+
+def test_serve_labels_into_the_folder_it_loaded_and_never_with_workers(label_folder, serve_model):
+    """``serve`` hands the catalogue folder to the app; each of several workers refuses."""
+    import gc
+
+    from moodshift.serving.launch import _load_app
+
+    try:
+        one = _load_app(catalog=label_folder, model=serve_model, index=None, max_k=10)
+        assert one.state.moodshift.catalog_dir == label_folder
+        assert one.state.moodshift.label_refusal() is None
+        many = _load_app(catalog=str(label_folder), model=serve_model, index=None, max_k=10,
+                         workers=3)  # fmt: skip
+        assert "runs 3" in many.state.moodshift.label_refusal()
+    finally:
+        gc.unfreeze()
