@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from moodshift._atomic import write_text
@@ -41,7 +40,7 @@ from moodshift.audio.library import embed_library, write_mood_tag
 from moodshift.bench.core import BENCHMARKS, WHATS, run_bench
 from moodshift.data.catalog import Catalog, import_catalog
 from moodshift.errors import InputError, MoodshiftError, UnknownLabelError
-from moodshift.model.evidence import choose_to_label
+from moodshift.model.evidence import label_density
 from moodshift.retrieval.index import build_catalog_index, default_index_dir
 
 Handler = Callable[[argparse.Namespace], int | None]
@@ -350,6 +349,11 @@ def _parse_filters(items: list[str] | None) -> dict[str, str] | None:
 # ---------------------------------------------------------------------- label
 def cmd_label(a: argparse.Namespace) -> None:
     """Ask the user for the moods of the tracks whose labels help most (active learning)."""
+    from moodshift.retrieval.labelling import (  # pulls in torch: load on use
+        label_codes,
+        set_label,
+        to_label,
+    )
     from moodshift.retrieval.request import open_artifacts  # pulls in torch: load on use
 
     if a.n < 1:
@@ -360,21 +364,17 @@ def cmd_label(a: argparse.Namespace) -> None:
     cat, model = art.catalog, art.model
     model.check_catalog(cat)
     attr, classes = model.attribute, model.classes
-    if attr not in cat.labels.columns:
-        cat.labels[attr] = ""
-    lookup = {c.lower(): i for i, c in enumerate(classes)}
-    values = cat.labels[attr].fillna("").astype(str).str.strip().str.lower()
-    labels = np.array([lookup.get(v, -1) for v in values], dtype=np.int64)
+    labels = label_codes(cat, model)
+    density = label_density(cat.embeddings)  # the same every round: once
     skipped: set[int] = set()
     done: list[tuple[int, str]] = []
     print(f"{attr}s: {', '.join(classes)} (Enter skips, q stops)")
     stop = False
     while len(done) < a.n and not stop:
         # The evidence is refitted after every round: each answer changes the next question.
-        proba = model.mood_proba(cat.embeddings, labels=labels)
-        taken = np.union1d(np.flatnonzero(labels >= 0), np.fromiter(skipped, dtype=np.int64))
-        rows = choose_to_label(proba, cat.embeddings, k=min(len(classes), a.n - len(done)),
-                               exclude=taken)  # fmt: skip
+        rows, proba = to_label(model=model, embeddings=cat.embeddings, labels=labels,
+                               k=min(len(classes), a.n - len(done)), skip=skipped,
+                               density=density)  # fmt: skip
         if not len(rows):
             break
         for r in rows:
@@ -385,9 +385,9 @@ def cmd_label(a: argparse.Namespace) -> None:
             if answer == "":
                 skipped.add(int(r))
                 continue
-            labels[r] = lookup[answer.lower()]
-            cat.labels.loc[cat.labels.index[r], attr] = classes[labels[r]]
-            done.append((int(r), classes[labels[r]]))
+            labels[r] = classes.index(answer)
+            set_label(cat, row=int(r), attribute=attr, value=answer)
+            done.append((int(r), answer))
         if done:
             cat.save(a.catalog)  # atomic: a crash keeps the previous catalogue
     if a.write_tags:

@@ -436,3 +436,111 @@ def test_the_server_process_moves_its_startup_state_out_of_the_collector(tmp_pat
         assert app.state.moodshift.n == 300
     finally:
         gc.unfreeze()
+
+
+# ---------------------------------------------------------------------- /label
+@pytest.fixture
+def label_folder(serve_catalog, tmp_path):
+    """``serve_catalog`` saved as a folder, its first 40 tracks untagged (a music folder)."""
+    lib = serve_catalog.subset(np.arange(len(serve_catalog)))
+    labels = lib.labels.copy()
+    labels.loc[labels.index[:40], "mood"] = ""
+    lib.labels = labels
+    lib.save(tmp_path / "lib")
+    return tmp_path / "lib"
+
+
+def test_label_suggest_then_label_serves_and_saves_it(label_folder, serve_model):
+    from helpers import running
+
+    from moodshift.data.catalog import Catalog
+    from moodshift.serving.app import create_app
+
+    cat = Catalog.load(label_folder, mmap=True)
+    app = create_app(catalog=cat, model=serve_model, max_k=50, catalog_dir=label_folder)
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        first = c.get("/label/next", params={"n": 3}).json()
+        assert first["refusal"] is None and first["labelled"] == 360
+        tracks = first["tracks"]
+        assert len(tracks) == 3 and len({t["track_id"] for t in tracks}) == 3
+        for t in tracks:  # only untagged tracks, each with the tagger's guess
+            row = cat.index_of(t["track_id"])
+            assert row < 40 and t["mood_source"] == "predicted"
+            p = t["probabilities"]
+            assert abs(sum(p.values()) - 1) < 1e-3 and t["mood"] == max(p, key=p.get)
+            assert t["mood_probability"] == p[t["mood"]]
+        tid, row = tracks[0]["track_id"], cat.index_of(tracks[0]["track_id"])
+        # Its label: a mood the tagger did not guess, so that using it is visible.
+        mood = next(m for m in serve_model.classes if m != tracks[0]["mood"])
+        before = c.post("/query", json={"track_id": tid, "target_mood": mood}).json()
+        assert before["source_mood_source"] == "predicted"
+        assert before["source_mood"] == tracks[0]["mood"]
+        assert before["source_mood_probability"] == tracks[0]["mood_probability"]
+
+        r = c.post("/label", json={"track_id": tid, "mood": mood})
+        assert r.status_code == 200, r.text
+        assert r.json()["track"]["mood_source"] == "label" and r.json()["labelled"] == 361
+        # On disk (atomically rewritten), in /tracks/{id}, as a seed and in a query's results.
+        assert Catalog.load(label_folder).labels["mood"].iat[row] == mood
+        one = c.get(f"/tracks/{tid}").json()
+        assert (one["mood"], one["mood_source"], one["mood_probability"]) == (mood, "label", None)
+        seed = c.post("/query", json={"track_id": tid, "target_mood": mood}).json()
+        assert (seed["source_mood"], seed["source_mood_source"]) == (mood, "label")
+        assert seed["source_mood_probability"] is None
+        emb = [float(v) for v in cat.embeddings[row]]
+        hit = c.post("/query", json={"embedding": emb, "source_mood": mood, "target_mood": mood,
+                                     "strength": 0.0, "k": 3}).json()["results"][0]  # fmt: skip
+        assert (hit["track_id"], hit["mood"], hit["mood_source"]) == (tid, mood, "label")
+        # The mood filter's postings know it too, and the next suggestions skip it.
+        found = c.get("/tracks", params={"q": tid, "mood": mood}).json()
+        assert found["total"] == 1 and found["items"][0]["mood_source"] == "label"
+        after = c.get("/label/next", params={"n": 3}).json()
+        assert tid not in {t["track_id"] for t in after["tracks"]} and after["labelled"] == 361
+
+        # Strict: an unknown mood names the known ones; an unknown track is 404.
+        r = c.post("/label", json={"track_id": tid, "mood": "melancholic"})
+        assert r.status_code == 422 and r.json()["known_moods"] == serve_model.classes
+        assert "melancholic" in r.json()["detail"][0]["msg"]
+        r = c.post("/label", json={"track_id": "no_such_track", "mood": mood})
+        assert r.status_code == 404 and "no_such_track" in r.text
+        assert c.post("/label", json={"track_id": tid, "mood": mood, "x": 1}).status_code == 422
+        assert c.post("/label", json={"track_id": tid, "mood": 3}).status_code == 422
+        assert c.get("/label/next", params={"n": 0}).status_code == 422
+    assert Catalog.load(label_folder).labels["mood"].ne("").sum() == 361
+
+
+@pytest.mark.parametrize("why", ["workers", "object"])
+def test_label_refused_when_it_cannot_be_saved(label_folder, serve_model, why):
+    from helpers import running
+
+    from moodshift.data.catalog import Catalog
+    from moodshift.serving.app import create_app
+
+    cat = Catalog.load(label_folder, mmap=True)
+    opts = {"workers": 2, "catalog_dir": label_folder} if why == "workers" else {}
+    app = create_app(catalog=cat, model=serve_model, **opts)
+    with running(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        tid = cat.labels["track_id"].iat[0]
+        r = c.post("/label", json={"track_id": tid, "mood": serve_model.classes[0]})
+        expected = "one server process" if why == "workers" else "not its folder"
+        assert r.status_code == 409 and expected in r.json()["detail"]
+        assert c.get("/label/next").json()["refusal"] == r.json()["detail"]
+        assert c.get("/api/info").json()["labelling"] is False
+    assert Catalog.load(label_folder).labels["mood"].iat[0] == ""
+
+
+def test_serve_labels_into_the_folder_it_loaded_and_never_with_workers(label_folder, serve_model):
+    """``serve`` hands the catalogue folder to the app; each of several workers refuses."""
+    import gc
+
+    from moodshift.serving.launch import _load_app
+
+    try:
+        one = _load_app(catalog=label_folder, model=serve_model, index=None, max_k=10)
+        assert one.state.moodshift.catalog_dir == label_folder
+        assert one.state.moodshift.label_refusal() is None
+        many = _load_app(catalog=str(label_folder), model=serve_model, index=None, max_k=10,
+                         workers=3)  # fmt: skip
+        assert "runs 3" in many.state.moodshift.label_refusal()
+    finally:
+        gc.unfreeze()

@@ -24,7 +24,8 @@ EXAMPLES = 150
 OPERATIONS = [
     ("get", "/healthz"), ("get", "/metrics"), ("get", "/api/info"), ("get", "/map"),
     ("get", "/tracks"), ("get", "/tracks/{track_id}"), ("post", "/query"),
-    ("get", "/audio/{track_id}"), ("post", "/playlist"),
+    ("get", "/audio/{track_id}"), ("post", "/playlist"), ("get", "/label/next"),
+    ("post", "/label"),
 ]  # fmt: skip
 
 json_values = st.recursive(

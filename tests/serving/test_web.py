@@ -176,3 +176,80 @@ def test_untagged_seed_journey_and_the_layout_at_1280px(browser, serve_catalog, 
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "web-1280.png"), full_page=True)
         ctx.close()
+
+
+def test_teach_it_your_moods_and_the_untagged_seed_card(browser, serve_catalog, serve_model,
+                                                        tmp_path):  # fmt: skip
+    """The panel plays the tracks to label; a click saves a mood and the panel moves on.
+
+    The seed card of an untagged seed shows the tagger's mood and probability, and the
+    label given in the panel once it is labelled.
+    """
+    import math
+
+    import httpx
+    import numpy as np
+    from helpers import running
+
+    from moodshift.data.catalog import Catalog
+    from moodshift.serving.app import create_app
+
+    lib = serve_catalog.subset(np.arange(len(serve_catalog)))
+    labels = lib.labels.copy()
+    labels.loc[labels.index[:40], "mood"] = ""  # untagged tracks, as a music folder has
+    lib.labels = labels
+    lib.save(tmp_path / "lib")
+    cat = Catalog.load(tmp_path / "lib", mmap=True)
+    app = create_app(catalog=cat, model=serve_model, max_k=50, catalog_dir=tmp_path / "lib")
+    with running(app) as url:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url + "/", wait_until="networkidle")
+        items = page.locator("#label-tracks li.label-item")
+        items.first.wait_for()
+        assert items.count() == 4
+        shown = [items.nth(i).get_attribute("data-track-id") for i in range(4)]
+        assert all(cat.index_of(t) < 40 for t in shown)  # only untagged tracks are asked
+        # Each plays through /audio/{id} where it has a file, and shows the model's guess.
+        with_audio = [t for t in shown if cat.index_of(t) % 2 == 0]
+        for t in with_audio:
+            src = page.locator(f'#label-tracks li[data-track-id="{t}"] audio').get_attribute("src")
+            assert src == f"/audio/{t}"
+        assert "predicted" in items.first.locator(".mood-source").text_content()
+
+        # The first suggestion as the seed: untagged, so its card says the tagger's guess.
+        seed_id = shown[0]
+        guess = httpx.get(f"{url}/tracks/{seed_id}").json()
+        assert guess["mood_source"] == "predicted"
+        pct = math.floor(100 * guess["mood_probability"] + 0.5)
+        page.fill("#search", seed_id)
+        page.locator(f'#search-results li[data-track-id="{seed_id}"]').click()
+        card = page.locator("#seed-mood")
+        assert card.locator(".badge").text_content() == guess["mood"]
+        assert f"predicted {pct}%" in card.text_content() and "?" not in card.text_content()
+        page.locator('#mood-chips .chip[data-mood="happy"]').click()
+        page.wait_for_selector("#results li.result")
+        assert f"predicted {pct}%" in card.text_content()
+
+        # Label it with a mood the tagger did not guess: saved, and the panel advances.
+        mood = next(m for m in serve_model.classes if m != guess["mood"])
+        items.first.locator(f'.label-mood[data-mood="{mood}"]').click()
+        page.wait_for_function(
+            """(id) => ![...document.querySelectorAll('#label-tracks li.label-item')]
+                         .some((li) => li.dataset.trackId === id)
+                       && document.querySelectorAll('#label-tracks li.label-item').length === 4""",
+            arg=seed_id,
+        )
+        assert "saved" in page.text_content("#label-status")
+        assert Catalog.load(tmp_path / "lib").labels["mood"].iat[cat.index_of(seed_id)] == mood
+        # The query re-ran with the label: the seed card now shows it.
+        page.wait_for_function(
+            "() => /label/.test(document.querySelector('#seed-mood .mood-source').textContent)"
+        )
+        assert card.locator(".badge").text_content() == mood
+        assert errors == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web-label.png"), full_page=True)
+        ctx.close()

@@ -356,6 +356,22 @@ class QueryEngine:
         self._partitions: dict[tuple[int, int, int], _Partition | None] = {}
         self._partition_bytes = 0
 
+    def set_evidence(self, evidence: MoodEvidence) -> None:
+        """Rank with new evidence (after the user labelled tracks): the caches built on the
+        old one are dropped, the tracks' vectors kept.
+
+        Raises
+        ------
+        InputError
+            If ``evidence`` is not one entry per track.
+        """
+        if len(evidence) != self.n:
+            raise InputError(f"evidence for {len(evidence)} tracks but {self.n} vectors; "
+                             f"give one entry per track.")  # fmt: skip
+        # New dicts, not cleared ones: a search running in another thread keeps its own.
+        self._mask_cache, self._partitions, self._partition_bytes = {}, {}, 0
+        self.evidence = evidence
+
     @property
     def n(self) -> int:
         return int(self.vectors.shape[0])

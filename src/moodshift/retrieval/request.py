@@ -30,6 +30,7 @@ from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     EVIDENCE_MODES,
     EXACT_LIMIT,
+    MoodEvidence,
     QueryEngine,
     UnitRows,
     artist_codes,
@@ -129,6 +130,8 @@ class PreparedQuery:
     filters: dict[str, Any]
     #: Where the source mood came from: ``given``, ``label`` or ``predicted``.
     source_kind: str
+    #: p(source mood | seed) when the source was predicted, else None.
+    source_probability: float | None = None
 
 
 @dataclass
@@ -242,6 +245,27 @@ class Retriever:
         self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
                                   index=index, artists=artist_codes(catalog))  # fmt: skip
 
+    def set_labels(self, labels: np.ndarray) -> None:
+        """Serve with new mood labels (``-1``: none), e.g. after the user labelled tracks.
+
+        The one place that rebuilds what depends on them: p(mood | track) refitted
+        on the labels (the model's fused evidence learns from them), the engine's
+        evidence and the label postings filters use. The catalogue's labels must
+        already hold them (:func:`moodshift.retrieval.labelling.set_label`).
+
+        Parameters
+        ----------
+        labels : np.ndarray, shape (n,), int
+            Class index per track, as :func:`catalog_evidence` makes them.
+        """
+        labels = np.asarray(labels, dtype=np.int64)
+        proba = None if self.model.tagger is None else self.model.mood_proba(
+            self.catalog.embeddings, labels=labels)  # fmt: skip
+        evidence = MoodEvidence(labels=labels, proba=proba)
+        self.postings = catalog_postings(self.catalog)
+        self.engine.set_evidence(evidence)
+        self.evidence = evidence
+
     # ------------------------------------------------------------------ checks
     def mood_code(self, mood: str, *, field: str) -> int:
         """The class index of ``mood``.
@@ -342,6 +366,12 @@ class Retriever:
             source, source_kind = self.engine.seed_source(row=row, seed=seed, given=given)
         except InputError as exc:
             raise BodyFieldError("source_mood", str(exc)) from None
+        source_p = None
+        if source_kind == "predicted":
+            proba = self.evidence.proba
+            p = (proba[row] if row >= 0 and proba is not None
+                 else self.model.tagger.predict_proba(seed[None, :])[0])  # fmt: skip
+            source_p = round(float(p[source]), 4)
         filters = dict(request.filters or {})
         try:
             allowed = self.allowed(filters)
@@ -352,7 +382,7 @@ class Retriever:
             seed=seed, row=row, source=source, target=target, k=int(request.k),
             strength=None if raw is None else float(raw), reported_strength=float(reported),
             evidence=evidence, allowed=allowed, cap=None if cap is None else int(cap),
-            filters=filters, source_kind=source_kind,
+            filters=filters, source_kind=source_kind, source_probability=source_p,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ search

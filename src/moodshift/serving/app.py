@@ -7,6 +7,8 @@ Routes (OpenAPI docs at ``/docs``)::
     GET  /tracks/{id}          one track
     POST /query                like this track (or embedding), but <mood>
     GET  /audio/{id}           the track's audio file, with HTTP range requests
+    GET  /label/next?n=        the tracks whose mood labels would help most (active learning)
+    POST /label                the user's mood for a track: saved, and served at once
     GET  /api/info             moods, filterable labels, index facts (for the page)
     GET  /map                  2-D PCA coordinates of a fixed sample of the catalogue
     GET  /healthz              liveness
@@ -74,7 +76,7 @@ from moodshift.serving.middleware import (
     RequestMetrics,
     error_payload,
 )
-from moodshift.serving.state import ServingState
+from moodshift.serving.state import SUGGEST_CACHE, LabelsReadOnlyError, ServingState
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -107,6 +109,8 @@ def create_app(
     allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
+    catalog_dir: str | os.PathLike[str] | None = None,
+    workers: int = 1,
 ) -> "FastAPI":
     """The FastAPI application (routes in the module docstring).
 
@@ -136,6 +140,11 @@ def create_app(
     audio_roots : sequence of folders
         Folders, besides the catalogue's own (where relative audio paths
         resolve), under which audio files may be served.
+    catalog_dir : folder, optional
+        The folder ``catalog`` was loaded from, where ``POST /label`` saves labels
+        (without it, and with ``workers > 1``, labelling is refused with 409).
+    workers : int
+        Server processes answering (see :func:`moodshift.serving.launch.serve`).
 
     Returns
     -------
@@ -173,7 +182,13 @@ def create_app(
     if isinstance(index, str | os.PathLike):
         index = FaissIndex.load(index, catalog=catalog)
     state = ServingState(
-        catalog=catalog, model=model, index=index, max_k=max_k, audio_roots=audio_roots
+        catalog=catalog,
+        model=model,
+        index=index,
+        max_k=max_k,
+        audio_roots=audio_roots,
+        catalog_dir=catalog_dir,
+        workers=workers,
     )
     if inline is not None:
         state.inline = bool(inline)
@@ -270,6 +285,16 @@ def create_app(
             description="At most this many items per artist (null: no cap)",
         )  # fmt: skip
 
+    class LabelRequest(BaseModel):
+        """The user's mood for one track."""
+
+        model_config = ConfigDict(extra="forbid")
+        track_id: str = Field(..., strict=True, max_length=1000, description="The track")
+        mood: str = Field(
+            ..., strict=True, description=f"Its mood, one of {moods}",
+            json_schema_extra={"enum": moods},
+        )  # fmt: skip
+
     app = FastAPI(
         title="moodshift",
         version=__version__,
@@ -346,7 +371,14 @@ def create_app(
     validation_error = {"$ref": "#/components/schemas/HTTPValidationError"}
     query_responses: dict[int | str, Any] = {
         200: {"description": "Ranked results and map coordinates",
-              "content": {"application/json": {"schema": {"type": "object"}}}},
+              "content": {"application/json": {"schema": {"type": "object", "properties": {
+                  "source_mood": {"type": "string"},
+                  "source_mood_source": {"enum": ["given", "label", "predicted"]},
+                  "source_mood_probability": {
+                      "anyOf": [{"type": "number", "minimum": 0, "maximum": 1},
+                                {"type": "null"}],
+                      "description": "p(source mood | seed) when the tagger predicted it"},
+              }}}}},
         404: not_found[404],
         413: {"description": "Body too large",
               "content": {"application/json": {"schema": error_schema}}},
@@ -412,7 +444,7 @@ def create_app(
     @app.get("/tracks/{track_id:path}", tags=["tracks"], responses=not_found)
     async def track(track_id: str) -> Response:
         row = state.row_of(track_id)
-        rec = state.record(row)
+        rec = state.described(row)
         rec["map"] = np.round(state.project(state.unit_row(row)), 4)[0].tolist()
         return json_response(rec)
 
@@ -452,6 +484,43 @@ def create_app(
         except ValidationError as exc:
             return json_response(validation_payload(exc.errors(), prefix=("body",)), status=422)
         return json_response(await run_in_threadpool(state.playlist, body))
+
+    label_schema = LabelRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    conflict = {409: {"description": "Labels cannot be saved (read-only catalogue folder, "
+                                     "several worker processes); the message says the fix",
+                      "content": {"application/json": {"schema": error_schema}}}}  # fmt: skip
+    described = {"type": "object", "required": ["track_id", "mood", "mood_source"]}
+
+    @app.get("/label/next", tags=["label"], responses={
+        200: {"description": "Unlabelled tracks, most helpful first, with p(mood | track)",
+              "content": {"application/json": {"schema": {"type": "object", "properties": {
+                  "tracks": {"type": "array", "items": described}}}}}},
+        422: query_responses[422]})  # fmt: skip
+    def label_next(
+        n: Annotated[int, Query(ge=1, le=SUGGEST_CACHE, description="Tracks wanted")] = 4,
+    ) -> Response:
+        """The ``n`` tracks whose labels would help most: uncertain and representative
+        (the choice ``moodshift label`` makes), each with its predicted mood."""
+        return json_response(state.suggest(n=n))
+
+    @app.post(
+        "/label", tags=["label"], responses={**query_responses, **conflict, 200: {
+            "description": "The track as served now", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"track": described}}}}}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": label_schema}}}},
+    )  # fmt: skip
+    async def label(request: Request) -> Response:
+        """Save the user's mood for a track in the catalogue folder; the next query and
+        suggestion use it at once."""
+        try:
+            body = LabelRequest.model_validate_json(await request.body()).model_dump()
+        except ValidationError as exc:
+            return json_response(validation_payload(exc.errors(), prefix=("body",)), status=422)
+        try:
+            return json_response(await run_in_threadpool(state.set_label, **body))
+        except LabelsReadOnlyError as exc:
+            return json_response({"detail": str(exc)}, status=409)
 
     audio_responses: dict[int | str, Any] = {
         200: {"description": "The audio file (HTTP range requests supported)",

@@ -99,7 +99,7 @@ def serve(
                 "max_k": max_k, "index": None if index is None else str(index)}  # fmt: skip
         # Fail here, once, on a stale index or a bad folder.
         source = _check_artifacts(**spec)
-        os.environ[_WORKER_ENV] = json.dumps({**spec, **web})
+        os.environ[_WORKER_ENV] = json.dumps({**spec, **web, "workers": workers})
         print(f"moodshift: {workers} workers at http://{host}:{port}/, model {source}", flush=True)
         uvicorn.run(
             "moodshift.serving.launch:_worker_app", factory=True, workers=workers, host=host,
@@ -210,6 +210,7 @@ def _load_app(
     allowed_hosts: Sequence[str] | None = None,
     cors_origins: Sequence[str] = (),
     audio_roots: Sequence[str | os.PathLike[str]] = (),
+    workers: int = 1,
 ) -> Any:
 
     _limit_threads()
@@ -217,7 +218,8 @@ def _load_app(
     app = create_app(
         catalog=art.catalog, model=art.model, index=art.index, max_k=max_k,
         allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS, cors_origins=cors_origins,
-        audio_roots=audio_roots,
+        audio_roots=audio_roots, workers=workers,
+        catalog_dir=None if isinstance(catalog, Catalog) else catalog,
     )  # fmt: skip
     app.state.model_source = art.model_source
     # The serving state is a few hundred thousand long-lived objects (one row dict per

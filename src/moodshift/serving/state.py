@@ -23,10 +23,12 @@ import pandas as pd
 
 from moodshift.data.catalog import Catalog, file_inside
 from moodshift.errors import InputError, MoodshiftError
+from moodshift.model.evidence import label_density
 from moodshift.model.fast import NumpyTransform
 from moodshift.model.network import MoodshiftModel
-from moodshift.retrieval.engine import EVIDENCE_MODES
+from moodshift.retrieval.engine import EVIDENCE_MODES, MoodEvidence, QueryEngine
 from moodshift.retrieval.index import EXACT_MAX_ROWS, FaissIndex, LabelPostings, build_index
+from moodshift.retrieval.labelling import set_label, to_label
 from moodshift.retrieval.playlist import describe_journey, mood_journey
 from moodshift.retrieval.request import (
     PreparedQuery,
@@ -42,6 +44,12 @@ log = logging.getLogger(__name__)
 MAP_SAMPLE = 2000
 #: Tracks the map's PCA is fitted on (a seeded sample: the map is the same every start).
 PCA_SAMPLE = 20_000
+#: Suggestions chosen at once for ``GET /label/next`` (kept until the next label).
+SUGGEST_CACHE = 12
+
+
+class LabelsReadOnlyError(MoodshiftError):
+    """Labels given on the page cannot be saved (read-only folder, several workers): 409."""
 
 
 # ---------------------------------------------------------------------- state
@@ -59,6 +67,12 @@ class ServingState:
     audio_roots : sequence of folders
         Where audio may be served from, besides the catalogue's folder (the one
         relative audio paths resolve against). See :meth:`audio_file`.
+    catalog_dir : folder, optional
+        The folder ``catalog`` was loaded from: labels given on the page are saved
+        there (:meth:`set_label`). Without it, labelling is refused.
+    workers : int
+        Server processes sharing the catalogue; above 1 labelling is refused (each
+        process would hold its own labels and overwrite the others' saves).
 
     Raises
     ------
@@ -74,6 +88,8 @@ class ServingState:
         index: Any | None,
         max_k: int,
         audio_roots: Sequence[str | os.PathLike[str]] = (),
+        catalog_dir: str | os.PathLike[str] | None = None,
+        workers: int = 1,
     ) -> None:
         # Refused before any work: an embedder mismatch (the rest of the start-up checks
         # are the request layer's, below).
@@ -143,20 +159,36 @@ class ServingState:
             for k, v in getattr(index, "meta", {}).items()
             if k in ("kind", "params", "recall_at_10", "recall_at_10_filtered", "build_seconds")
         }
-        self.postings: LabelPostings = self.retriever.postings
         # Queries run in a worker thread (serving.batching), so the middleware may answer
         # them without FastAPI's routing whatever the index.
         self.inline = True
         self._parsed: dict[str, list[str]] = {}
-        self.evidence = self.retriever.evidence
-        self.engine = self.retriever.engine
         self.fast_path = isinstance(self.engine.transform, NumpyTransform)
         # The default evidence's candidate blocks are built now, not by the first query.
         self.engine.warm("auto")
         self._fit_map()
         self._search_text: Any = None
         self._search_lock = threading.Lock()
+        self.catalog_dir = None if catalog_dir is None else Path(catalog_dir)
+        self.workers = int(workers)
+        # One label at a time: each save writes the whole catalogue folder.
+        self._label_lock = threading.Lock()
+        self._suggested: np.ndarray | None = None
+        self._density: np.ndarray | None = None
         log.info("serving state ready in %.2f s", time.perf_counter() - t0)
+
+    # What depends on the labels lives in the retriever, rebuilt there by set_labels.
+    @property
+    def evidence(self) -> MoodEvidence:
+        return self.retriever.evidence
+
+    @property
+    def engine(self) -> QueryEngine:
+        return self.retriever.engine
+
+    @property
+    def postings(self) -> LabelPostings:
+        return self.retriever.postings
 
     # ------------------------------------------------------------------ vectors
     def unit_row(self, rows: np.ndarray | int) -> np.ndarray:
@@ -187,6 +219,7 @@ class ServingState:
             rng.choice(sample, size=MAP_SAMPLE, replace=False)
         )  # fmt: skip
         pts = self.project(self.unit_row(map_rows))
+        self._map_rows = map_rows
         self.map_points = {
             "moods": self.moods,
             "explained_variance": [round(v, 4) for v in self.pca_explained],
@@ -195,6 +228,11 @@ class ServingState:
                 for (a, b), r in zip(pts, map_rows, strict=True)
             ],
         }
+
+    def _map_moods(self) -> None:
+        """Refresh the map's mood codes (after the labels changed)."""
+        for point, r in zip(self.map_points["points"], self._map_rows.tolist(), strict=True):
+            point[2] = self._map_mood(int(r))
 
     def _map_mood(self, row: int) -> int:
         """A track's mood code on the map: its label, else the tagger's guess (-1: neither)."""
@@ -223,6 +261,12 @@ class ServingState:
             out[c] = v
         out["audio_url"] = f"/audio/{quote(tid, safe='')}" if self.has_audio[row] else None
         return out
+
+    def described(self, row: int) -> dict[str, Any]:
+        """:meth:`record` with the track's mood as results show it: its label, else the
+        tagger's guess and its probability (``mood``, ``mood_source``, ``mood_probability``)."""
+        mood = self.evidence.describe(np.array([row]), classes=self.moods)[0]
+        return {**self.record(row), **mood}
 
     def row_of(self, track_id: str) -> int:
         """The catalogue row of a track id (:class:`UnknownTrackError` when absent)."""
@@ -282,7 +326,7 @@ class ServingState:
             "page": page,
             "page_size": page_size,
             "pages": max(1, math.ceil(total / page_size)),
-            "items": [self.record(int(r)) for r in page_rows],
+            "items": [self.described(int(r)) for r in page_rows],
         }
 
     def _text(self) -> Any:
@@ -358,6 +402,7 @@ class ServingState:
             "seed": self.record(p.row) if p.row >= 0 else None,
             "source_mood": self.moods[p.source],
             "source_mood_source": p.source_kind,
+            "source_mood_probability": p.source_probability,
             "target_mood": self.moods[p.target],
             "strength": p.reported_strength,
             "evidence": p.evidence,
@@ -388,13 +433,103 @@ class ServingState:
             if t["audio_url"] is not None and self.audio_file(it.row) is None:
                 t["audio_url"], left_out = None, left_out + 1
         # The seed's mood as the results show theirs (label, or the tagger's guess and its p).
-        seed = {
-            **self.record(row),
-            **self.engine.evidence.describe(np.array([row]), classes=self.engine.classes)[0],
-        }
+        seed = self.described(row)
         return {"seed": seed, "to": self.moods[target], "tracks": tracks,
                 "audio_left_out": left_out,
                 "took_ms": round((time.perf_counter() - t0) * 1e3, 3)}  # fmt: skip
+
+    # ------------------------------------------------------------------ labelling
+    def label_refusal(self) -> str | None:
+        """Why labels given on the page cannot be saved now (None: they can)."""
+        if self.workers > 1:
+            return (f"labelling needs one server process, and this one runs {self.workers}: "
+                    "restart `moodshift serve` without --workers, or label with "
+                    "`moodshift label --catalog ...`")  # fmt: skip
+        if self.catalog_dir is None:
+            return ("the server was given a catalogue object, not its folder, so labels "
+                    "have nowhere to be saved; serve the catalogue folder")  # fmt: skip
+        # The save replaces the folder: both it and its parent must be writable.
+        folder = self.catalog_dir
+        if not all(os.access(d, os.W_OK) for d in (folder, folder.resolve().parent)):
+            return (f"the catalogue folder {folder} is read-only; make it (and its parent) "
+                    "writable, or label with `moodshift label` where it is")  # fmt: skip
+        return None
+
+    def suggest(self, *, n: int) -> dict[str, Any]:
+        """The ``n`` unlabelled tracks whose labels would help most (``GET /label/next``).
+
+        The same choice as ``moodshift label``
+        (:func:`moodshift.retrieval.labelling.to_label`), on the evidence served now.
+        """
+        proba = self.evidence.proba
+        if proba is None:
+            raise InputError("this model has no mood tagger to learn from labels; retrain it "
+                             "with `moodshift train`")  # fmt: skip
+        suggested = self._suggested
+        if suggested is None or len(suggested) < n:
+            if self._density is None:  # labels do not change it: once per server
+                self._density = label_density(self.catalog.embeddings)
+            suggested, _ = to_label(model=self.model, embeddings=self.catalog.embeddings,
+                                    labels=self.evidence.labels, k=max(n, SUGGEST_CACHE),
+                                    proba=proba, density=self._density)  # fmt: skip
+            self._suggested = suggested
+        tracks = []
+        for r in suggested[:n].tolist():
+            rec = self.described(r)
+            rec["probabilities"] = {m: round(float(v), 4) for m, v in
+                                    zip(self.moods, proba[r].tolist(), strict=True)}  # fmt: skip
+            tracks.append(rec)
+        return {"attribute": self.attribute, "moods": self.moods,
+                "labelled": int((self.evidence.labels >= 0).sum()), "tracks": tracks,
+                "refusal": self.label_refusal()}  # fmt: skip
+
+    def set_label(self, *, track_id: str, mood: str) -> dict[str, Any]:
+        """Save the user's mood for a track and serve with it at once (``POST /label``).
+
+        The label goes into the catalogue folder atomically (the writer ``moodshift
+        label`` uses), then the retriever rebuilds p(mood | track), the engine's
+        evidence and the label postings (:meth:`Retriever.set_labels`), so the next
+        query and the next suggestion use it.
+
+        Raises
+        ------
+        UnknownTrackError
+            For a track id the catalogue does not hold (404).
+        UnknownMoodError
+            For a mood the model does not know (422, naming the known moods).
+        LabelsReadOnlyError
+            When the labels cannot be saved (:meth:`label_refusal`; 409).
+        """
+        row = self.row_of(track_id)
+        code = self.mood_code(mood, field="mood")
+        with self._label_lock:
+            refusal = self.label_refusal()
+            if refusal is not None:
+                raise LabelsReadOnlyError(refusal)
+            assert self.catalog_dir is not None
+            old = self.catalog.labels[self.attribute].iat[row] if (
+                self.attribute in self.catalog.labels.columns) else None  # fmt: skip
+            set_label(self.catalog, row=row, attribute=self.attribute, value=self.moods[code])
+            try:
+                self.catalog.save(self.catalog_dir)  # atomic: a crash keeps the previous one
+            except OSError as exc:
+                # Memory and disk stay the same: the label is not half-taken.
+                if old is None:
+                    self.catalog.labels.drop(columns=self.attribute, inplace=True)
+                else:
+                    self.catalog.labels.loc[self.catalog.labels.index[row], self.attribute] = old
+                raise LabelsReadOnlyError(
+                    f"the label could not be saved in {self.catalog_dir} ({exc}); make the "
+                    "folder writable") from None  # fmt: skip
+            labels = self.evidence.labels.copy()
+            labels[row] = code
+            self.retriever.set_labels(labels)
+            self.columns[self.attribute][row] = self.moods[code]
+            self._search_text = None
+            self._suggested = None
+            self._map_moods()
+        log.info("labelled %s as %s in %s", track_id, self.moods[code], self.catalog_dir)
+        return {"track": self.described(row), "labelled": int((labels >= 0).sum())}
 
     def info(self) -> dict[str, Any]:
         filters = {}
@@ -419,6 +554,7 @@ class ServingState:
             "index": {"kind": self.index_kind, **self.index_meta},
             "embedder": {k: self.catalog.provenance.get(k) for k in ("name", "version", "dim")},
             "has_audio": bool(self.has_audio.any()),
+            "labelling": self.label_refusal() is None,
         }
 
 

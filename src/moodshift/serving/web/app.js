@@ -123,8 +123,7 @@ function chooseSeed(rec) {
   card.classList.remove("empty");
   card.replaceChildren(
     el("div", { class: "title", text: displayName(rec) }),
-    el("div", {}, moodBadge(rec.mood), document.createTextNode(" "),
-      el("span", { class: "sub", text: rec.track_id })),
+    el("div", { id: "seed-mood" }, ...seedMoodLine(rec)),
     tagList(rec),
     player(rec, "seed-audio"));
   $("go").disabled = !state.target;
@@ -132,6 +131,12 @@ function chooseSeed(rec) {
   if (state.target) runQuery();
   else setStatus("now choose a target mood");
   drawMap();
+}
+
+// The seed card's mood: its label, or the tagger's guess with its probability (never "?").
+function seedMoodLine(rec) {
+  return [moodBadge(rec.mood), document.createTextNode(" "), moodSource(rec),
+    document.createTextNode(" "), el("span", { class: "sub", text: rec.track_id })];
 }
 
 // ------------------------------------------------------------------ query
@@ -171,6 +176,11 @@ async function runQuery() {
     });
     if (mine !== querySeq) return;  // a newer query is on its way
     state.last = data;
+    if (data.seed && state.seed && data.seed.track_id === state.seed.track_id) {
+      // What the query used: labels given since the seed was chosen included.
+      $("seed-mood").replaceChildren(...seedMoodLine({ ...data.seed, mood: data.source_mood,
+        mood_source: data.source_mood_source, mood_probability: data.source_mood_probability }));
+    }
     renderResults(data);
     const hits = data.results.filter((r) => r.mood === data.target_mood).length;
     setStatus(`${data.results.length} results in ${data.took_ms.toFixed(1)} ms (${data.index} index) \u00b7 ` +
@@ -401,4 +411,5 @@ function chooseMoodStyles() {
   }
 }
 
-init();
+// label.js waits for it: the moods come from /api/info.
+const pageReady = init();
