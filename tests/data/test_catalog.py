@@ -343,3 +343,22 @@ def test_concat_catalogs_keeps_ids_unique_and_audio_paths_resolvable(tmp_path, r
     other.provenance["name"] = "features"
     with pytest.raises(InputError):
         concat_catalogs([one, other], prefixes=("a", "b"))
+
+
+def test_saving_over_a_catalogue_keeps_what_else_lives_in_its_folder(tmp_path, small_catalog):
+    """Rewriting the labels (moodshift label, the page) must not delete a music library's
+    state or the index built into the folder."""
+    folder = tmp_path / "cat"
+    small_catalog.save(folder)
+    (folder / "library.json").write_text('{"version": 2}')
+    (folder / "index").mkdir()
+    (folder / "index" / "index.json").write_text("{}")
+    relabelled = Catalog.load(folder)
+    labels = relabelled.labels.copy()
+    labels.loc[0, "mood"] = "sad" if labels.loc[0, "mood"] != "sad" else "happy"
+    relabelled.labels = labels
+    relabelled.save(folder)
+    assert (folder / "library.json").read_text() == '{"version": 2}'
+    assert (folder / "index" / "index.json").read_text() == "{}"
+    assert Catalog.load(folder).labels.loc[0, "mood"] == labels.loc[0, "mood"]
+    assert not list(tmp_path.glob(".cat.*"))  # no temporary folder left behind

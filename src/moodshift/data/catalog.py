@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,32 @@ RESERVED_COLUMNS = frozenset(
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 MTG_JAMENDO_MOODS = ("energetic", "calm", "happy", "sad")
+
+
+#: The files a catalogue folder is made of; anything else in it belongs to others.
+CATALOG_FILES = frozenset({"catalog.json", "embeddings.npy", "labels.parquet"})
+
+
+def _carry_over(old: Path, new: Path, *, own: frozenset[str]) -> None:
+    """Link (or copy) every entry of ``old`` not in ``own`` into ``new``.
+
+    Hard links cost nothing and leave ``old`` whole until the swap, so a crash before
+    it loses nothing; a filesystem without them gets copies.
+    """
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for entry in old.iterdir():
+        if entry.name in own:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=link)
+        else:
+            link(str(entry), str(new / entry.name))
 
 
 @dataclass
@@ -310,9 +337,17 @@ class Catalog:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write the catalogue folder atomically (a crash keeps the previous version)."""
+        """Write the catalogue folder atomically (a crash keeps the previous version).
+
+        What else lives in the folder (a music library's ``library.json``, the index
+        ``moodshift index`` built into it, ...) is carried into the new folder, so
+        rewriting the labels (``moodshift label``, the page's panel) loses none of it;
+        an index then reads as stale and is refused until it is rebuilt.
+        """
         path = Path(path)
         with atomic_dir(path) as tmp:
+            if path.is_dir():
+                _carry_over(path, tmp, own=CATALOG_FILES)
             np.save(tmp / "embeddings.npy", self.embeddings, allow_pickle=False)
             self.labels.astype({c: "string" for c in self.labels.columns}).to_parquet(
                 tmp / "labels.parquet", index=False
