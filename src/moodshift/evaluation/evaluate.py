@@ -7,6 +7,7 @@ tracks with the seed itself excluded, and score with :mod:`moodshift.evaluation.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -453,23 +454,20 @@ def baseline_results(
             seeds, target=q.target, pool=ev.x, pool_labels=ev.y, exclude=q.seeds, k=ev.k_max,
             big_k=big_k, rng=rng),
     }  # fmt: skip
+
+    @functools.cache
+    def pool_proba() -> np.ndarray:  # one tagger pass for every row that reads it
+        return tagger.predict_proba(ev.x)
+
     if tagger is not None:
         makers["tagger_filter"] = lambda: baselines.tagger_filter(
-            seeds, target=q.target, pool=ev.x, proba=tagger.predict_proba(ev.x),
-            exclude=q.seeds, k=ev.k_max,
+            seeds, target=q.target, pool=ev.x, proba=pool_proba(), exclude=q.seeds, k=ev.k_max,
         )  # fmt: skip
         makers["probe_direction"] = lambda: ev.retrieve(baselines.probe_direction(
             seeds, source=q.source, target=q.target, mood_weights=tagger.weight,
             nuisance=nuisance if nuisance is not None else np.zeros((0, ev.x.shape[1])),
             scale=baselines.centroid_scale(centroids),
         ))  # fmt: skip
-    proba_cache: list[np.ndarray] = []
-
-    def pool_proba() -> np.ndarray:
-        if not proba_cache:
-            proba_cache.append(tagger.predict_proba(ev.x))
-        return proba_cache[0]
-
     for name, (kind, source) in ERASURE_METHODS.items():
         if erasers is None or kind not in erasers or (source == "tagger" and tagger is None):
             continue

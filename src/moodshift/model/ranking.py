@@ -274,11 +274,10 @@ def cross_mood_pairs(
         by: dict[str, list[int]] = {}
         for i in order.tolist():
             by.setdefault(groups[i], []).append(i)
-        for members in by.values():
-            for j, a in enumerate(members):
-                for b in members[j + 1 :]:
-                    if y[a] != y[b]:
-                        pairs.append(np.array([[a, b]]))
+        within = [(a, b) for members in by.values() for j, a in enumerate(members)
+                  for b in members[j + 1 :] if y[a] != y[b]]  # fmt: skip
+        if within:
+            pairs.append(np.array(within, dtype=np.int64))
     source = "groups" if pairs else "mutual_nn"
     if not pairs:
         classes = np.unique(y[y >= 0])

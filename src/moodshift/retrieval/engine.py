@@ -384,9 +384,7 @@ class QueryEngine:
         exact re-rank). A plain-cosine query against an index in the model's space is
         approximate too (``evidence none`` on a large catalogue): the re-rank is exact.
         """
-        if space is self.index_space:
-            return vec
-        if space is None:
+        if space is None or space is self.index_space:
             return vec
         return space.pullback(vec[None, :])[0]
 

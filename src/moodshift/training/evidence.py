@@ -57,9 +57,16 @@ MOOD_FLOOR = 0.95
 RANKING_KINDS = ("none", *ERASER_KINDS, "metric")
 #: Strengths of the erasers tried (fraction of the mood component kept).
 ERASER_KEEPS = (0.0, 0.5)
+
+
+def space_name(kind: str, knob: float) -> str:
+    """The name :func:`candidate_spaces` gives a space: ``centroid@0.5``, ``metric@10``."""
+    return f"{kind}@{knob:g}"
+
+
 #: The fully erased spaces (names given by :func:`candidate_spaces`) whose tagger filter
 #: the no-label regime must beat as well as the chosen space's own.
-ERASED_REFERENCES = tuple(f"{kind}@0" for kind in ERASER_KINDS)
+ERASED_REFERENCES = tuple(space_name(kind, 0.0) for kind in ERASER_KINDS)
 
 
 def _figures(ev: RetrievalEvaluator, rows: np.ndarray) -> dict[str, float]:
@@ -193,8 +200,10 @@ def candidate_spaces(
     for kind in ERASER_KINDS:
         if kind in kinds:
             eraser = fit_eraser(kind, x, y)
-            out |= {f"{kind}@{keep:g}": eraser.space(keep=keep) for keep in keeps}
+            out |= {space_name(kind, keep): eraser.space(keep=keep) for keep in keeps}
     if "metric" in kinds:
         for wd in weight_decays:
-            out[f"metric@{wd:g}"] = fit_metric(x, y, groups=groups, weight_decay=wd, seed=seed)
+            out[space_name("metric", wd)] = fit_metric(
+                x, y, groups=groups, weight_decay=wd, seed=seed
+            )
     return out
