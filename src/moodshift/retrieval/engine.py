@@ -899,6 +899,24 @@ def _block_out(
             score[j, ~(m if cols is None else m[cols])] = -np.inf
 
 
+def label_codes(catalog: Any, model: MoodshiftModel) -> np.ndarray:
+    """Each track's label as a model class index (``-1``: none or unknown), case-insensitive.
+
+    The one reading of a catalogue's mood cells: the query engine, the server and
+    ``moodshift label`` all count a track as labelled by it.
+
+    Returns
+    -------
+    np.ndarray, shape (n,), int64
+    """
+    attr = model.attribute
+    if attr not in catalog.labels.columns:
+        return np.full(len(catalog), -1, dtype=np.int64)
+    lookup = {c.lower(): i for i, c in enumerate(model.classes)}
+    values = catalog.labels[attr].fillna("").astype(str).str.strip().str.lower()
+    return np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+
+
 def catalog_evidence(
     catalog: Any, model: MoodshiftModel, *, proba: np.ndarray | None = None
 ) -> MoodEvidence:
@@ -914,15 +932,9 @@ def catalog_evidence(
     Returns
     -------
     MoodEvidence
-        A label the model does not know counts as no label.
+        A label the model does not know counts as no label (:func:`label_codes`).
     """
-    lookup = {c: i for i, c in enumerate(model.classes)}
-    if model.attribute in catalog.labels.columns:
-        values = catalog.labels[model.attribute].fillna("").astype(str).str.strip().to_numpy()
-        labels = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64,
-                             count=len(values))  # fmt: skip
-    else:
-        labels = np.full(len(catalog), -1, dtype=np.int64)
+    labels = label_codes(catalog, model)
     if proba is None and model.tagger is not None:
         proba = model.mood_proba(catalog.embeddings, labels=labels)
     return MoodEvidence(labels=labels, proba=proba)

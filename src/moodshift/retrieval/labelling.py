@@ -15,21 +15,9 @@ import numpy as np
 from moodshift.data.catalog import Catalog
 from moodshift.model.evidence import choose_to_label
 from moodshift.model.network import MoodshiftModel
+from moodshift.retrieval.engine import label_codes
 
-
-def label_codes(catalog: Catalog, model: MoodshiftModel) -> np.ndarray:
-    """Each track's label as a model class index (``-1``: none or unknown), case-insensitive.
-
-    Returns
-    -------
-    np.ndarray, shape (n,), int64
-    """
-    attr = model.attribute
-    if attr not in catalog.labels.columns:
-        return np.full(len(catalog), -1, dtype=np.int64)
-    lookup = {c.lower(): i for i, c in enumerate(model.classes)}
-    values = catalog.labels[attr].fillna("").astype(str).str.strip().str.lower()
-    return np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=len(values))
+__all__ = ["label_codes", "set_label", "to_label"]
 
 
 def to_label(

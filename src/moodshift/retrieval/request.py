@@ -30,7 +30,6 @@ from moodshift.model.network import MoodshiftModel
 from moodshift.retrieval.engine import (
     EVIDENCE_MODES,
     EXACT_LIMIT,
-    MoodEvidence,
     QueryEngine,
     UnitRows,
     artist_codes,
@@ -245,23 +244,15 @@ class Retriever:
         self.engine = QueryEngine(model=model, vectors=vectors, evidence=self.evidence,
                                   index=index, artists=artist_codes(catalog))  # fmt: skip
 
-    def set_labels(self, labels: np.ndarray) -> None:
-        """Serve with new mood labels (``-1``: none), e.g. after the user labelled tracks.
+    def relabelled(self) -> None:
+        """Serve the catalogue's current mood labels, e.g. after the user labelled tracks.
 
         The one place that rebuilds what depends on them: p(mood | track) refitted
         on the labels (the model's fused evidence learns from them), the engine's
         evidence and the label postings filters use. The catalogue's labels must
         already hold them (:func:`moodshift.retrieval.labelling.set_label`).
-
-        Parameters
-        ----------
-        labels : np.ndarray, shape (n,), int
-            Class index per track, as :func:`catalog_evidence` makes them.
         """
-        labels = np.asarray(labels, dtype=np.int64)
-        proba = None if self.model.tagger is None else self.model.mood_proba(
-            self.catalog.embeddings, labels=labels)  # fmt: skip
-        evidence = MoodEvidence(labels=labels, proba=proba)
+        evidence = catalog_evidence(self.catalog, self.model)
         self.postings = catalog_postings(self.catalog)
         self.engine.set_evidence(evidence)
         self.evidence = evidence

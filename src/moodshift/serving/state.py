@@ -177,7 +177,7 @@ class ServingState:
         self._density: np.ndarray | None = None
         log.info("serving state ready in %.2f s", time.perf_counter() - t0)
 
-    # What depends on the labels lives in the retriever, rebuilt there by set_labels.
+    # What depends on the labels lives in the retriever, rebuilt there by relabelled().
     @property
     def evidence(self) -> MoodEvidence:
         return self.retriever.evidence
@@ -488,7 +488,7 @@ class ServingState:
 
         The label goes into the catalogue folder atomically (the writer ``moodshift
         label`` uses), then the retriever rebuilds p(mood | track), the engine's
-        evidence and the label postings (:meth:`Retriever.set_labels`), so the next
+        evidence and the label postings (:meth:`Retriever.relabelled`), so the next
         query and the next suggestion use it.
 
         Raises
@@ -521,15 +521,14 @@ class ServingState:
                 raise LabelsReadOnlyError(
                     f"the label could not be saved in {self.catalog_dir} ({exc}); make the "
                     "folder writable") from None  # fmt: skip
-            labels = self.evidence.labels.copy()
-            labels[row] = code
-            self.retriever.set_labels(labels)
+            self.retriever.relabelled()
             self.columns[self.attribute][row] = self.moods[code]
             self._search_text = None
             self._suggested = None
             self._map_moods()
         log.info("labelled %s as %s in %s", track_id, self.moods[code], self.catalog_dir)
-        return {"track": self.described(row), "labelled": int((labels >= 0).sum())}
+        return {"track": self.described(row),
+                "labelled": int((self.evidence.labels >= 0).sum())}  # fmt: skip
 
     def info(self) -> dict[str, Any]:
         filters = {}
