@@ -21,7 +21,7 @@ import platform
 import time
 from pathlib import Path
 
-from moodshift._atomic import write_text
+from moodshift._atomic import atomic_dir, write_text
 from moodshift.audio.corpus import build_corpus, default_soundfonts
 from moodshift.audio.embed import embed_catalog
 from moodshift.data.catalog import concat_catalogs
@@ -62,7 +62,7 @@ def main() -> None:
     model.evidence = fit_model_evidence(model, cat, seed=a.seed)
     epochs = len(model.log)
     model.log = []  # the per-epoch log is 50 kB the package does not need
-    out = model.save(a.out)
+    out = Path(a.out)
     genres = sorted(set(cat.labels["genre"]))
     info = {
         "summary": f"built-in corpus by the classic and the wide arranger (+ augmentation), "
@@ -85,13 +85,16 @@ def main() -> None:
         "built_s": round(time.perf_counter() - t0, 1),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }  # fmt: skip
-    write_text(out / TRAINED_ON, json.dumps(info, indent=2, default=str) + "\n")
-    for f in out.iterdir():
-        f.chmod(0o644)  # package data every user can read (temporary files are made 0600)
-    size = sum(f.stat().st_size for f in out.iterdir())
+    # One folder, swapped in whole: a model over the size limit leaves the shipped one as it was.
+    with atomic_dir(out) as tmp:
+        model.write_into(tmp)
+        write_text(tmp / TRAINED_ON, json.dumps(info, indent=2, default=str) + "\n")
+        for f in tmp.iterdir():
+            f.chmod(0o644)  # package data every user can read (temporary files are made 0600)
+        size = sum(f.stat().st_size for f in tmp.iterdir())
+        if size > MAX_BYTES:
+            raise SystemExit(f"the default model is {size} bytes, over the {MAX_BYTES} limit")
     print(f"wrote {out} ({size / 1e6:.2f} MB) in {info['built_s']} s")
-    if size > MAX_BYTES:
-        raise SystemExit(f"the default model is {size} bytes, over the {MAX_BYTES} limit")
 
 
 if __name__ == "__main__":

@@ -109,3 +109,31 @@ def test_choose_to_label_prefers_uncertain_representative_tracks_and_spreads_the
     # The second pick is not the first's near twin: it leaves cluster B.
     assert not (40 <= chosen[1] < 80)
     assert len(choose_to_label(p, x, k=200)) == len(x)
+
+
+def test_non_finite_evidence_files_are_refused(tmp_path, rng):
+    """NaN weights in evidence.json or the tag head would be served as NaN probabilities."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    d, t, m, n = 12, 6, 3, 300
+    w = rng.standard_normal((t, d)).astype(np.float32)
+    y = rng.integers(m, size=n)
+    x = rng.standard_normal((n, d)) * 0.3 + np.linalg.pinv(w)[:, :m].T[y] * 4
+    head = TagHead.fit(tag_weight=w, tag_bias=np.zeros(t, np.float32),
+                       tag_names=[f"t{i}" for i in range(t)], embedder="toy", train_x=x,
+                       train_y=y, n_classes=m)  # fmt: skip
+    EvidenceFusion(weights={"taghead": {"taghead": 1.0}}, taghead=head).write_into(tmp_path)
+    arrays = load_file(str(tmp_path / "taghead.safetensors"))
+    arrays["map_bias"][0] = np.nan
+    save_file(arrays, str(tmp_path / "taghead.safetensors"))
+    with pytest.raises(FileFormatError, match="map_bias"):
+        EvidenceFusion.read_from(tmp_path, dim=d, n_classes=m)
+    arrays["map_bias"][0] = 0.0
+    save_file(arrays, str(tmp_path / "taghead.safetensors"))
+    meta = json.loads((tmp_path / "evidence.json").read_text())
+    (tmp_path / "evidence.json").write_text(
+        json.dumps(meta).replace('"taghead": 1.0', '"taghead": NaN'))
+    with pytest.raises(FileFormatError, match="evidence.json"):
+        EvidenceFusion.read_from(tmp_path, dim=d, n_classes=m)

@@ -108,6 +108,8 @@ def ray_embed_files(
     emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder)
     str_paths = [os.fspath(p) for p in paths]
     n = len(str_paths)
+    if n:
+        emb.warm_up()  # as embed_files does: actors on this machine then read the compiled cache
     try:
         # cloudpickle (shipped with Ray) also sends classes defined in a script by value.
         from ray import cloudpickle

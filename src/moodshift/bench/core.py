@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from moodshift._deps import require_faiss
-from moodshift.bench.serve import run_request_bench
+from moodshift.bench.serve import run_request_bench, run_serve_bench
 from moodshift.bench.soak import format_soak, run_soak
 from moodshift.bench.transfer import run_transfer_bench, transfer_markdown
 from moodshift.errors import InputError
@@ -152,21 +152,14 @@ def run_bench(
         # cost grows as N^2; GFLOP/s and the ratio to peak barely depend on N at this size).
         if what == "all" and name == "selfjoin":
             size = min(size, ALL_SELFJOIN_MAX_N)
-        try:
-            result[name] = bench.run(n=size, dim=d, k=k, classes=classes, seed=seed, data=data,
-                                     query_sizes=tuple(query_sizes or QUERY_SIZES),
-                                     train_n=train_n, train_epochs=train_epochs,
-                                     embed_seconds=embed_seconds, approx_sample=approx_sample,
-                                     mining_epochs=mining_epochs, query_kind=query_kind,
-                                     progress=progress, **options)  # fmt: skip
-        except _Skip as exc:
-            result[name] = {"skipped": str(exc)}
+        result[name] = bench.run(n=size, dim=d, k=k, classes=classes, seed=seed, data=data,
+                                 query_sizes=tuple(query_sizes or QUERY_SIZES),
+                                 train_n=train_n, train_epochs=train_epochs,
+                                 embed_seconds=embed_seconds, approx_sample=approx_sample,
+                                 mining_epochs=mining_epochs, query_kind=query_kind,
+                                 progress=progress, **options)  # fmt: skip
     result["machine"]["load_avg_after"] = load_avg()
     return result
-
-
-class _Skip(Exception):
-    """A sub-benchmark cannot run here (missing optional piece); reported, not raised."""
 
 
 # --------------------------------------------------------------------------- measuring
@@ -835,10 +828,6 @@ def _bench_serve(*, n: int, dim: int, seed: int, query_kind: str, progress: bool
                  duration_s: float | None = None, filter_fraction: float = 0.2,
                  load_client: str = "raw", workers: int | None = None,
                  workdir: str | None = None, **_: Any) -> dict[str, Any]:  # fmt: skip
-    try:
-        from moodshift.bench.serve import run_serve_bench
-    except ImportError as exc:  # the server's dependencies (FastAPI, uvicorn) are optional
-        raise _Skip(f"moodshift.bench.serve is not available: {exc}") from exc
     rec: dict[str, Any] = {}
     with stage(rec):
         figures = run_serve_bench(
@@ -866,11 +855,6 @@ def _bench_soak(*, n: int, dim: int, seed: int, clients: Sequence[int] | None = 
         raise InputError(f"bench soak runs one client count; got --clients {counts}")
     return run_soak(n=n, dim=dim, clients=counts[0], duration_s=duration_s or 60.0, seed=seed,
                     workdir=workdir, progress=progress)  # fmt: skip
-
-
-def _soak_report(figures: dict[str, Any]) -> str:
-
-    return format_soak(figures)
 
 
 # --------------------------------------------------------------------------- mining effect
@@ -954,7 +938,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "mining": Benchmark(_bench_mining, "exact vs approximate proxy mining, trained to the end",
                         in_all=False),
     "soak": Benchmark(_bench_soak, "a mixed load against a real server for a while",
-                      in_all=False, defaults={"n": 5000, "dim": 64}, report=_soak_report),
+                      in_all=False, defaults={"n": 5000, "dim": 64}, report=format_soak),
     "transfer": Benchmark(_bench_transfer, "mood accuracy and P@1 on a held-out soundfont, "
                           "genres, tunes and arranger (renders and trains: run it alone)",
                           in_all=False, defaults={"n": 320}, report=transfer_markdown),

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from moodshift._finite import loads_json, require_finite
 from moodshift.errors import DataError, FileFormatError
 from moodshift.model.tagger import C_GRID, MoodTagger, expected_calibration_error
 from moodshift.values import l2_normalize
@@ -375,7 +376,7 @@ class EvidenceFusion:
             return None
         fix = "rebuild the model (scripts/make_default_model.py) or delete evidence.json"
         try:
-            meta = json.loads(path.read_text())
+            meta = loads_json(path.read_text())  # refuses NaN and Infinity
             weights = {str(k): {str(s): float(x) for s, x in v.items()}
                        for k, v in meta["weights"].items()}  # fmt: skip
             head = None
@@ -390,6 +391,10 @@ class EvidenceFusion:
             raise FileFormatError(
                 f"{path} is damaged ({type(exc).__name__}: {exc}); {fix}"
             ) from exc
+        if head is not None:
+            for name in ("tag_weight", "tag_bias", "map_weight", "map_bias"):
+                require_finite(getattr(head, name), path=folder / "taghead.safetensors",
+                               fix=fix, what=name)  # fmt: skip
         if head is not None and (
             head.tag_weight.shape[1] != dim or head.map_weight.shape[0] != n_classes
         ):

@@ -440,7 +440,7 @@ class MoodshiftModel:
         )
         cfg = dict(self.config)
         cfg["architecture"] = self.net.arch.to_dict()
-        cfg["moodshift_version"] = _version()
+        cfg["moodshift_version"] = __version__
         cfg["ranking_space"] = {"kind": "none"} if self.ranking is None else dict(self.ranking.info)
         if self.ranking is not None:
             self.ranking.save(folder / "ranking.safetensors")
@@ -692,8 +692,3 @@ def _check_log(data: Any) -> str | None:
     if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
         return "expected a list of per-epoch objects"
     return None
-
-
-def _version() -> str:
-
-    return __version__

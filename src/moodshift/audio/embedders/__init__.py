@@ -94,6 +94,4 @@ def __getattr__(name: str) -> Any:
         from moodshift.audio.embedders.musicnn import MusicnnEmbedder  # pulls in torch: load on use
 
         return MusicnnEmbedder
-    if name == "FeaturesEmbedder":
-        return FeaturesEmbedder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
