@@ -362,3 +362,23 @@ def test_saving_over_a_catalogue_keeps_what_else_lives_in_its_folder(tmp_path, s
     assert (folder / "index" / "index.json").read_text() == "{}"
     assert Catalog.load(folder).labels.loc[0, "mood"] == labels.loc[0, "mood"]
     assert not list(tmp_path.glob(".cat.*"))  # no temporary folder left behind
+
+
+def test_relabelling_a_mapped_catalogue_links_its_vectors_instead_of_rewriting_them(
+    tmp_path, small_catalog
+):
+    folder = tmp_path / "cat"
+    small_catalog.save(folder)
+    before = (folder / "embeddings.npy").stat().st_ino
+    mapped = Catalog.load(folder, mmap=True)
+    labels = mapped.labels.copy()
+    labels.loc[0, "mood"] = "sad" if labels.loc[0, "mood"] != "sad" else "happy"
+    mapped.labels = labels
+    mapped.save(folder)
+    assert (folder / "embeddings.npy").stat().st_ino == before  # the same file, linked
+    back = Catalog.load(folder)
+    np.testing.assert_array_equal(back.embeddings, small_catalog.embeddings)
+    assert back.labels.loc[0, "mood"] == labels.loc[0, "mood"]
+    # An in-memory catalogue (not a map of that file) is written out as before.
+    Catalog.load(folder).save(folder)
+    assert (folder / "embeddings.npy").stat().st_ino != before

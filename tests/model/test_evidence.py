@@ -134,6 +134,7 @@ def test_non_finite_evidence_files_are_refused(tmp_path, rng):
     save_file(arrays, str(tmp_path / "taghead.safetensors"))
     meta = json.loads((tmp_path / "evidence.json").read_text())
     (tmp_path / "evidence.json").write_text(
-        json.dumps(meta).replace('"taghead": 1.0', '"taghead": NaN'))
+        json.dumps(meta).replace('"taghead": 1.0', '"taghead": NaN')
+    )
     with pytest.raises(FileFormatError, match="evidence.json"):
         EvidenceFusion.read_from(tmp_path, dim=d, n_classes=m)

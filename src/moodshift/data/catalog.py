@@ -60,26 +60,42 @@ MTG_JAMENDO_MOODS = ("energetic", "calm", "happy", "sad")
 CATALOG_FILES = frozenset({"catalog.json", "embeddings.npy", "labels.parquet"})
 
 
+def _maps_file(array: np.ndarray, path: Path) -> bool:
+    """Whether ``array`` is the whole of a read-only memory map of ``path`` (so the file
+    already holds exactly it; a slice or a copy does not count)."""
+    m = array
+    while m is not None and not isinstance(m, np.memmap):
+        m = m.base if isinstance(m.base, np.ndarray) else None
+    if m is None or m.mode != "r" or m.filename is None:
+        return False
+    same_view = (array.shape == m.shape and array.dtype == m.dtype
+                 and array.ctypes.data == m.ctypes.data)  # fmt: skip
+    try:
+        return same_view and path.is_file() and os.path.samefile(m.filename, path)
+    except OSError:
+        return False
+
+
+def _link(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst`` (free, and ``src`` stays whole); copy where links fail."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _carry_over(old: Path, new: Path, *, own: frozenset[str]) -> None:
     """Link (or copy) every entry of ``old`` not in ``own`` into ``new``.
 
-    Hard links cost nothing and leave ``old`` whole until the swap, so a crash before
-    it loses nothing; a filesystem without them gets copies.
+    Links leave ``old`` whole until the swap, so a crash before it loses nothing.
     """
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
     for entry in old.iterdir():
         if entry.name in own:
             continue
         if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=link)
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link)
         else:
-            link(str(entry), str(new / entry.name))
+            _link(str(entry), str(new / entry.name))
 
 
 @dataclass
@@ -348,7 +364,12 @@ class Catalog:
         with atomic_dir(path) as tmp:
             if path.is_dir():
                 _carry_over(path, tmp, own=CATALOG_FILES)
-            np.save(tmp / "embeddings.npy", self.embeddings, allow_pickle=False)
+            if _maps_file(self.embeddings, path / "embeddings.npy"):
+                # A read-only map of the file being replaced: relabelling keeps the vectors,
+                # so link them instead of rewriting n x d floats per label.
+                _link(str(path / "embeddings.npy"), str(tmp / "embeddings.npy"))
+            else:
+                np.save(tmp / "embeddings.npy", self.embeddings, allow_pickle=False)
             self.labels.astype({c: "string" for c in self.labels.columns}).to_parquet(
                 tmp / "labels.parquet", index=False
             )
