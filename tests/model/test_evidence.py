@@ -136,5 +136,5 @@ def test_non_finite_evidence_files_are_refused(tmp_path, rng):
     (tmp_path / "evidence.json").write_text(
         json.dumps(meta).replace('"taghead": 1.0', '"taghead": NaN')
     )
-    with pytest.raises(FileFormatError, match="evidence.json"):
+    with pytest.raises(FileFormatError, match=r"evidence\.json"):
         EvidenceFusion.read_from(tmp_path, dim=d, n_classes=m)
