@@ -312,7 +312,7 @@ def test_cmd_bench_prints_and_writes_json(tmp_path, capsys):
 
 def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, capsys, monkeypatch):
     """Wiring only: the load benchmark itself runs in tests/serving (a real server)."""
-    from moodshift.bench import serve as bench_serve
+    from moodshift.bench import core as bench_core
 
     seen: dict = {}
 
@@ -320,7 +320,7 @@ def test_cmd_bench_serve_passes_its_options_to_the_load_benchmark(tmp_path, caps
         seen.update(kw)
         return {"runs": [], "p99_ratio_32_to_1": None}
 
-    monkeypatch.setattr(bench_serve, "run_serve_bench", fake)
+    monkeypatch.setattr(bench_core, "run_serve_bench", fake)  # the name bench.core calls
     rc = main(["bench", "serve", "--n", "5000", "--dim", "32", "--workers", "2", "--workdir",
                str(tmp_path / "w"), "--clients", "1,4", "--requests", "50", "--duration", "2",
                "--index-kind", "flat", "--load-client", "httpx", "--filter-fraction", "0.5",
